@@ -1,0 +1,97 @@
+"""`kzoo verify`: a converted model against its PyTorch reference, output by output.
+
+Needs the reference extra (torch + transformers); nothing else in kzoo does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kzoo import modeldir
+from kzoo.converters.convert import read_hf_config, resolve_source
+
+BOUND = 1e-4  # DESIGN.md: max abs diff on logits and hidden states
+
+# kzoo output name -> Transformers output attribute, per task
+OUTPUTS = {
+    "backbone": {"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
+    "masked_lm": {"logits": "logits"},
+    "pretraining": {"mlm_logits": "prediction_logits", "sop_logits": "sop_logits"},
+    "classifier": {"logits": "logits"},
+}
+HF_CLASSES = {
+    ("albert", "backbone"): "AlbertModel",
+    ("albert", "masked_lm"): "AlbertForMaskedLM",
+    ("albert", "pretraining"): "AlbertForPreTraining",
+    ("albert", "classifier"): "AlbertForSequenceClassification",
+}
+
+
+def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False):
+    """A padded batch of random ids: rows of full, 2/3 and 1/3 length."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, vocab_size, size=(batch, length)).astype("int32")
+    mask = np.ones((batch, length), "int32")
+    for row in range(1, batch):
+        n = max(1, length - row * length // batch)
+        if left_pad:
+            mask[row, : length - n] = 0
+        else:
+            mask[row, n:] = 0
+    ids[mask == 0] = pad_id
+    segments = np.zeros_like(ids)
+    segments[:, length // 2:] = 1
+    return {"token_ids": ids, "padding_mask": mask, "segment_ids": segments * mask}
+
+
+def run_reference(src, task, architecture, inputs):
+    import torch
+    import transformers
+
+    cls = getattr(transformers, HF_CLASSES[(architecture, task)])
+    ref = cls.from_pretrained(str(src), dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = ref(
+            input_ids=torch.as_tensor(inputs["token_ids"], dtype=torch.long),
+            attention_mask=torch.as_tensor(inputs["padding_mask"], dtype=torch.long),
+            token_type_ids=torch.as_tensor(inputs["segment_ids"], dtype=torch.long),
+            output_hidden_states=True,
+        )
+    result = {ours: getattr(out, theirs).numpy() for ours, theirs in OUTPUTS[task].items()}
+    if task != "backbone":
+        result["sequence_output"] = out.hidden_states[-1].numpy()
+    return result
+
+
+def run_kzoo(model, task, inputs):
+    out = model(inputs, training=False)
+    result = out if isinstance(out, dict) else {"logits": out}
+    result = {k: np.asarray(v) for k, v in result.items()}
+    if task != "backbone":
+        result["sequence_output"] = np.asarray(model.backbone(inputs)["sequence_output"])
+    return result
+
+
+def verify(model_dir, reference, *, model=None, batches=None):
+    """Max abs diff of every output on padded batches; returns a report dict."""
+    config = modeldir.read_config(model_dir)
+    model = model or modeldir.load(model_dir)
+    src = resolve_source(reference)
+    hf = read_hf_config(src)
+    task, architecture = config["task"], config["architecture"]
+    vocab = config["backbone"]["vocabulary_size"]
+    pad = hf.get("pad_token_id", 0) or 0
+    batches = batches or {
+        "right-padded": reference_inputs(vocab, pad_id=pad, seed=0),
+        "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True),
+    }
+    rows = []
+    for batch_name, inputs in batches.items():
+        ours = run_kzoo(model, task, inputs)
+        theirs = run_reference(src, task, architecture, inputs)
+        for key, want in theirs.items():
+            diff = float(np.max(np.abs(ours[key] - want)))
+            rows.append({"batch": batch_name, "output": key, "shape": list(want.shape),
+                         "max_abs_diff": diff, "ok": diff <= BOUND})
+    return {"model": str(model_dir), "reference": str(reference), "bound": BOUND,
+            "ok": all(r["ok"] for r in rows), "rows": rows}

@@ -1,0 +1,106 @@
+"""The one loop that applies any architecture's weight table to a Keras model.
+
+A table is a list of `(checkpoint name pattern, Keras variable path, transform)`.
+Patterns may hold `{g}`, `{i}`, `{layer}`... placeholders for integers; the same
+placeholders fill the Keras path. Every shape is checked, every Keras variable must
+be filled exactly once, and checkpoint tensors nobody asked for are reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kzoo.converters.readers import CheckpointError
+
+
+def transpose(x):
+    """PyTorch Linear stores [out, in]; Keras Dense wants [in, out]."""
+    return np.ascontiguousarray(x.T)
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)  # checkpoint names applied
+    tied: list[str] = field(default_factory=list)  # tied copies present in the file, skipped
+    unexpected: list[str] = field(default_factory=list)  # checkpoint names no rule wanted
+
+    def summary(self) -> str:
+        text = f"{len(self.loaded)} tensors loaded"
+        if self.tied:
+            text += f", {len(self.tied)} tied copies rebuilt from the embeddings"
+        if self.unexpected:
+            text += f", {len(self.unexpected)} unused: {_short(self.unexpected)}"
+        return text
+
+
+def _short(names, n=4):
+    names = sorted(names)
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def _compile(pattern):
+    regex = re.escape(pattern)
+    regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>\\d+)", regex)
+    return re.compile(regex + r"\Z")
+
+
+def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), progress=None):
+    """Fills `model`'s variables from `checkpoint` following `table`.
+
+    prefix: stripped from checkpoint names first (e.g. "albert." for head models).
+    tied: checkpoint names that duplicate another tensor (tied decoder); skipped.
+    ignored: regexes for non-weight entries (buffers such as position_ids).
+    progress: optional callable(advance: int) for a progress bar.
+    """
+    variables = {v.path: v for v in model.weights}
+    if len(variables) != len(model.weights):
+        raise RuntimeError("duplicate Keras variable paths: the weight table cannot address them")
+    rules = [(_compile(src), dst, fn) for src, dst, fn in table]
+    ignored = [re.compile(p) for p in ignored]
+    report = LoadReport()
+    filled = {}
+
+    for name in checkpoint.names():
+        local = name[len(prefix):] if prefix and name.startswith(prefix) else name
+        if local in tied or name in tied:
+            report.tied.append(name)
+            continue
+        if any(p.fullmatch(local) for p in ignored):
+            continue
+        for regex, dst, fn in rules:
+            match = regex.match(local)
+            if match:
+                break
+        else:
+            report.unexpected.append(name)
+            continue
+        path = dst.format(**match.groupdict())
+        if path not in variables:
+            report.unexpected.append(name)
+            continue
+        value = checkpoint.get(name)
+        if fn is not None:
+            value = fn(value)
+        want = tuple(variables[path].shape)
+        if tuple(value.shape) != want:
+            raise CheckpointError(
+                f"{name}: shape {tuple(checkpoint.shape(name))} in the checkpoint does not fit "
+                f"{path} {want} (after transform: {tuple(value.shape)}); is config.json the one "
+                "this checkpoint was saved with?"
+            )
+        variables[path].assign(value.astype(variables[path].dtype, copy=False))
+        filled[path] = name
+        report.loaded.append(name)
+        if progress:
+            progress(1)
+
+    missing = sorted(set(variables) - set(filled))
+    if missing:
+        raise CheckpointError(
+            f"{len(missing)} weights missing from the checkpoint: {_short(missing)}"
+            + (f"; unused checkpoint tensors: {_short(report.unexpected)}" if report.unexpected else "")
+        )
+    return report

@@ -1,0 +1,227 @@
+"""ALBERT (Lan et al., 2019) as Keras 3 functional models.
+
+Reads top to bottom like Transformers' `modeling_albert.py`:
+  embeddings (token + position + segment, width `embedding_dim`) -> LayerNorm
+  -> projection to `hidden_dim` -> `num_layers` passes through shared layer groups
+  -> pooler (tanh dense on the first token).
+Heads: masked LM (dense -> act -> LayerNorm -> decoder tied to the token embedding
++ bias), sentence-order prediction, sequence classification.
+
+Parameter sharing: `num_groups` groups of `num_inner_repetitions` layers each; pass
+i runs group int(i / (num_layers / num_groups)), every layer of it in order. With
+one group all passes reuse the same weights, so the model stays small.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+from keras import ops
+
+from kzoo.layers import Bias, TransformerLayer, attention_bias, dense, get_activation
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AlbertBackbone(keras.Model):
+    """ALBERT encoder. Inputs `token_ids`, `segment_ids`, `padding_mask` ([B, S] int32).
+
+    Returns {"sequence_output": [B, S, H], "pooled_output": [B, H]} (no pooled output
+    when `use_pooler=False`, as in Transformers' masked-LM model).
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        embedding_dim=128,
+        num_groups=1,
+        num_inner_repetitions=1,
+        activation="gelu_new",
+        dropout=0.0,
+        attention_dropout=0.0,
+        max_sequence_length=512,
+        num_segments=2,
+        layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
+        use_pooler=True,
+        **kwargs,
+    ):
+        if num_layers % num_groups:
+            raise ValueError(f"num_layers ({num_layers}) must be a multiple of num_groups ({num_groups})")
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+
+        # === Layers ===
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size, embedding_dim, tie_weights=True, embeddings_initializer=init,
+            name="token_embedding",
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            max_sequence_length, initializer=init, name="position_embedding"
+        )
+        self.segment_embedding = keras.layers.Embedding(
+            num_segments, embedding_dim, embeddings_initializer=init, name="segment_embedding"
+        )
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="embeddings_layer_norm"
+        )
+        self.embeddings_dropout = keras.layers.Dropout(dropout)
+        self.embedding_projection = dense(hidden_dim, "embedding_projection", initializer_range)
+        self.groups = [
+            [
+                TransformerLayer(
+                    hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
+                    attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
+                    initializer_range=initializer_range, name=f"group_{g}_inner_{i}",
+                )
+                for i in range(num_inner_repetitions)
+            ]
+            for g in range(num_groups)
+        ]
+        self.pooler = dense(hidden_dim, "pooler", initializer_range, activation="tanh") if use_pooler else None
+
+        # === Functional model ===
+        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
+        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+
+        tokens = self.token_embedding(token_ids)
+        x = tokens + self.segment_embedding(segment_ids) + self.position_embedding(tokens)
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        x = self.embedding_projection(x)
+        bias = attention_bias(padding_mask)
+        layers_per_group = num_layers // num_groups
+        for i in range(num_layers):
+            for layer in self.groups[i // layers_per_group]:
+                x = layer(x, bias)
+        outputs = {"sequence_output": x}
+        if use_pooler:
+            outputs["pooled_output"] = self.pooler(x[:, 0, :])
+        super().__init__(
+            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            outputs=outputs,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.embedding_dim = embedding_dim
+        self.num_groups = num_groups
+        self.num_inner_repetitions = num_inner_repetitions
+        self.activation = activation
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.max_sequence_length = max_sequence_length
+        self.num_segments = num_segments
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.use_pooler = use_pooler
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "hidden_dim": self.hidden_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "embedding_dim": self.embedding_dim,
+            "num_groups": self.num_groups,
+            "num_inner_repetitions": self.num_inner_repetitions,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "max_sequence_length": self.max_sequence_length,
+            "num_segments": self.num_segments,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+            "use_pooler": self.use_pooler,
+        }
+
+
+class _Task(keras.Model):
+    """A head on a backbone; the same inputs as the backbone."""
+
+    def get_config(self):
+        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
+
+
+def _mlm_logits(backbone, sequence_output):
+    """dense(H -> E) -> act -> LayerNorm(E) -> tied decoder + bias."""
+    x = dense(backbone.embedding_dim, "mlm_dense", backbone.initializer_range)(sequence_output)
+    x = get_activation(backbone.activation)(x)
+    x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
+    return Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AlbertMaskedLM(_Task):
+    """Masked LM: logits [B, S, V]. Transformers' `AlbertForMaskedLM` (no pooler)."""
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        logits = _mlm_logits(backbone, backbone(inputs)["sequence_output"])
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AlbertPreTraining(_Task):
+    """Both pretraining heads: {"mlm_logits": [B, S, V], "sop_logits": [B, 2]}."""
+
+    def __init__(self, backbone, num_sop_labels=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        pooled = keras.layers.Dropout(classifier_dropout)(outputs["pooled_output"])
+        sop = dense(num_sop_labels, "sop_classifier", backbone.initializer_range)(pooled)
+        mlm = _mlm_logits(backbone, outputs["sequence_output"])
+        super().__init__(inputs=inputs, outputs={"mlm_logits": mlm, "sop_logits": sop}, **kwargs)
+        self.backbone = backbone
+        self.num_sop_labels = num_sop_labels
+        self.classifier_dropout = classifier_dropout
+
+    def get_config(self):
+        return {**super().get_config(), "num_sop_labels": self.num_sop_labels,
+                "classifier_dropout": self.classifier_dropout}
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AlbertClassifier(_Task):
+    """Sequence classification on the pooled output: logits [B, num_classes]."""
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        pooled = keras.layers.Dropout(classifier_dropout)(backbone(inputs)["pooled_output"])
+        logits = dense(num_classes, "classifier", backbone.initializer_range)(pooled)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.classifier_dropout = classifier_dropout
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "classifier_dropout": self.classifier_dropout}
+
+
+def build(task, backbone_config, **task_config):
+    """Builds an ALBERT model for `task` from plain config dicts (the model dir's format)."""
+    use_pooler = task != "masked_lm"
+    backbone = AlbertBackbone(**{**backbone_config, "use_pooler": use_pooler}, name="albert")
+    if task == "backbone":
+        return backbone
+    return TASKS[task](backbone, **task_config)
+
+
+TASKS = {"masked_lm": AlbertMaskedLM, "pretraining": AlbertPreTraining, "classifier": AlbertClassifier}

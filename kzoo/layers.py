@@ -1,0 +1,162 @@
+"""Building blocks shared by every kzoo architecture.
+
+ALBERT, XLM-RoBERTa and XLM all use the same post-LayerNorm transformer block
+(attention -> add & norm -> feed-forward -> add & norm), so it is written once here.
+We write our own attention instead of keras-hub's `TransformerEncoder` because the
+additive mask must be built once per batch (and clipped for int8 TFLite) and XLM's
+generation needs a key/value cache; everything else reuses Keras/keras-hub layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import ops
+
+# Additive attention bias for masked keys. Large enough that exp() underflows to
+# exactly 0 in fp32 (as Transformers' finfo.min does), small enough to stay finite
+# in fp16 and to keep int8 activation ranges usable after clipping.
+MASK_BIAS = -6e4  # fits fp16 (max 65504)
+
+ACTIVATIONS = {
+    # Transformers' names -> Keras functions computing exactly the same function.
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),  # erf form
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),  # tanh form
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "tanh": keras.activations.tanh,
+}
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unsupported activation {name!r}; kzoo supports {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def attention_bias(padding_mask, dtype="float32", causal=False):
+    """[B, S] 0/1 mask -> additive bias [B, 1, 1 or S, S]: 0 where a key is visible."""
+    visible = ops.cast(padding_mask, dtype)[:, None, None, :]
+    if causal:
+        length = ops.shape(padding_mask)[1]
+        idx = ops.arange(length)
+        lower = ops.cast(idx[:, None] >= idx[None, :], dtype)  # key j <= query i
+        visible = visible * lower[None, None, :, :]
+    return (1.0 - visible) * MASK_BIAS
+
+
+def dense(units, name, initializer_range=0.02, activation=None):
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+        name=name,
+    )
+
+
+class TransformerLayer(keras.layers.Layer):
+    """Post-LN transformer block, the one BERT-style encoders use.
+
+    x = LN(x + Wo · MHA(x));  x = LN(x + W2 · act(W1 · x))
+
+    Variables (names the converters' weight tables refer to):
+      query, key, value, attention_output, attention_layer_norm,
+      intermediate, output, output_layer_norm
+    """
+
+    def __init__(
+        self,
+        hidden_dim,
+        num_heads,
+        intermediate_dim,
+        activation="gelu",
+        dropout=0.0,
+        attention_dropout=0.0,
+        layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_dim % num_heads:
+            raise ValueError(f"hidden_dim {hidden_dim} is not a multiple of num_heads {num_heads}")
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.intermediate_dim = intermediate_dim
+        self.activation_name = activation
+        self.dropout_rate = dropout
+        self.attention_dropout_rate = attention_dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+
+        self.act = get_activation(activation)
+        self.query = dense(hidden_dim, "query", initializer_range)
+        self.key = dense(hidden_dim, "key", initializer_range)
+        self.value = dense(hidden_dim, "value", initializer_range)
+        self.attention_output = dense(hidden_dim, "attention_output", initializer_range)
+        self.attention_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="attention_layer_norm"
+        )
+        self.intermediate = dense(intermediate_dim, "intermediate", initializer_range)
+        self.output_dense = dense(hidden_dim, "output", initializer_range)
+        self.output_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="output_layer_norm"
+        )
+        self.attention_dropout = keras.layers.Dropout(attention_dropout)
+        self.dropout = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        hidden = (None, None, self.hidden_dim)
+        for layer in (self.query, self.key, self.value, self.attention_output, self.intermediate):
+            layer.build(hidden)
+        self.output_dense.build((None, None, self.intermediate_dim))
+        self.attention_layer_norm.build(hidden)
+        self.output_layer_norm.build(hidden)
+        self.built = True
+
+    def _heads(self, x):
+        # [B, S, H] -> [B, heads, S, head_dim]
+        b, s = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.transpose(ops.reshape(x, (b, s, self.num_heads, self.head_dim)), (0, 2, 1, 3))
+
+    def call(self, x, bias, training=False):
+        b, s = ops.shape(x)[0], ops.shape(x)[1]
+        q = self._heads(self.query(x) * (1.0 / math.sqrt(self.head_dim)))
+        k = self._heads(self.key(x))
+        v = self._heads(self.value(x))
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) + bias
+        probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
+        context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, s, self.hidden_dim))
+        attended = self.dropout(self.attention_output(context), training=training)
+        x = self.attention_layer_norm(x + attended)
+        ffn = self.output_dense(self.act(self.intermediate(x)))
+        ffn = self.dropout(ffn, training=training)
+        return self.output_layer_norm(x + ffn)
+
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "hidden_dim": self.hidden_dim,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "activation": self.activation_name,
+            "dropout": self.dropout_rate,
+            "attention_dropout": self.attention_dropout_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+        }
+
+
+class Bias(keras.layers.Layer):
+    """A learned bias over the last axis (the MLM head's output bias)."""
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, x):
+        return x + self.bias

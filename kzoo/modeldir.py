@@ -1,0 +1,103 @@
+"""The kzoo model dir: `config.json` + `model.weights.h5` + tokenizer files.
+
+    config.json  {"format": "kzoo", "format_version": 1, "architecture", "task",
+                  "preset", "backbone": {...}, "task_config": {...}, "labels", "source"}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CONFIG = "config.json"
+WEIGHTS = "model.weights.h5"
+FORMAT_VERSION = 1
+
+
+class ModelDirError(Exception):
+    """A one-line, user-facing problem with a model dir."""
+
+
+def architectures():
+    from kzoo import albert
+
+    return {"albert": albert.build}
+
+
+def build_model(config):
+    """A freshly initialised Keras model for a model-dir config dict."""
+    arch = config.get("architecture")
+    builders = architectures()
+    if arch not in builders:
+        raise ModelDirError(f"unknown architecture {arch!r}; kzoo knows {sorted(builders)}")
+    return builders[arch](config["task"], config["backbone"], **config.get("task_config", {}))
+
+
+def read_config(path):
+    path = Path(path)
+    file = path / CONFIG
+    if not path.is_dir():
+        raise ModelDirError(f"{path}: not a directory (expected a kzoo model dir made by `kzoo convert`)")
+    try:
+        config = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise ModelDirError(f"{path}: no {CONFIG}; is this a kzoo model dir made by `kzoo convert`?") from None
+    except json.JSONDecodeError as e:
+        raise ModelDirError(f"{file}: not valid JSON ({e})") from None
+    if config.get("format") != "kzoo":
+        raise ModelDirError(
+            f"{file}: not a kzoo config (a Hugging Face checkpoint? convert it first: kzoo convert {path} OUT)"
+        )
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelDirError(f"{file}: format_version {config['format_version']} is newer than this kzoo")
+    return config
+
+
+def load(path):
+    """Loads a kzoo model dir as a Keras model (the task model with its head)."""
+    path = Path(path)
+    config = read_config(path)
+    model = build_model(config)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ModelDirError(f"{path}: {WEIGHTS} is missing")
+    try:
+        model.load_weights(weights)
+    except Exception as e:  # h5py / Keras errors are long; name the file and the gist
+        raise ModelDirError(f"{weights}: could not load weights ({str(e).splitlines()[0]})") from None
+    model.kzoo_config = config
+    return model
+
+
+def save(model, config, out):
+    """Writes a model dir at `out` (config + weights); tokenizer files are added by the caller."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"format": "kzoo", "format_version": FORMAT_VERSION, **config}
+    (out / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    model.save_weights(out / WEIGHTS)
+
+
+@contextlib.contextmanager
+def atomic_dir(out, overwrite=False):
+    """Yields a temporary dir beside `out`; renamed to `out` only if the block succeeds.
+
+    An interrupted or failed write leaves nothing at `out`.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

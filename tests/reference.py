@@ -1,0 +1,43 @@
+"""Reference checkpoints made on the fly: Transformers 5 PyTorch models, random weights.
+
+Every parameter (LayerNorm scales and biases included) is redrawn, so a swapped or
+missed tensor cannot hide behind Transformers' ones/zeros initialisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+TINY_ALBERT = dict(
+    vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
+    inner_group_num=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
+    type_vocab_size=2, hidden_act="gelu_new", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+)
+
+
+def randomize(model, seed=0, std=0.2):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
+
+
+def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safetensors",
+                    max_shard_size=None, seed=0, **config_kwargs):
+    """Saves `transformers.<cls_name>` built from `config` (a Config instance or dict) at `out_dir`."""
+    cls = getattr(transformers, cls_name)
+    if isinstance(config, dict):
+        config = cls.config_class(**{**config, **config_kwargs})
+    model = randomize(cls(config).eval(), seed=seed).to(dtype)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if fmt == "bin":
+        config.architectures = [cls_name]
+        config.save_pretrained(out_dir)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        torch.save(state, out_dir / "pytorch_model.bin")
+    else:
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(out_dir, **kwargs)
+    return out_dir
