@@ -136,7 +136,7 @@ class _SafetensorsFile:
         try:
             header = json.loads(header_bytes)
         except ValueError as e:
-            raise _fail(path, f"not a safetensors file: the header is not valid JSON ({e})") from None
+            raise _fail(path, f"not a safetensors file: header is not valid JSON ({e})") from None
         if not isinstance(header, dict):
             raise _fail(path, "not a safetensors file: the header is not a JSON object")
         self._data_start = 8 + n
@@ -237,7 +237,8 @@ def _tensor_ref(storage, offset, size, stride, dtype):
     return _TensorRef(storage, dtype, offset, tuple(size), tuple(stride))
 
 
-def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None,
+                       metadata=None):
     if not isinstance(storage, _Storage) or storage.dtype is None:
         raise ValueError("malformed tensor record")
     return _tensor_ref(storage, offset, size, stride, storage.dtype)
@@ -509,7 +510,8 @@ def _open_sharded(index_path: Path) -> Checkpoint:
     shard_names = sorted(set(weight_map.values()))
     for shard in shard_names:  # check them all before opening any
         if not (index_path.parent / shard).is_file():
-            raise _fail(index_path.parent / shard, f"shard file is missing (listed in {index_path.name})")
+            raise _fail(index_path.parent / shard,
+                        f"shard file is missing (listed in {index_path.name})")
     opened = {}
     try:
         for shard in shard_names:

@@ -1,0 +1,121 @@
+"""Task pipelines on a kzoo model dir: fill-mask and feature extraction.
+
+Output formats follow Transformers' pipelines, so code written against
+`pipeline("fill-mask")` reads kzoo's results unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kzoo import modeldir
+
+
+class PipelineError(ValueError):
+    """A one-line, user-facing problem with a pipeline's input."""
+
+
+def _softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class _Pipeline:
+    def __init__(self, model, tokenizer=None):
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            path = model
+            model = modeldir.load(path)
+            if tokenizer is None:
+                tokenizer = load_tokenizer(path)
+        if tokenizer is None:
+            raise PipelineError("a tokenizer is needed: pass tokenizer=, or a model dir that has one")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = getattr(model, "kzoo_config", {}).get("task")
+
+    def _encode(self, texts):
+        batch = self.tokenizer(texts)
+        return batch, self.model.predict_on_batch(batch)
+
+
+class FillMask(_Pipeline):
+    """`FillMask(model_dir)("Hello I'm a [MASK] model.", top_k=5)`.
+
+    One mask: a list of `top_k` dicts {score, token, token_str, sequence};
+    several masks in one text: one such list per mask; a list of texts: one result each.
+    """
+
+    def __init__(self, model, tokenizer=None):
+        super().__init__(model, tokenizer)
+        if self.task not in ("masked_lm", "pretraining", None):
+            raise PipelineError(f"fill-mask needs a masked-LM model; this one is a {self.task!r} model")
+
+    def __call__(self, texts, top_k=5):
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if top_k < 1:
+            raise PipelineError(f"top_k must be >= 1, got {top_k}")
+        mask_id = self.tokenizer.mask_token_id
+        batch, out = self._encode(texts)
+        logits = out["mlm_logits"] if isinstance(out, dict) else out
+        results = []
+        for row, text in enumerate(texts):
+            ids = batch["token_ids"][row][batch["padding_mask"][row] == 1]
+            positions = np.flatnonzero(ids == mask_id)
+            if positions.size == 0:
+                raise PipelineError(f"no mask token {self.tokenizer.mask_token} in the input: {text!r}")
+            probs = _softmax(np.asarray(logits[row, positions], dtype=np.float32))
+            single_mask = positions.size == 1
+            per_mask = []
+            for pos, p in zip(positions, probs):
+                best = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
+                rows = []
+                for token in best:
+                    filled = ids.copy()
+                    filled[pos] = token
+                    rows.append({
+                        "score": float(p[token]),
+                        "token": int(token),
+                        "token_str": self.tokenizer.decode([int(token)]),
+                        "sequence": self.tokenizer.decode(filled.tolist(), skip_special_tokens=single_mask),
+                    })
+                per_mask.append(rows)
+            results.append(per_mask[0] if single_mask else per_mask)
+        return results[0] if single else results
+
+
+class Features(_Pipeline):
+    """`Features(model_dir)(texts)`: per text, `sequence_output` [tokens, H] (padding
+    removed) and `pooled_output` [H] when the model has a pooler."""
+
+    def __call__(self, texts):
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        batch = self.tokenizer(texts)
+        backbone = getattr(self.model, "backbone", self.model)
+        out = backbone.predict_on_batch(batch)
+        results = []
+        for row in range(len(texts)):
+            keep = batch["padding_mask"][row] == 1
+            item = {"tokens": self.tokenizer.convert_ids_to_tokens(batch["token_ids"][row][keep].tolist()),
+                    "sequence_output": np.asarray(out["sequence_output"][row][keep])}
+            if "pooled_output" in out:
+                item["pooled_output"] = np.asarray(out["pooled_output"][row])
+            results.append(item)
+        return results[0] if single else results
+
+
+TASKS = {"fill-mask": FillMask, "features": Features, "embed": Features}
+
+
+def pipeline(task, model, tokenizer=None):
+    if task not in TASKS:
+        raise PipelineError(f"unknown task {task!r}; kzoo has {sorted(TASKS)}")
+    return TASKS[task](model, tokenizer)
+
+
+def load_tokenizer(path):
+    from kzoo.tokenizer import SentencePieceTokenizer
+
+    return SentencePieceTokenizer.load(path)

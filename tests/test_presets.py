@@ -1,0 +1,39 @@
+"""Presets against the published architectures: Transformers' configs and parameter counts."""
+
+import json
+from pathlib import Path
+
+import keras
+import pytest
+
+from kzoo import modeldir
+from kzoo.converters import albert as albert_map
+from kzoo.converters.convert import FAMILIES
+from kzoo.presets import PRESETS, find_preset
+
+DATA = Path(__file__).parent / "data"
+COUNTS = json.loads((DATA / "param_counts.json").read_text())  # Transformers 5.23, meta device
+TASK_OF_CLASS = {**albert_map.TASK_OF_CLASS}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_equals_hub_config(name):
+    hf = json.loads((DATA / "hf_configs" / f"{name}.json").read_text())
+    _, spec = FAMILIES[hf["model_type"]]
+    assert spec.backbone_config(hf) == PRESETS[name]["backbone"]
+    assert find_preset(PRESETS[name]["architecture"], spec.backbone_config(hf)) == name
+
+
+# v1 and v2 share their shapes; one build per size and class keeps this fast.
+SIZES = sorted({n.rsplit("-", 1)[0] for n in PRESETS})
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_parameter_counts(size):
+    name = f"{size}-v2"
+    for cls_name, want in COUNTS[name].items():
+        task = TASK_OF_CLASS[cls_name]
+        keras.utils.clear_session()
+        model = modeldir.build_model({**PRESETS[name], "task": task})
+        assert model.count_params() == want, (name, cls_name)
+        del model
