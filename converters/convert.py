@@ -81,6 +81,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None):
           by default the checkpoint's own class decides.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
     """
+    if Path(out).exists() and not overwrite:  # fail before the slow part
+        raise modeldir.ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
     src = resolve_source(src)
     hf = read_hf_config(src)
     architecture, spec = family_of(hf)
