@@ -7,18 +7,20 @@ at any point leaves nothing at OUT.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
 
 from kzoo import modeldir
-from kzoo.converters import albert
 from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.converters.weights import load_table
 from kzoo.presets import find_preset
 
 FAMILIES = {  # Transformers model_type -> (kzoo architecture, weight-map module)
-    "albert": ("albert", albert),
+    "albert": ("albert", "kzoo.converters.albert"),
+    "xlm-roberta": ("xlm-roberta", "kzoo.converters.xlm_roberta"),
+    "xlm": ("xlm", "kzoo.converters.xlm"),
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "spiece.model", "sentencepiece.bpe.model")
@@ -64,7 +66,8 @@ def family_of(hf) -> tuple[str, object]:
         raise CheckpointError(
             f"config.json: model_type {model_type!r} is not supported; kzoo converts {sorted(FAMILIES)}"
         )
-    return FAMILIES[model_type]
+    architecture, module = FAMILIES[model_type]
+    return architecture, importlib.import_module(module)
 
 
 def detect_task(hf, spec, names):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from kzoo import modeldir
-from kzoo.converters.convert import read_hf_config, resolve_source
+from kzoo.converters.convert import family_of, read_hf_config, resolve_source
 
 BOUND = 1e-4  # DESIGN.md: max abs diff on logits and hidden states
 
@@ -18,12 +18,6 @@ OUTPUTS = {
     "masked_lm": {"logits": "logits"},
     "pretraining": {"mlm_logits": "prediction_logits", "sop_logits": "sop_logits"},
     "classifier": {"logits": "logits"},
-}
-HF_CLASSES = {
-    ("albert", "backbone"): "AlbertModel",
-    ("albert", "masked_lm"): "AlbertForMaskedLM",
-    ("albert", "pretraining"): "AlbertForPreTraining",
-    ("albert", "classifier"): "AlbertForSequenceClassification",
 }
 
 
@@ -44,11 +38,12 @@ def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=
     return {"token_ids": ids, "padding_mask": mask, "segment_ids": segments * mask}
 
 
-def run_reference(src, task, architecture, inputs):
+def run_reference(src, task, spec, inputs):
     import torch
     import transformers
 
-    cls = getattr(transformers, HF_CLASSES[(architecture, task)])
+    cls_name = next(c for c, t in spec.TASK_OF_CLASS.items() if t == task)
+    cls = getattr(transformers, cls_name)
     ref = cls.from_pretrained(str(src), dtype=torch.float32).eval()
     with torch.no_grad():
         out = ref(
@@ -78,7 +73,8 @@ def verify(model_dir, reference, *, model=None, batches=None):
     model = model or modeldir.load(model_dir)
     src = resolve_source(reference)
     hf = read_hf_config(src)
-    task, architecture = config["task"], config["architecture"]
+    task = config["task"]
+    _, spec = family_of(hf)
     vocab = config["backbone"]["vocabulary_size"]
     pad = hf.get("pad_token_id", 0) or 0
     batches = batches or {
@@ -88,7 +84,7 @@ def verify(model_dir, reference, *, model=None, batches=None):
     rows = []
     for batch_name, inputs in batches.items():
         ours = run_kzoo(model, task, inputs)
-        theirs = run_reference(src, task, architecture, inputs)
+        theirs = run_reference(src, task, spec, inputs)
         for key, want in theirs.items():
             diff = float(np.max(np.abs(ours[key] - want)))
             rows.append({"batch": batch_name, "output": key, "shape": list(want.shape),

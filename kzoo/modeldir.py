@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -22,19 +23,20 @@ class ModelDirError(Exception):
     """A one-line, user-facing problem with a model dir."""
 
 
-def architectures():
-    from kzoo import albert
-
-    return {"albert": albert.build}
+# architecture -> module with `build(task, backbone_config, **task_config)` and `TASKS`
+ARCHITECTURES = {"albert": "kzoo.albert", "xlm-roberta": "kzoo.xlm_roberta", "xlm": "kzoo.xlm"}
 
 
 def build_model(config):
     """A freshly initialised Keras model for a model-dir config dict."""
     arch = config.get("architecture")
-    builders = architectures()
-    if arch not in builders:
-        raise ModelDirError(f"unknown architecture {arch!r}; kzoo knows {sorted(builders)}")
-    return builders[arch](config["task"], config["backbone"], **config.get("task_config", {}))
+    if arch not in ARCHITECTURES:
+        raise ModelDirError(f"unknown architecture {arch!r}; kzoo knows {sorted(ARCHITECTURES)}")
+    module = importlib.import_module(ARCHITECTURES[arch])
+    task = config.get("task")
+    if task != "backbone" and task not in module.TASKS:
+        raise ModelDirError(f"{arch} has no task {task!r}; it has backbone, {', '.join(module.TASKS)}")
+    return module.build(task, config["backbone"], **config.get("task_config", {}))
 
 
 def read_config(path):

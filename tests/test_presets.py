@@ -8,7 +8,7 @@ import pytest
 
 from kzoo import modeldir
 from kzoo.converters import albert as albert_map
-from kzoo.converters.convert import FAMILIES
+from kzoo.converters.convert import family_of
 from kzoo.presets import PRESETS, find_preset
 
 DATA = Path(__file__).parent / "data"
@@ -19,7 +19,7 @@ TASK_OF_CLASS = {**albert_map.TASK_OF_CLASS}
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_equals_hub_config(name):
     hf = json.loads((DATA / "hf_configs" / f"{name}.json").read_text())
-    _, spec = FAMILIES[hf["model_type"]]
+    _, spec = family_of(hf)
     assert spec.backbone_config(hf) == PRESETS[name]["backbone"]
     assert find_preset(PRESETS[name]["architecture"], spec.backbone_config(hf)) == name
 
