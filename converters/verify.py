@@ -21,7 +21,7 @@ OUTPUTS = {
 }
 
 
-def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False):
+def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False, num_segments=2):
     """A padded batch of random ids: rows of full, 2/3 and 1/3 length."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, vocab_size, size=(batch, length)).astype("int32")
@@ -34,7 +34,7 @@ def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=
             mask[row, n:] = 0
     ids[mask == 0] = pad_id
     segments = np.zeros_like(ids)
-    segments[:, length // 2:] = 1
+    segments[:, length // 2:] = num_segments - 1
     return {"token_ids": ids, "padding_mask": mask, "segment_ids": segments * mask}
 
 
@@ -77,9 +77,10 @@ def verify(model_dir, reference, *, model=None, batches=None):
     _, spec = family_of(hf)
     vocab = config["backbone"]["vocabulary_size"]
     pad = hf.get("pad_token_id", 0) or 0
+    segments = min(2, config["backbone"].get("num_segments", 2))
     batches = batches or {
-        "right-padded": reference_inputs(vocab, pad_id=pad, seed=0),
-        "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True),
+        "right-padded": reference_inputs(vocab, pad_id=pad, seed=0, num_segments=segments),
+        "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True, num_segments=segments),
     }
     rows = []
     for batch_name, inputs in batches.items():

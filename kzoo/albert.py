@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import keras
 import keras_hub
-from keras import ops
 
-from kzoo.layers import Bias, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -145,19 +144,6 @@ class AlbertBackbone(keras.Model):
         }
 
 
-class _Task(keras.Model):
-    """A head on a backbone; the same inputs as the backbone."""
-
-    def get_config(self):
-        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
-
-
 def _mlm_logits(backbone, sequence_output):
     """dense(H -> E) -> act -> LayerNorm(E) -> tied decoder + bias."""
     x = dense(backbone.embedding_dim, "mlm_dense", backbone.initializer_range)(sequence_output)
@@ -167,7 +153,7 @@ def _mlm_logits(backbone, sequence_output):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class AlbertMaskedLM(_Task):
+class AlbertMaskedLM(TaskModel):
     """Masked LM: logits [B, S, V]. Transformers' `AlbertForMaskedLM` (no pooler)."""
 
     def __init__(self, backbone, **kwargs):
@@ -178,7 +164,7 @@ class AlbertMaskedLM(_Task):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class AlbertPreTraining(_Task):
+class AlbertPreTraining(TaskModel):
     """Both pretraining heads: {"mlm_logits": [B, S, V], "sop_logits": [B, 2]}."""
 
     def __init__(self, backbone, num_sop_labels=2, classifier_dropout=0.1, **kwargs):
@@ -198,7 +184,7 @@ class AlbertPreTraining(_Task):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class AlbertClassifier(_Task):
+class AlbertClassifier(TaskModel):
     """Sequence classification on the pooled output: logits [B, num_classes]."""
 
     def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):

@@ -160,3 +160,16 @@ class Bias(keras.layers.Layer):
 
     def call(self, x):
         return x + self.bias
+
+
+class TaskModel(keras.Model):
+    """A head on a backbone, taking the backbone's inputs; `get_config` round-trips."""
+
+    def get_config(self):
+        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -40,10 +40,31 @@ def _albert(size, version):
     }
 
 
+def _xlm_roberta(hidden, layers, heads, intermediate):
+    return {
+        "architecture": "xlm-roberta",
+        "backbone": {
+            "vocabulary_size": 250002,
+            "num_layers": layers,
+            "num_heads": heads,
+            "hidden_dim": hidden,
+            "intermediate_dim": intermediate,
+            "activation": "gelu",
+            "dropout": 0.1,
+            "attention_dropout": 0.1,
+            "max_sequence_length": 514,
+            "num_segments": 1,
+            "pad_token_id": 1,
+            "layer_norm_epsilon": 1e-5,
+            "initializer_range": 0.02,
+        },
+    }
+
+
 PRESETS = {
-    f"albert-{size}-v{version}": _albert(size, version)
-    for size in _ALBERT_SIZES
-    for version in (1, 2)
+    **{f"albert-{size}-v{version}": _albert(size, version) for size in _ALBERT_SIZES for version in (1, 2)},
+    "xlm-roberta-base": _xlm_roberta(768, 12, 12, 3072),
+    "xlm-roberta-large": _xlm_roberta(1024, 24, 16, 4096),
 }
 
 

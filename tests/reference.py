@@ -41,3 +41,9 @@ def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safe
         kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
         model.save_pretrained(out_dir, **kwargs)
     return out_dir
+
+TINY_XLMR = dict(
+    vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+    max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+    layer_norm_eps=1e-5, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+)

@@ -1,0 +1,107 @@
+"""XLM-RoBERTa: Transformers checkpoint names and config keys -> kzoo."""
+
+from kzoo.converters.weights import transpose
+
+T = transpose
+
+
+def _linear(src, dst):
+    return [(f"{src}.weight", f"{dst}/kernel", T), (f"{src}.bias", f"{dst}/bias", None)]
+
+
+def _norm(src, dst):
+    return [(f"{src}.weight", f"{dst}/gamma", None), (f"{src}.bias", f"{dst}/beta", None)]
+
+
+LAYER = "encoder.layer.{i}"
+# Checkpoint names relative to the backbone ("roberta." is stripped for head models).
+WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
+    ("embeddings.word_embeddings.weight", "token_embedding/embeddings", None),
+    ("embeddings.position_embeddings.weight", "position_embedding/embeddings", None),
+    ("embeddings.token_type_embeddings.weight", "segment_embedding/embeddings", None),
+    *_norm("embeddings.LayerNorm", "embeddings_layer_norm"),
+    *_linear(f"{LAYER}.attention.self.query", "transformer_layer_{i}/query"),
+    *_linear(f"{LAYER}.attention.self.key", "transformer_layer_{i}/key"),
+    *_linear(f"{LAYER}.attention.self.value", "transformer_layer_{i}/value"),
+    *_linear(f"{LAYER}.attention.output.dense", "transformer_layer_{i}/attention_output"),
+    *_norm(f"{LAYER}.attention.output.LayerNorm", "transformer_layer_{i}/attention_layer_norm"),
+    *_linear(f"{LAYER}.intermediate.dense", "transformer_layer_{i}/intermediate"),
+    *_linear(f"{LAYER}.output.dense", "transformer_layer_{i}/output"),
+    *_norm(f"{LAYER}.output.LayerNorm", "transformer_layer_{i}/output_layer_norm"),
+    *_linear("pooler.dense", "pooler"),
+    # Heads.
+    *_linear("lm_head.dense", "mlm_dense"),
+    *_norm("lm_head.layer_norm", "mlm_layer_norm"),
+    ("lm_head.bias", "mlm_bias/bias", None),
+    *_linear("classifier.dense", "classifier_dense"),
+    *_linear("classifier.out_proj", "classifier"),
+]
+PREFIX = "roberta."
+# The decoder is tied to the word embeddings and its bias to lm_head.bias;
+# Transformers 5 leaves both out of the file, older saves carry copies.
+TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias")
+IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids")
+
+TASK_OF_CLASS = {
+    "XLMRobertaModel": "backbone",
+    "XLMRobertaForMaskedLM": "masked_lm",
+    "XLMRobertaForSequenceClassification": "classifier",
+}
+
+# Transformers' XLMRobertaConfig defaults, for configs that leave keys out.
+HF_DEFAULTS = dict(
+    vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1, max_position_embeddings=512, type_vocab_size=2,
+    initializer_range=0.02, layer_norm_eps=1e-12, pad_token_id=1, classifier_dropout=None,
+)
+
+CONFIG_KEYS = [  # (Transformers XLMRobertaConfig key, kzoo XLMRobertaBackbone argument)
+    ("vocab_size", "vocabulary_size"),
+    ("num_hidden_layers", "num_layers"),
+    ("num_attention_heads", "num_heads"),
+    ("hidden_size", "hidden_dim"),
+    ("intermediate_size", "intermediate_dim"),
+    ("hidden_act", "activation"),
+    ("hidden_dropout_prob", "dropout"),
+    ("attention_probs_dropout_prob", "attention_dropout"),
+    ("max_position_embeddings", "max_sequence_length"),
+    ("type_vocab_size", "num_segments"),
+    ("pad_token_id", "pad_token_id"),
+    ("layer_norm_eps", "layer_norm_epsilon"),
+    ("initializer_range", "initializer_range"),
+]
+
+
+def backbone_config(hf):
+    hf = {**HF_DEFAULTS, **hf}
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        from kzoo.converters.readers import CheckpointError
+
+        raise CheckpointError(f"config.json: position_embedding_type {hf['position_embedding_type']!r} "
+                              "is not supported (only 'absolute')")
+    return {ours: hf[theirs] for theirs, ours in CONFIG_KEYS}
+
+
+def task_config(hf, task):
+    hf = {**HF_DEFAULTS, **hf}
+    if task != "classifier":
+        return {}
+    labels = hf.get("id2label") or {}
+    dropout = hf["classifier_dropout"] if hf["classifier_dropout"] is not None else hf["hidden_dropout_prob"]
+    return {"num_classes": hf.get("num_labels") or len(labels) or 2, "classifier_dropout": dropout}
+
+
+def hf_config(backbone, **extra):
+    """kzoo backbone config -> Transformers XLMRobertaConfig dict (to build references)."""
+    hf = {theirs: backbone[ours] for theirs, ours in CONFIG_KEYS}
+    return {"model_type": "xlm-roberta", "bos_token_id": 0, "eos_token_id": 2, **hf, **extra}
+
+
+def task_from_names(names):
+    names = set(names)
+    if any(n.startswith("lm_head.") for n in names):
+        return "masked_lm"
+    if "classifier.out_proj.weight" in names:
+        return "classifier"
+    return "backbone"

@@ -1,0 +1,175 @@
+"""XLM-RoBERTa (Conneau et al., 2019) as Keras 3 functional models.
+
+Reads top to bottom like Transformers' `modeling_xlm_roberta.py`:
+  embeddings (token + position + segment) -> LayerNorm -> `num_layers` post-LN blocks
+  (exact GELU) -> optional pooler (tanh dense on `<s>`).
+Heads: masked LM (dense -> GELU -> LayerNorm -> decoder tied to the token embedding
++ bias) and sequence classification (dense -> tanh -> out_proj on `<s>`).
+
+Positions are RoBERTa's: they count from `pad_token_id + 1` over non-pad tokens
+(`cumsum(ids != pad) * (ids != pad) + pad`), so a left-padded row gets the same
+positions as the unpadded one and `max_sequence_length` (514) allows 512 tokens.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMRobertaBackbone(keras.Model):
+    """XLM-RoBERTa encoder. Inputs `token_ids`, `segment_ids`, `padding_mask` ([B, S] int32).
+
+    Returns {"sequence_output": [B, S, H]} plus "pooled_output" [B, H] with `use_pooler`.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        activation="gelu",
+        dropout=0.1,
+        attention_dropout=0.1,
+        max_sequence_length=514,
+        num_segments=1,
+        pad_token_id=1,
+        layer_norm_epsilon=1e-5,
+        initializer_range=0.02,
+        use_pooler=True,
+        **kwargs,
+    ):
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+
+        # === Layers ===
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size, hidden_dim, tie_weights=True, embeddings_initializer=init, name="token_embedding"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            max_sequence_length, hidden_dim, embeddings_initializer=init, name="position_embedding"
+        )
+        self.segment_embedding = keras.layers.Embedding(
+            num_segments, hidden_dim, embeddings_initializer=init, name="segment_embedding"
+        )
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="embeddings_layer_norm"
+        )
+        self.embeddings_dropout = keras.layers.Dropout(dropout)
+        self.transformer_layers = [
+            TransformerLayer(
+                hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
+                attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
+                initializer_range=initializer_range, name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.pooler = dense(hidden_dim, "pooler", initializer_range, activation="tanh") if use_pooler else None
+
+        # === Functional model ===
+        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
+        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+
+        not_pad = ops.cast(ops.not_equal(token_ids, pad_token_id), "int32")
+        positions = ops.cumsum(not_pad, axis=1) * not_pad + pad_token_id
+        x = (self.token_embedding(token_ids) + self.segment_embedding(segment_ids)
+             + self.position_embedding(positions))
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        bias = attention_bias(padding_mask)
+        for layer in self.transformer_layers:
+            x = layer(x, bias)
+        outputs = {"sequence_output": x}
+        if use_pooler:
+            outputs["pooled_output"] = self.pooler(x[:, 0, :])
+        super().__init__(
+            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
+            outputs=outputs,
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.max_sequence_length = max_sequence_length
+        self.num_segments = num_segments
+        self.pad_token_id = pad_token_id
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.use_pooler = use_pooler
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "hidden_dim": self.hidden_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "max_sequence_length": self.max_sequence_length,
+            "num_segments": self.num_segments,
+            "pad_token_id": self.pad_token_id,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+            "use_pooler": self.use_pooler,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMRobertaMaskedLM(TaskModel):
+    """Masked LM: logits [B, S, V]. Transformers' `XLMRobertaForMaskedLM` (no pooler)."""
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        x = backbone(inputs)["sequence_output"]
+        x = dense(backbone.hidden_dim, "mlm_dense", backbone.initializer_range)(x)
+        x = get_activation("gelu")(x)  # always exact GELU, whatever hidden_act says
+        x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
+        logits = Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMRobertaClassifier(TaskModel):
+    """Sequence classification on `<s>`: dropout -> dense -> tanh -> dropout -> out_proj."""
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        x = backbone(inputs)["sequence_output"][:, 0, :]
+        x = keras.layers.Dropout(classifier_dropout)(x)
+        x = dense(backbone.hidden_dim, "classifier_dense", backbone.initializer_range, activation="tanh")(x)
+        x = keras.layers.Dropout(classifier_dropout)(x)
+        logits = dense(num_classes, "classifier", backbone.initializer_range)(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.classifier_dropout = classifier_dropout
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "classifier_dropout": self.classifier_dropout}
+
+
+TASKS = {"masked_lm": XLMRobertaMaskedLM, "classifier": XLMRobertaClassifier}
+
+
+def build(task, backbone_config, **task_config):
+    """Builds an XLM-RoBERTa model for `task` from plain config dicts (the model dir's format)."""
+    backbone = XLMRobertaBackbone(**{**backbone_config, "use_pooler": task == "backbone"}, name="xlm_roberta")
+    if task == "backbone":
+        return backbone
+    return TASKS[task](backbone, **task_config)
