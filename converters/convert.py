@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kzoo import modeldir
 from kzoo.converters.readers import CheckpointError, open_checkpoint
-from kzoo.converters.weights import load_table
+from kzoo.converters.weights import deferred_variables, load_table
 from kzoo.presets import find_preset
 
 FAMILIES = {  # Transformers model_type -> (kzoo architecture, weight-map module)
@@ -103,7 +103,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None):
             "labels": labels,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
         }
-        model = modeldir.build_model(config)
+        with deferred_variables():
+            model = modeldir.build_model(config)
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
         advance = progress(len(names)) if progress else None
         report = load_table(model, ckpt, spec.WEIGHTS,

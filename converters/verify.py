@@ -21,8 +21,11 @@ OUTPUTS = {
 }
 
 
-def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False, num_segments=2):
-    """A padded batch of random ids: rows of full, 2/3 and 1/3 length."""
+def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False, num_segments=2,
+                     num_languages=0):
+    """A padded batch of random ids: rows of full, 2/3 and 1/3 length.
+
+    num_languages: also `lang_ids` (XLM), row r in language r, then r + 1 from a third on."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, vocab_size, size=(batch, length)).astype("int32")
     mask = np.ones((batch, length), "int32")
@@ -35,7 +38,12 @@ def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=
     ids[mask == 0] = pad_id
     segments = np.zeros_like(ids)
     segments[:, length // 2:] = num_segments - 1
-    return {"token_ids": ids, "padding_mask": mask, "segment_ids": segments * mask}
+    inputs = {"token_ids": ids, "padding_mask": mask, "segment_ids": segments * mask}
+    if num_languages:
+        langs = np.repeat(np.arange(batch)[:, None], length, axis=1)
+        langs[:, length // 3:] += 1
+        inputs["lang_ids"] = (langs % num_languages).astype("int32") * mask
+    return inputs
 
 
 def run_reference(src, task, spec, inputs):
@@ -51,8 +59,11 @@ def run_reference(src, task, spec, inputs):
             attention_mask=torch.as_tensor(inputs["padding_mask"], dtype=torch.long),
             token_type_ids=torch.as_tensor(inputs["segment_ids"], dtype=torch.long),
             output_hidden_states=True,
+            **({"langs": torch.as_tensor(inputs["lang_ids"], dtype=torch.long)}
+               if "lang_ids" in inputs else {}),
         )
-    result = {ours: getattr(out, theirs).numpy() for ours, theirs in OUTPUTS[task].items()}
+    result = {ours: getattr(out, theirs).numpy() for ours, theirs in OUTPUTS[task].items()
+              if getattr(out, theirs, None) is not None}  # XLMModel has no pooler
     if task != "backbone":
         result["sequence_output"] = out.hidden_states[-1].numpy()
     return result
@@ -78,9 +89,12 @@ def verify(model_dir, reference, *, model=None, batches=None):
     vocab = config["backbone"]["vocabulary_size"]
     pad = hf.get("pad_token_id", 0) or 0
     segments = min(2, config["backbone"].get("num_segments", 2))
+    languages = config["backbone"].get("num_languages", 0)  # XLM models take lang_ids
     batches = batches or {
-        "right-padded": reference_inputs(vocab, pad_id=pad, seed=0, num_segments=segments),
-        "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True, num_segments=segments),
+        "right-padded": reference_inputs(vocab, pad_id=pad, seed=0, num_segments=segments,
+                                         num_languages=languages),
+        "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True, num_segments=segments,
+                                        num_languages=languages),
     }
     rows = []
     for batch_name, inputs in batches.items():

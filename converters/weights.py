@@ -8,10 +8,14 @@ be filled exactly once, and checkpoint tensors nobody asked for are reported.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
+from keras import ops
+from keras.src.backend.common import global_state
+from keras.src.backend.common.stateless_scope import StatelessScope
 
 from kzoo.converters.readers import CheckpointError
 
@@ -39,6 +43,26 @@ class LoadReport:
 def _short(names, n=4):
     names = sorted(names)
     return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+@contextlib.contextmanager
+def deferred_variables():
+    """Builds models whose variables are not allocated yet (Keras' deferred init).
+
+    `load_table` then creates each variable straight from its checkpoint tensor, so a
+    conversion never holds random initial weights beside the real ones.
+    """
+    with StatelessScope(initialize_variables=False):
+        yield
+
+
+def _fill(variable, tensor):
+    if variable._value is None:  # deferred: initialise from the checkpoint tensor
+        variable._initializer = lambda shape, dtype: tensor
+        variable._deferred_initialize()
+        variable._initializer = None
+    else:
+        variable.assign(tensor)
 
 
 def _compile(pattern):
@@ -91,12 +115,16 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
                 f"{path} {want} (after transform: {tuple(value.shape)}); is config.json the one "
                 "this checkpoint was saved with?"
             )
-        variables[path].assign(value.astype(variables[path].dtype, copy=False))
+        tensor = ops.convert_to_tensor(value, dtype=variables[path].dtype)
+        del value  # at most two copies of the largest tensor exist at once
+        _fill(variables[path], tensor)
+        del tensor
         filled[path] = name
         report.loaded.append(name)
         if progress:
             progress(1)
 
+    global_state.set_global_attribute("uninitialized_variables", [])
     missing = sorted(set(variables) - set(filled))
     if missing:
         raise CheckpointError(

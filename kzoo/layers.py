@@ -9,6 +9,7 @@ generation needs a key/value cache; everything else reuses Keras/keras-hub layer
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
@@ -37,13 +38,30 @@ def get_activation(name: str):
 
 def attention_bias(padding_mask, dtype="float32", causal=False):
     """[B, S] 0/1 mask -> additive bias [B, 1, 1 or S, S]: 0 where a key is visible."""
-    visible = ops.cast(padding_mask, dtype)[:, None, None, :]
+    # expand_dims, not `[:, None]`: new-axis slicing of a dynamic shape becomes a Flex
+    # StridedSlice in TFLite, expand_dims a builtin.
+    visible = ops.expand_dims(ops.expand_dims(ops.cast(padding_mask, dtype), 1), 1)
     if causal:
         length = ops.shape(padding_mask)[1]
         idx = ops.arange(length)
-        lower = ops.cast(idx[:, None] >= idx[None, :], dtype)  # key j <= query i
-        visible = visible * lower[None, None, :, :]
+        lower = ops.cast(ops.expand_dims(idx, 1) >= ops.expand_dims(idx, 0), dtype)  # key j <= query i
+        visible = visible * ops.expand_dims(ops.expand_dims(lower, 0), 0)
     return (1.0 - visible) * MASK_BIAS
+
+
+@contextlib.contextmanager
+def mask_bias(value):
+    """Models built and traced inside the block add `value` at masked keys instead of MASK_BIAS.
+
+    For full-integer TFLite export: -6e4 would stretch the quantized range of the attention
+    scores until the real scores round to a few levels; -100 still gives exp() == 0 in effect.
+    """
+    global MASK_BIAS
+    old, MASK_BIAS = MASK_BIAS, float(value)
+    try:
+        yield
+    finally:
+        MASK_BIAS = old
 
 
 def dense(units, name, initializer_range=0.02, activation=None):

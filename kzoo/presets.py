@@ -68,6 +68,53 @@ PRESETS = {
 }
 
 
+# --- XLM (Lample & Conneau, 2019) -----------------------------------------------------------
+# Language codes in id order (Transformers' id2lang); backbone["languages"][lang_id] is the code.
+_XLM_100_LANGUAGES = (
+    "af als am an ang ar arz ast az bar be bg bn br bs ca ceb ckb cs cy da de el en eo es et eu fa "
+    "fi fr fy ga gan gl gu he hi hr hu hy ia id is it ja jv ka kk kn ko ku la lb lt lv mk ml mn mr "
+    "ms my nds ne nl nn no oc pl pt ro ru scn sco sh si simple sk sl sq sr sv sw ta te th tl tr tt "
+    "uk ur uz vi war wuu yi zh zh_classical zh_min_nan zh_yue"
+).split()
+
+
+def _xlm(hidden, layers, heads, vocabulary, languages, use_lang_emb, trained_causal=False):
+    return {
+        "architecture": "xlm",
+        "backbone": {
+            "vocabulary_size": vocabulary,
+            "num_layers": layers,
+            "num_heads": heads,
+            "hidden_dim": hidden,
+            "intermediate_dim": 4 * hidden,
+            "activation": "gelu",
+            "dropout": 0.1,
+            "attention_dropout": 0.1,
+            "max_sequence_length": 512,
+            "num_languages": len(languages),
+            "use_lang_emb": use_lang_emb,
+            "causal": False,
+            "sinusoidal_embeddings": False,
+            "layer_norm_epsilon": 1e-12,
+            "initializer_range": 0.02,
+            "pad_token_id": 2,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "languages": list(languages),
+            # xlm-clm-*: trained as a causal LM although the hub config says causal=false;
+            # the forward pass stays bidirectional (as in Transformers), generation is causal.
+            "trained_causal": trained_causal,
+        },
+    }
+
+
+PRESETS.update({
+    "xlm-mlm-enfr-1024": _xlm(1024, 6, 8, 64139, ["en", "fr"], use_lang_emb=True),
+    "xlm-clm-enfr-1024": _xlm(1024, 6, 8, 64139, ["en", "fr"], use_lang_emb=True, trained_causal=True),
+    "xlm-mlm-100-1280": _xlm(1280, 16, 16, 200000, _XLM_100_LANGUAGES, use_lang_emb=False),
+})
+
+
 def find_preset(architecture, backbone):
     """The preset whose architecture equals `backbone` (dropout aside), or None."""
     def key(cfg):
