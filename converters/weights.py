@@ -87,7 +87,9 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
     report = LoadReport()
     filled = {}
 
-    for name in checkpoint.names():
+    # Largest first: the transient copies of the biggest tensor then sit beside an
+    # almost empty model instead of a nearly full one.
+    for name in sorted(checkpoint.names(), key=lambda n: -np.prod(checkpoint.shape(n), dtype=np.int64)):
         local = name[len(prefix):] if prefix and name.startswith(prefix) else name
         if local in tied or name in tied:
             report.tied.append(name)
