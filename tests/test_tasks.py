@@ -1,0 +1,109 @@
+"""fill-mask and embed on converted models, against Transformers' pipelines on the PyTorch reference."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import kzoo
+from kzoo.cli import main
+from kzoo.converters.convert import convert
+from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint
+from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
+
+
+def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir):
+    vocab = len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]) \
+        if (tokenizer_dir / "tokenizer.json").exists() else None
+    src = make_checkpoint(tmp / "ref", cls_name, {**config, "vocab_size": vocab or config["vocab_size"]})
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, src / f.name)
+    convert(src, tmp / "out")
+    return src, tmp / "out"
+
+
+@pytest.fixture(scope="module")
+def albert(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("albert")
+    tok = make_albert_tokenizer_dir(tmp, with_tokenizer_json=True)
+    return model_with_tokenizer(tmp, "AlbertForMaskedLM", TINY_ALBERT, tok)
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("xlmr")
+    tok = make_xlmr_tokenizer_dir(tmp)
+    return model_with_tokenizer(tmp, "XLMRobertaForMaskedLM", TINY_XLMR, tok)
+
+
+def reference_fill_mask(src, text, top_k):
+    import transformers
+
+    return transformers.pipeline("fill-mask", model=str(src), device="cpu")(text, top_k=top_k)
+
+
+def assert_same(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        if isinstance(a, list):
+            assert_same(a, b)
+            continue
+        assert (a["token"], a["token_str"], a["sequence"]) == (b["token"], b["token_str"], b["sequence"])
+        assert abs(a["score"] - b["score"]) < 1e-4
+
+
+@pytest.mark.parametrize("text,top_k", [
+    ("Hello I'm a [MASK] model.", 5),
+    ("[MASK] the end", 3),
+    ("Two [MASK] in one [MASK] text.", 4),
+])
+def test_albert_fill_mask_equals_transformers(albert, text, top_k):
+    src, out = albert
+    ours = kzoo.pipeline("fill-mask", out)(text, top_k=top_k)
+    assert_same(ours, reference_fill_mask(src, text, top_k))
+
+
+@pytest.mark.parametrize("text", ["Hello I'm a <mask> model.", "Bonjour, je suis<mask>!", "<mask> and <mask>"])
+def test_xlmr_fill_mask_equals_transformers(xlmr, text):
+    src, out = xlmr
+    ours = kzoo.pipeline("fill-mask", out)(text, top_k=5)
+    assert_same(ours, reference_fill_mask(src, text, 5))
+
+
+def test_fill_mask_cli_json(albert, capsys):
+    src, out = albert
+    assert main(["fill-mask", str(out), "Hello I'm a [MASK] model.", "--top-k", "3", "--json"]) == 0
+    assert_same(json.loads(capsys.readouterr().out), reference_fill_mask(src, "Hello I'm a [MASK] model.", 3))
+
+
+def test_fill_mask_without_mask_is_a_clear_error(albert, capsys):
+    assert main(["fill-mask", str(albert[1]), "no mask here"]) == 2
+    err = capsys.readouterr().err
+    assert "[MASK]" in err and "Traceback" not in err
+
+
+def test_embed_equals_transformers_hidden_states(albert, capsys):
+    import torch
+    import transformers
+
+    src, out = albert
+    texts = ["Hello world.", "A longer sentence, with commas, 1,000 of them."]
+    ref_tok = transformers.AutoTokenizer.from_pretrained(str(src))
+    ref = transformers.AlbertForMaskedLM.from_pretrained(str(src)).eval()
+    ours = kzoo.pipeline("features", out)(texts)
+    for text, item in zip(texts, ours):
+        enc = ref_tok(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = ref(**enc, output_hidden_states=True).hidden_states[-1][0].numpy()
+        assert item["tokens"] == ref_tok.convert_ids_to_tokens(enc["input_ids"][0])
+        assert np.max(np.abs(item["sequence_output"] - hidden)) < 1e-4
+    assert main(["embed", str(out), *texts, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert len(printed) == 2 and np.allclose(printed[0]["sequence_output"], ours[0]["sequence_output"])
+
+
+def test_verify_cli_passes(albert, capsys):
+    src, out = albert
+    assert main(["verify", str(out), "--reference", str(src)]) == 0
+    assert "PASS" in capsys.readouterr().out
