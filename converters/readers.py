@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from kzoo.errors import KzooError
 from numpy.lib.stride_tricks import as_strided
 
 __all__ = ["CheckpointError", "Checkpoint", "open_checkpoint"]
@@ -38,11 +40,8 @@ _CANDIDATES = (
 )
 
 
-class CheckpointError(Exception):
+class CheckpointError(KzooError):
     """One-line, user-facing message naming the file / tensor and the problem."""
-
-    def __init__(self, message):
-        super().__init__(" ".join(str(message).splitlines()))
 
 
 def _fail(path, problem) -> CheckpointError:

@@ -7,20 +7,7 @@ import json
 import sys
 from contextlib import contextmanager
 
-
-def _known_errors():
-    from kzoo.converters.readers import CheckpointError
-    from kzoo.modeldir import ModelDirError
-    from kzoo.tasks import PipelineError
-
-    errors = [CheckpointError, ModelDirError, PipelineError]
-    try:
-        from kzoo.tokenizer import TokenizerError
-
-        errors.append(TokenizerError)
-    except ImportError:
-        pass
-    return tuple(errors)
+from kzoo.errors import KzooError
 
 
 def _print_json(obj):
@@ -158,11 +145,31 @@ def build_parser():
     return parser
 
 
+def _import_tensorflow_quietly():
+    """TF's C++ start-up logs (CUDA probing, oneDNN notes) go to fd 2 before any flag can
+    silence them; a CLI user should see kzoo's output, not that. Python errors still show."""
+    if "tensorflow" in sys.modules:
+        return
+    import os
+
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # device probing logs too
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    _import_tensorflow_quietly()
     try:
         return args.fn(args) or 0
-    except _known_errors() as e:
+    except KzooError as e:
         print(f"kzoo: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

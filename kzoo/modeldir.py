@@ -14,12 +14,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kzoo.errors import KzooError
+
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
 FORMAT_VERSION = 1
 
 
-class ModelDirError(Exception):
+class ModelDirError(KzooError):
     """A one-line, user-facing problem with a model dir."""
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from kzoo import modeldir
+from kzoo.errors import KzooError
 
 
-class PipelineError(ValueError):
+class PipelineError(KzooError, ValueError):
     """A one-line, user-facing problem with a pipeline's input."""
 
 
@@ -116,6 +117,18 @@ def pipeline(task, model, tokenizer=None):
 
 
 def load_tokenizer(path):
+    """The tokenizer saved in a model dir: SentencePiece (ALBERT, XLM-R) or Moses + BPE (XLM)."""
+    import json
+    from pathlib import Path
+
+    meta = Path(path) / "kzoo_tokenizer.json"
+    if not meta.is_file():
+        raise PipelineError(f"{path}: no tokenizer (kzoo_tokenizer.json); the checkpoint it was converted "
+                            "from had no tokenizer files")
+    if json.loads(meta.read_text()).get("family") == "xlm":
+        from kzoo.xlm_tokenizer import XLMTokenizer
+
+        return XLMTokenizer.load(path)
     from kzoo.tokenizer import SentencePieceTokenizer
 
     return SentencePieceTokenizer.load(path)

@@ -29,17 +29,26 @@ So steps 1-3 are *folded* into one new charsmap, and step 4's scores are copied 
     piece `▁M` (score 0, beating every other segmentation of that word) and the id table maps it to
     the token's id, so `[MASK]` is split off untouched wherever it is, also inside a word;
   * the pieces are Transformers' vocabulary in Transformers' order with Transformers' scores (all
-    NORMAL, unknown piece at Transformers' unk id), so model ids *are* Transformers' ids (the fairseq
-    layout of XLM-R included) except for the marker pieces appended at the end.
+    NORMAL, unknown piece at Transformers' unk id, plus a NORMAL copy of it because Transformers also
+    matches the text "<unk>"), so model ids *are* Transformers' ids (the fairseq layout of XLM-R
+    included) except for the pieces appended at the end;
+  * scores are rounded to multiples of 2**-10, which makes the op's float32 path sums exact (up to
+    paths scoring -16384, i.e. ~2000 tokens in one string): segmentations with equal scores
+    (".", ".." vs "..", ".") then tie exactly and are resolved as Transformers resolves them in
+    float64 (first found wins in both Viterbi implementations). Unrounded, float32 rounding decides.
 
 In the graph this is: the tf-text custom op, one `tf.gather` through the id table (markers -> special
 ids), and, for `tf_encode`, a concatenation/select that adds the special tokens and pads. The same
 graph serves eager Python (`encode`, `__call__`), `tf.function`, SavedModel and TFLite.
 
-Known differences from Transformers (adversarial input only): Transformers scores Viterbi paths in
-float64 and this op in float32 (near-ties may break differently); Transformers' charsmap works on
-grapheme clusters, so a combining mark right after a compatibility character (`"ﬁ\u0301"`) is
-dropped there and kept here; a literal `▁` in the text is a word boundary for Transformers.
+Known differences from Transformers (adversarial input only): two segmentations whose scores differ by
+less than the rounding (~1e-3), or tie beyond ~2000 tokens of one string, may resolve differently;
+Transformers' charsmap works on grapheme clusters, so a combining mark right after a compatibility
+character (`"ﬁ\u0301"`) is dropped there and kept here; the op scores an unknown character per byte,
+Transformers per character (this only matters between paths with different unknown characters);
+added tokens flagged `normalized=True` / `single_word=True` are matched on the raw text like the
+others; a literal `▁` is a word boundary for Transformers, here too only if the charsmap maps it to a
+space (the standard nmt_nfkc one does).
 
 Only `from_hf_dir` needs the `tokenizers` library; `load` needs neither it nor Transformers / torch.
 """
@@ -48,12 +57,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from kzoo.errors import TokenizerError
 
 MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
 META_FILE = "kzoo_tokenizer.json"  # family, special tokens, id table
@@ -63,6 +75,7 @@ HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"
             "spiece.model", "sentencepiece.bpe.model")
 
 SPACE = "\u2581"  # ▁
+SCORE_GRID_BITS = 10  # piece scores are rounded to multiples of 2**-10 (see _fold)
 # Rust's char::is_whitespace (Unicode White_Space): what `WhitespaceSplit` splits on.
 _WHITESPACE = frozenset(
     map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
@@ -90,8 +103,6 @@ _FAMILY_ALIASES = {"albert": "albert", "xlm-roberta": "xlm-roberta", "xlm_robert
                    "xlmroberta": "xlm-roberta", "xlm-r": "xlm-roberta", "xlmr": "xlm-roberta"}
 
 
-class TokenizerError(Exception):
-    """A one-line, user-facing problem with tokenizer files."""
 
 
 def _family(name: str) -> str:
@@ -234,19 +245,19 @@ def _json_charsmap(normalizer):
     return None
 
 
-def _reference_normalizer(hf: _HFTokenizer):
+def _reference_normalizer(family: str, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None):
     """The normaliser Transformers' AlbertTokenizer / XLMRobertaTokenizer construct (`tokenizers`)."""
     from tokenizers import normalizers
 
     steps = []
-    if hf.family == "albert":
+    if family == "albert":
         steps += [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
-        if not hf.keep_accents:
+        if not keep_accents:
             steps += [normalizers.NFKD(), normalizers.StripAccents()]
-        if hf.do_lower_case:
+        if do_lower_case:
             steps.append(normalizers.Lowercase())
-    if hf.charsmap:
-        steps.append(normalizers.Precompiled(hf.charsmap))
+    if charsmap:
+        steps.append(normalizers.Precompiled(charsmap))
     return normalizers.Sequence(steps) if steps else None
 
 
@@ -255,8 +266,43 @@ def _reference_normalizer(hf: _HFTokenizer):
 # --------------------------------------------------------------------------------------------
 
 
-def _whitespace_to_space(text: str) -> str:
-    return "".join(" " if c in _WHITESPACE else c for c in text)
+_TO_SPACE = {ord(c): " " for c in _WHITESPACE}
+
+
+@functools.lru_cache(maxsize=8)
+def _normalizer_rules(family: str, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None) -> dict:
+    """Rewrite rules (raw text -> normalised text, Unicode whitespace as " ") equivalent to
+    Transformers' normaliser followed by WhitespaceSplit. Cached: it evaluates ~1.1M code points."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    normalizer = _reference_normalizer(family, do_lower_case, keep_accents, charsmap)
+    normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
+
+    # Every code point the normaliser (or WhitespaceSplit) changes.
+    rules = {}
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:  # surrogates
+            continue
+        c = chr(cp)
+        out = normalize(c).translate(_TO_SPACE)
+        if out != c:
+            rules[c] = out
+    per_char = {ord(c): out for c, out in rules.items()}
+
+    # Sequences handled as a whole: the original charsmap's multi-character keys (compositions) and
+    # ALBERT's quote rules, wherever the normaliser treats them differently from char by char.
+    sequences = []
+    if charsmap:
+        spec = pb.NormalizerSpec(name="original", precompiled_charsmap=charsmap)
+        sequences += [k for k, _ in spm.SentencePieceNormalizer(normalizer_spec=spec).decompile() if len(k) > 1]
+    if family == "albert":
+        sequences += ["``", "''"]
+    for k in sequences:
+        out = normalize(k).translate(_TO_SPACE)
+        if out != k.translate(per_char) and out != k:  # (an identity rule cannot be stored; none seen in practice)
+            rules[k] = out
+    return rules
 
 
 def _fold(hf: _HFTokenizer):
@@ -264,37 +310,7 @@ def _fold(hf: _HFTokenizer):
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    normalizer = _reference_normalizer(hf)
-    normalize = normalizer.normalize_str if normalizer is not None else (lambda s: s)
-
-    # Every code point the normaliser (or WhitespaceSplit) changes.
-    single = {}
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:  # surrogates
-            continue
-        c = chr(cp)
-        out = _whitespace_to_space(normalize(c))
-        if out != c:
-            single[c] = out
-    rules = dict(single)
-
-    def per_char(s):
-        return "".join(single.get(c, c) for c in s)
-
-    # Sequences handled as a whole: the original charsmap's multi-character keys and ALBERT's quotes.
-    sequences = []
-    if hf.charsmap:
-        proto = pb.ModelProto()
-        proto.normalizer_spec.precompiled_charsmap = hf.charsmap
-        proto.normalizer_spec.name = "original"
-        sequences += [k for k, _ in spm.SentencePieceNormalizer(normalizer_spec=proto.normalizer_spec).decompile()
-                      if len(k) > 1]
-    if hf.family == "albert":
-        sequences += ["``", "''"]
-    for k in sequences:
-        out = _whitespace_to_space(normalize(k))
-        if out != per_char(k) and out != k:  # (an identity rule cannot be stored; none seen in practice)
-            rules[k] = out
+    rules = dict(_normalizer_rules(hf.family, hf.do_lower_case, hf.keep_accents, hf.charsmap))
 
     # Marker characters for added tokens: in no piece and in no rule output.
     vocab_chars = set("".join(p for p, _ in hf.vocab))
@@ -310,12 +326,21 @@ def _fold(hf: _HFTokenizer):
         rules[t] = f" {m} "
 
     # The folded model: Transformers' pieces and scores, then one `▁M` piece per added token.
+    # Scores are rounded to multiples of 2**-SCORE_GRID_BITS so that the op's float32 path sums are
+    # exact (while above -2**(24 - SCORE_GRID_BITS)); equal-scoring segmentations (".", ".." vs
+    # "..", ".") then tie exactly and are resolved like Transformers resolves them in float64.
     model = pb.ModelProto()
+    grid = float(2**SCORE_GRID_BITS)
     for i, (piece, score) in enumerate(hf.vocab):
-        model.pieces.add(piece=piece, score=score,
+        model.pieces.add(piece=piece, score=round(score * grid) / grid,
                          type=pb.ModelProto.SentencePiece.UNKNOWN if i == hf.unk_id
                          else pb.ModelProto.SentencePiece.NORMAL)
     id_map = list(range(len(hf.vocab)))
+    # Transformers' Unigram also matches the unknown piece's own text ("<unk>" coming out of the
+    # normaliser, e.g. from "＜unk＞"); the op never matches UNKNOWN pieces, so add a NORMAL copy.
+    unk_piece, unk_score = hf.vocab[hf.unk_id]
+    model.pieces.add(piece=unk_piece, score=round(unk_score * grid) / grid, type=pb.ModelProto.SentencePiece.NORMAL)
+    id_map.append(hf.unk_id)
     for t in tokens:
         model.pieces.add(piece=SPACE + markers[t], score=0.0, type=pb.ModelProto.SentencePiece.NORMAL)
         id_map.append(hf.added[t][0])
@@ -529,9 +554,10 @@ class SentencePieceTokenizer(tf.Module):
 
     def tf_tokenize(self, strings) -> tf.RaggedTensor:
         """Transformers ids without special tokens, int32 RaggedTensor [batch, (tokens)], for 1-D strings."""
-        strings = tf.convert_to_tensor(strings, tf.string)
-        folded = self._sp.tokenize(strings)
-        return folded.with_flat_values(tf.gather(self._id_map, folded.flat_values))
+        folded = self._sp.tokenize(tf.convert_to_tensor(strings, tf.string))
+        if isinstance(folded, tf.RaggedTensor):
+            return folded.with_flat_values(tf.gather(self._id_map, folded.flat_values))
+        return tf.gather(self._id_map, folded)  # a scalar string: a 1-D tensor of ids
 
     def tf_encode(self, strings, sequence_length: int) -> dict:
         """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials.

@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kzoo.errors import TokenizerError
+
 META_FILE = "kzoo_tokenizer.json"
 FORMAT = "kzoo-xlm-bpe"
 FORMAT_VERSION = 1
@@ -76,9 +78,6 @@ _EXTRAS = {"zh": ("rjieba", "kzoo[xlm-zh]", "rjieba"),
 # Transformers hard-codes where the KyTea model lives.
 KYTEA_MODEL = os.path.join(os.path.expanduser("~"), "local", "share", "kytea", "model.bin")
 
-
-class TokenizerError(ValueError):
-    """A one-line, user-facing problem with the tokenizer, its files or its input."""
 
 
 class MissingExtraError(TokenizerError, ImportError):

@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 import kzoo  # noqa: F401  (sets the Keras backend)
+from kzoo.cli import _import_tensorflow_quietly
+
+_import_tensorflow_quietly()
 
 TEXT = "Hello I'm a [MASK] model."
 
@@ -48,7 +51,8 @@ def train_sentencepiece(out_dir: Path, vocab_size=30000):
             text = file.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        lines += [s for s in (line.strip().lstrip("#").strip() for line in text.splitlines()) if len(s) > 15]
+        lines += [s.lower() for s in (line.strip().lstrip("#").strip() for line in text.splitlines())
+                  if len(s) > 15]  # lowercased: ALBERT's tokenizer lowercases its input
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as corpus:
         corpus.write("\n".join(lines))
     spm.SentencePieceTrainer.train(

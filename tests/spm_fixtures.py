@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import unicodedata
 from pathlib import Path
 
 # Words per language: enough variety for a few hundred sentences, with accents, scripts that
@@ -107,6 +108,8 @@ def held_out_texts(mask_token: str, n: int = 150, seed: int = 12345) -> list[str
         "ligatures ﬁ ﬂ ½ ① ™ Ⅻ ㎏ ㈱",
         "Ⅰ ⅱ ℌ ℃ ﹏ ＂quoted＂",
         "combining e\u0301 a\u0300 n\u0303 o\u0308",
+        unicodedata.normalize("NFD", "Crème brûlée à Hà Nội: Tiếng Việt, 한국어 텍스트, ﬁ ① ＡＢＣ"),
+        "stacked A\u0302\u0300 e\u0323\u0302 \u1112\u1161\u11ab",
         "zero\u200bwidth\u200djoiner\ufeffbom",
         "control\x00chars\x07here\x1f",
         "İstanbul ǅ ß ẞ ŉ",
@@ -179,14 +182,21 @@ def train_spm(out_dir, kind: str, vocab_size: int = 800, corpus=None) -> Path:
     return path
 
 
-def make_albert_tokenizer_dir(tmp_dir, with_tokenizer_json: bool) -> Path:
-    """An ALBERT tokenizer dir as `AlbertTokenizer.save_pretrained` writes it (minus tokenizer.json if asked)."""
+def make_albert_tokenizer_dir(tmp_dir, with_tokenizer_json: bool, **tokenizer_kwargs) -> Path:
+    """An ALBERT tokenizer dir as `AlbertTokenizer.save_pretrained` writes it (minus tokenizer.json if asked).
+
+    `tokenizer_kwargs` go to `AlbertTokenizer.from_pretrained` (e.g. keep_accents=True, do_lower_case=False)
+    and so end up in tokenizer_config.json.
+    """
     from transformers import AlbertTokenizer
 
     tmp_dir = Path(tmp_dir)
-    train_spm(tmp_dir / "spm-albert", "albert")
-    out = tmp_dir / ("hf-albert-json" if with_tokenizer_json else "hf-albert-spm")
-    AlbertTokenizer.from_pretrained(tmp_dir / "spm-albert").save_pretrained(out)
+    if not (tmp_dir / "spm-albert" / "spiece.model").is_file():
+        train_spm(tmp_dir / "spm-albert", "albert")
+    name = "hf-albert-" + ("json" if with_tokenizer_json else "spm")
+    name += "".join(f"-{k}={v}" for k, v in sorted(tokenizer_kwargs.items()))
+    out = tmp_dir / name
+    AlbertTokenizer.from_pretrained(tmp_dir / "spm-albert", **tokenizer_kwargs).save_pretrained(out)
     # Transformers 5 writes tokenizer.json + tokenizer_config.json only; checkpoints on the Hub also
     # carry the SentencePiece model, which is what Transformers falls back on without tokenizer.json.
     shutil.copy(tmp_dir / "spm-albert" / "spiece.model", out / "spiece.model")
@@ -195,13 +205,43 @@ def make_albert_tokenizer_dir(tmp_dir, with_tokenizer_json: bool) -> Path:
     return out
 
 
-def make_xlmr_tokenizer_dir(tmp_dir) -> Path:
-    """An XLM-RoBERTa tokenizer dir as `XLMRobertaTokenizer.save_pretrained` writes it."""
+def make_xlmr_tokenizer_dir(tmp_dir, with_tokenizer_json: bool = True) -> Path:
+    """An XLM-RoBERTa tokenizer dir as `XLMRobertaTokenizer.save_pretrained` writes it (minus tokenizer.json if asked)."""
     from transformers import XLMRobertaTokenizer
 
     tmp_dir = Path(tmp_dir)
-    train_spm(tmp_dir / "spm-xlmr", "xlmr")
-    out = tmp_dir / "hf-xlmr"
+    if not (tmp_dir / "spm-xlmr" / "sentencepiece.bpe.model").is_file():
+        train_spm(tmp_dir / "spm-xlmr", "xlmr")
+    out = tmp_dir / ("hf-xlmr" if with_tokenizer_json else "hf-xlmr-spm")
     XLMRobertaTokenizer.from_pretrained(tmp_dir / "spm-xlmr").save_pretrained(out)
     shutil.copy(tmp_dir / "spm-xlmr" / "sentencepiece.bpe.model", out / "sentencepiece.bpe.model")
+    if not with_tokenizer_json:
+        (out / "tokenizer.json").unlink(missing_ok=True)
+    return out
+
+
+def make_albert_hub_style_tokenizer_dir(tmp_dir) -> Path:
+    """Like `make_albert_tokenizer_dir(tmp_dir, True)`, with a tokenizer.json shaped like the Hub's
+    albert-*-v2 ones (made by Transformers' old AlbertConverter): "digit," pieces scored -100 lower,
+    a `" {2,}" -> " "` step in the normaliser, a Metaspace-only pre-tokenizer and `[MASK]` with lstrip.
+    Transformers 5 takes the vocab, scores and added tokens from such a file but rebuilds the rest.
+    """
+    import json
+
+    src = make_albert_tokenizer_dir(tmp_dir, True)
+    out = Path(tmp_dir) / "hf-albert-hub-style"
+    shutil.copytree(src, out, dirs_exist_ok=True)
+    tok = json.loads((out / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    for entry in vocab:
+        piece = entry[0]
+        if len(piece) >= 2 and piece[-1] == "," and piece[-2].isdigit():
+            entry[1] -= 100.0
+    tok["normalizer"]["normalizers"].append(
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "})
+    tok["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True}
+    for added in tok["added_tokens"]:
+        if added["content"] == "[MASK]":
+            added["lstrip"] = True
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
     return out

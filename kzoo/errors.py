@@ -1,0 +1,12 @@
+"""kzoo's user-facing errors: the CLI prints their one-line message, never a traceback."""
+
+
+class KzooError(Exception):
+    """A problem with the user's input (a file, a model dir, a text), said in one line."""
+
+    def __init__(self, message):
+        super().__init__(" ".join(str(message).splitlines()))
+
+
+class TokenizerError(KzooError, ValueError):
+    """A problem with a tokenizer, its files or its input."""

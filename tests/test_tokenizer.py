@@ -1,0 +1,272 @@
+"""kzoo.tokenizer.SentencePieceTokenizer against Transformers 5 (ids must be identical).
+
+Tiny SentencePiece models are trained once per module from generated multilingual text
+(tests/spm_fixtures.py); nothing is downloaded.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import spm_fixtures
+from kzoo.tokenizer import META_FILE, MODEL_FILE, SentencePieceTokenizer
+
+CASES = ["albert-json", "albert-spm", "albert-hub-style", "albert-cased-accents", "xlm-roberta", "xlm-roberta-spm"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dirs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("spm")
+    return {
+        "albert-json": ("albert", spm_fixtures.make_albert_tokenizer_dir(tmp, with_tokenizer_json=True)),
+        "albert-spm": ("albert", spm_fixtures.make_albert_tokenizer_dir(tmp, with_tokenizer_json=False)),
+        "albert-hub-style": ("albert", spm_fixtures.make_albert_hub_style_tokenizer_dir(tmp)),
+        "albert-cased-accents": ("albert", spm_fixtures.make_albert_tokenizer_dir(
+            tmp, with_tokenizer_json=False, do_lower_case=False, keep_accents=True)),
+        "xlm-roberta": ("xlm-roberta", spm_fixtures.make_xlmr_tokenizer_dir(tmp)),
+        "xlm-roberta-spm": ("xlm-roberta", spm_fixtures.make_xlmr_tokenizer_dir(tmp, with_tokenizer_json=False)),
+    }
+
+
+@pytest.fixture(scope="module")
+def build(tokenizer_dirs):
+    """name -> (Transformers tokenizer, kzoo tokenizer), each built once per module."""
+    built = {}
+
+    def get(name):
+        if name not in built:
+            from transformers import AlbertTokenizer, XLMRobertaTokenizer
+
+            family, path = tokenizer_dirs[name]
+            hf_cls = AlbertTokenizer if family == "albert" else XLMRobertaTokenizer
+            built[name] = (hf_cls.from_pretrained(path), SentencePieceTokenizer.from_hf_dir(path, family))
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request, build):
+    """(name, Transformers tokenizer, kzoo tokenizer, held-out texts)."""
+    hf, kz = build(request.param)
+    return request.param, hf, kz, spm_fixtures.held_out_texts(hf.mask_token)
+
+
+def _first_difference(texts, expected, actual):
+    assert len(texts) == len(expected) == len(actual)
+    for text, e, a in zip(texts, expected, actual):
+        if list(e) != list(a):
+            return f"{text[:120]!r}\n  HF:   {list(e)[:40]}\n  kzoo: {list(a)[:40]}"
+    return None
+
+
+def test_held_out_texts_cover_the_edge_cases():
+    texts = spm_fixtures.held_out_texts("[MASK]")
+    assert "" in texts and " " in texts
+    assert any("wo[MASK]rd" in t for t in texts) and any("1,000,000" in t for t in texts)
+    assert any(len(t) > 3000 for t in texts)
+
+
+def test_encode_matches_transformers(case):
+    name, hf, kz, texts = case
+    expected = hf(texts)["input_ids"]
+    assert max(len(ids) for ids in expected) > 512  # the long text
+    assert _first_difference(texts, expected, [kz.encode(t) for t in texts]) is None
+    expected = hf(texts, add_special_tokens=False)["input_ids"]
+    actual = [kz.encode(t, add_special_tokens=False) for t in texts]
+    assert _first_difference(texts, expected, actual) is None
+
+
+def test_training_text_matches_transformers(case):
+    name, hf, kz, _ = case
+    texts = spm_fixtures.training_corpus()
+    expected = hf(texts)["input_ids"]
+    out = kz(texts)
+    actual = [row[mask == 1].tolist() for row, mask in zip(out["token_ids"], out["padding_mask"])]
+    assert _first_difference(texts, expected, actual) is None
+
+
+@pytest.mark.parametrize("name", ["albert-spm", "xlm-roberta"])
+def test_unicode_sweep(build, name):
+    """Every 37th code point, inside a word and alone (the whole range matches too; it takes minutes)."""
+    hf, kz = build(name)
+    texts = [f"a{chr(cp)}b {chr(cp)}" for cp in range(0, 0x110000, 37) if not 0xD800 <= cp < 0xE000]
+    expected = hf(texts, add_special_tokens=False)["input_ids"]
+    assert _first_difference(texts, expected, kz.tf_tokenize(tf.constant(texts)).to_list()) is None
+
+
+def test_mask_token_is_split_off_everywhere(case):
+    name, hf, kz, _ = case
+    m = kz.mask_token
+    assert m == hf.mask_token and kz.mask_token_id == hf.mask_token_id
+    for text in [m, f"{m} start", f"end {m}", f"end {m}.", f"wo{m}rd", f"({m}),", f"a{m}{m}b"]:
+        ids = kz.encode(text)
+        assert ids == hf(text)["input_ids"], text
+        assert ids.count(kz.mask_token_id) == text.count(m), text
+
+
+def test_special_tokens_and_vocab(case):
+    name, hf, kz, _ = case
+    assert kz.vocab_size == len(hf)
+    assert kz.pad_token_id == hf.pad_token_id
+    assert kz.unk_token_id == hf.unk_token_id
+    assert kz.cls_token_id == hf.cls_token_id
+    assert kz.sep_token_id == hf.sep_token_id
+    assert kz.mask_token_id == hf.mask_token_id
+    assert kz.all_special_ids == hf.all_special_ids
+    ids = list(range(kz.vocab_size))
+    assert kz.convert_ids_to_tokens(ids) == hf.convert_ids_to_tokens(ids)
+
+
+@pytest.mark.parametrize("max_length", [None, 6, 9, 24, 64])
+def test_pairs_truncation_and_padding(case, max_length):
+    name, hf, kz, texts = case
+    firsts, seconds = texts[::2], texts[1::2]
+    firsts = firsts[: len(seconds)]
+    truncation = max_length is not None
+    ref = hf(firsts, seconds, max_length=max_length, truncation=truncation, padding="longest",
+             return_token_type_ids=True)
+    out = kz(firsts, seconds, max_length=max_length, truncation=truncation, padding="longest")
+    np.testing.assert_array_equal(out["token_ids"], np.asarray(ref["input_ids"]))
+    np.testing.assert_array_equal(out["padding_mask"], np.asarray(ref["attention_mask"]))
+    np.testing.assert_array_equal(out["segment_ids"], np.asarray(ref["token_type_ids"]))
+    assert out["token_ids"].dtype == np.int32
+    for a, b in list(zip(firsts, seconds))[:20]:
+        assert kz.encode(a, b, max_length=max_length, truncation=truncation) == \
+            hf(a, b, max_length=max_length, truncation=truncation)["input_ids"]
+
+
+def test_single_sequences_padding_to_max_length(case):
+    name, hf, kz, texts = case
+    ref = hf(texts, max_length=32, truncation=True, padding="max_length", return_token_type_ids=True)
+    out = kz(texts, max_length=32, padding="max_length")
+    np.testing.assert_array_equal(out["token_ids"], np.asarray(ref["input_ids"]))
+    np.testing.assert_array_equal(out["padding_mask"], np.asarray(ref["attention_mask"]))
+    np.testing.assert_array_equal(out["segment_ids"], np.asarray(ref["token_type_ids"]))
+
+
+def test_in_tf_function(case):
+    name, hf, kz, texts = case
+    tokenize = tf.function(kz.tf_tokenize, input_signature=[tf.TensorSpec([None], tf.string)])
+    encode = tf.function(lambda s: kz.tf_encode(s, 48), input_signature=[tf.TensorSpec([None], tf.string)])
+    ragged = tokenize(tf.constant(texts))
+    assert ragged.dtype == tf.int32
+    expected = hf(texts, add_special_tokens=False)["input_ids"]
+    assert _first_difference(texts, expected, ragged.to_list()) is None
+    out = encode(tf.constant(texts))
+    ref = hf(texts, max_length=48, truncation=True, padding="max_length", return_token_type_ids=True)
+    np.testing.assert_array_equal(out["token_ids"].numpy(), np.asarray(ref["input_ids"]))
+    np.testing.assert_array_equal(out["padding_mask"].numpy(), np.asarray(ref["attention_mask"]))
+    np.testing.assert_array_equal(out["segment_ids"].numpy(), np.asarray(ref["token_type_ids"]))
+    assert out["token_ids"].dtype == tf.int32 and out["token_ids"].shape[1] == 48
+
+
+def test_decode_matches_transformers(case):
+    name, hf, kz, texts = case
+    for ids in hf(texts)["input_ids"]:
+        assert kz.decode(ids) == hf.decode(ids)
+        assert kz.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+    ids = [kz.cls_token_id, kz.mask_token_id, 7, kz.sep_token_id, kz.pad_token_id, kz.unk_token_id]
+    assert kz.decode(ids) == hf.decode(ids)
+    assert kz.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+
+
+def test_save_and_load(case, tmp_path):
+    name, hf, kz, texts = case
+    kz.save(tmp_path)
+    assert (tmp_path / MODEL_FILE).is_file() and (tmp_path / META_FILE).is_file()
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert meta["family"] == kz.family
+    assert (tmp_path / "tokenizer_config.json").is_file()  # a copy of the source files
+    loaded = SentencePieceTokenizer.load(tmp_path)
+    sample = texts[:40] + texts[-15:]
+    assert [loaded.encode(t) for t in sample] == [kz.encode(t) for t in sample]
+    assert loaded.all_special_ids == kz.all_special_ids and loaded.vocab_size == kz.vocab_size
+    ids = kz.encode(texts[3])
+    assert loaded.decode(ids) == kz.decode(ids)
+    assert loaded.convert_ids_to_tokens(ids) == kz.convert_ids_to_tokens(ids)
+
+
+def test_load_needs_neither_transformers_nor_torch_nor_tokenizers(build, tmp_path):
+    tok = build("xlm-roberta")[1]
+    tok.save(tmp_path)
+    text = "Hello <mask> wörld 1,000,000 中文"
+    code = (
+        "import sys, json\n"
+        "for m in ('transformers', 'torch', 'tokenizers'): sys.modules[m] = None\n"
+        "from kzoo.tokenizer import SentencePieceTokenizer\n"
+        f"t = SentencePieceTokenizer.load({str(tmp_path)!r})\n"
+        f"print(json.dumps(t.encode({text!r})))\n"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == tok.encode(text)
+
+
+def test_saved_model(build, tmp_path):
+    tok = build("albert-json")[1]
+    module = tf.Module()
+    module.tokenizer = tok
+    module.encode = tf.function(lambda s: tok.tf_encode(s, 32), input_signature=[tf.TensorSpec([None], tf.string)])
+    tf.saved_model.save(module, str(tmp_path / "sm"))
+    del module
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    texts = spm_fixtures.held_out_texts("[MASK]")
+    got = reloaded.encode(tf.constant(texts))
+    want = tok(texts, max_length=32, padding="max_length")
+    np.testing.assert_array_equal(got["token_ids"].numpy(), want["token_ids"])
+    np.testing.assert_array_equal(got["padding_mask"].numpy(), want["padding_mask"])
+
+
+@pytest.mark.parametrize("name", ["albert-json", "xlm-roberta"])
+def test_tflite(build, name):
+    """tf_tokenize and tf_encode converted to TFLite, run with tf-text's custom op registrar."""
+    import tensorflow_text
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+
+    tok = build(name)[1]
+    texts = spm_fixtures.held_out_texts(tok.mask_token)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokenize(strings):
+        ragged = tok.tf_tokenize(strings)
+        return {"values": ragged.flat_values, "row_splits": ragged.row_splits}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def encode(strings):
+        return tok.tf_encode(strings, 40)
+
+    def run(fn, outputs):
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], tok)
+        converter.allow_custom_ops = True
+        flatbuffer = converter.convert()
+        interpreter = InterpreterWithCustomOps(
+            model_content=flatbuffer, custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
+        runner = interpreter.get_signature_runner()
+        result = runner(**{runner.get_input_details().popitem()[0]: np.array(texts, dtype=object)})
+        return [result[k] for k in outputs]
+
+    values, splits = run(tokenize, ["values", "row_splits"])
+    ids = [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
+    assert _first_difference(texts, [tok.encode(t, add_special_tokens=False) for t in texts], ids) is None
+    token_ids, mask = run(encode, ["token_ids", "padding_mask"])
+    want = tok(texts, max_length=40, padding="max_length")
+    np.testing.assert_array_equal(token_ids, want["token_ids"])
+    np.testing.assert_array_equal(mask, want["padding_mask"])
+
+
+def test_unknown_family_is_a_tokenizer_error(tokenizer_dirs):
+    from kzoo.tokenizer import TokenizerError
+
+    with pytest.raises(TokenizerError):
+        SentencePieceTokenizer.from_hf_dir(tokenizer_dirs["albert-json"][1], "gpt2")
+    with pytest.raises(TokenizerError):
+        SentencePieceTokenizer.load(tokenizer_dirs["albert-json"][1])
