@@ -88,6 +88,7 @@ def convert(src, out, *, task=None, overwrite=False, progress=None):
         raise modeldir.ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
     src = resolve_source(src)
     hf = read_hf_config(src)
+    hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
     architecture, spec = family_of(hf)
     with open_checkpoint(src) as ckpt:
         names = ckpt.names()

@@ -5,6 +5,8 @@ Needs the reference extra (torch + transformers); nothing else in kzoo does.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from kzoo import modeldir
@@ -46,13 +48,20 @@ def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=
     return inputs
 
 
-def run_reference(src, task, spec, inputs):
+@functools.lru_cache(maxsize=2)
+def _reference_model(src, cls_name):
     import torch
     import transformers
 
+    return getattr(transformers, cls_name).from_pretrained(src, dtype=torch.float32).eval()
+
+
+def run_reference(src, task, spec, inputs):
+    """Transformers' PyTorch model for `task` on `inputs`: {kzoo output name: array}."""
+    import torch
+
     cls_name = next(c for c, t in spec.TASK_OF_CLASS.items() if t == task)
-    cls = getattr(transformers, cls_name)
-    ref = cls.from_pretrained(str(src), dtype=torch.float32).eval()
+    ref = _reference_model(str(src), cls_name)
     with torch.no_grad():
         out = ref(
             input_ids=torch.as_tensor(inputs["token_ids"], dtype=torch.long),

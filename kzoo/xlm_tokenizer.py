@@ -689,11 +689,11 @@ class XLMTokenizer:
     def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=True, padding="longest") -> dict:
         """Batch encoding like `tokenizer(texts, pairs, padding=..., truncation=..., max_length=...)`.
 
-        numpy int32 [batch, length]: token_ids, padding_mask (1 token / 0 padding), segment_ids
-        (Transformers' token_type_ids: 0 for `<s> A </s>`, 1 for `B </s>`), lang_ids (the language id
-        of each position, XLM's `langs`; with lang=(a, b) the pair part gets b's; padding gets a's).
-        Note: Transformers returns no token_type_ids for XLM unless asked, and XLM adds
-        `embeddings(token_type_ids)` (the word embeddings) when they are given.
+        numpy int32 [batch, length]: token_ids, padding_mask (1 token / 0 padding), segment_ids,
+        lang_ids (the language id of each position, XLM's `langs`; with lang=(a, b) the pair part
+        gets b's; padding gets a's).
+        segment_ids are all -1 ("not given"): XLM would add the *word* embedding of a token type,
+        and neither the original XLM nor Transformers' tokenizer (model_input_names) feeds them.
         """
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
@@ -719,15 +719,14 @@ class XLMTokenizer:
             raise TokenizerError(f'padding must be "longest" or "max_length", not {padding!r}')
         out = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
                "padding_mask": np.zeros((len(rows), width), np.int32),
-               "segment_ids": np.zeros((len(rows), width), np.int32),
+               "segment_ids": np.full((len(rows), width), -1, np.int32),
                "lang_ids": np.full((len(rows), width), id_a, np.int32)}
         left = self._settings.get("padding_side", "right") == "left"
-        for r, (ids, segments, first) in enumerate(rows):
+        for r, (ids, _, first) in enumerate(rows):
             start = width - len(ids) if left else 0
             span = slice(start, start + len(ids))
             out["token_ids"][r, span] = ids
             out["padding_mask"][r, span] = 1
-            out["segment_ids"][r, span] = segments
             out["lang_ids"][r, start + first:start + len(ids)] = id_b
         return out
 

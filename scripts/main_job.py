@@ -26,7 +26,23 @@ from kzoo.cli import _import_tensorflow_quietly
 
 _import_tensorflow_quietly()
 
-TEXT = "Hello I'm a [MASK] model."
+TEXT = "Hello I'm a {mask} model."
+
+# What the offline reference is built from, per preset: Transformers classes and an
+# ALBERT-like (unigram) or fairseq-like (BPE) SentencePiece model.
+REFERENCES = {
+    "albert-base-v2": dict(
+        weights="kzoo.converters.albert", config="AlbertConfig", model="AlbertForMaskedLM",
+        tokenizer="AlbertTokenizer", spm_file="spiece", lowercase=True,
+        spm=dict(model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+                 user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"]),
+    ),
+    "xlm-roberta-base": dict(
+        weights="kzoo.converters.xlm_roberta", config="XLMRobertaConfig", model="XLMRobertaForMaskedLM",
+        tokenizer="XLMRobertaTokenizer", spm_file="sentencepiece.bpe", lowercase=False,
+        spm=dict(model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1),
+    ),
+}
 
 
 def step(title):
@@ -38,8 +54,8 @@ def done(t0):
     print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def train_sentencepiece(out_dir: Path, vocab_size=30000):
-    """An ALBERT-style SentencePiece model trained on the stdlib's source text."""
+def train_sentencepiece(out_dir: Path, ref: dict, vocab_size=30000):
+    """A SentencePiece model trained on the stdlib's source text (no corpus download)."""
     import sentencepiece as spm
 
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -51,34 +67,35 @@ def train_sentencepiece(out_dir: Path, vocab_size=30000):
             text = file.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        lines += [s.lower() for s in (line.strip().lstrip("#").strip() for line in text.splitlines())
-                  if len(s) > 15]  # lowercased: ALBERT's tokenizer lowercases its input
+        lines += [s for s in (line.strip().lstrip("#").strip() for line in text.splitlines()) if len(s) > 15]
+    if ref["lowercase"]:  # ALBERT's tokenizer lowercases its input; so should its pieces
+        lines = [s.lower() for s in lines]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as corpus:
         corpus.write("\n".join(lines))
     spm.SentencePieceTrainer.train(
-        input=corpus.name, model_prefix=str(out_dir / "spiece"), vocab_size=vocab_size,
-        hard_vocab_limit=False, model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-        user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"], input_sentence_size=2_000_000,
-        shuffle_input_sentence=True, minloglevel=2,
+        input=corpus.name, model_prefix=str(out_dir / ref["spm_file"]), vocab_size=vocab_size,
+        hard_vocab_limit=False, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+        minloglevel=2, **ref["spm"],
     )
     Path(corpus.name).unlink()
 
 
-def build_reference(out_dir: Path, preset="albert-base-v2"):
-    """Transformers' AlbertForMaskedLM with the preset's exact config, random weights."""
+def build_reference(out_dir: Path, preset: str):
+    """Transformers' masked-LM model with the preset's exact config and random weights."""
+    import importlib
+
     import torch
     import transformers
 
-    from kzoo.converters.albert import hf_config
     from kzoo.presets import PRESETS
 
+    ref = REFERENCES[preset]
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_sentencepiece(out_dir)
-    tokenizer = transformers.AlbertTokenizer.from_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    config = transformers.AlbertConfig(**hf_config(PRESETS[preset]["backbone"]))
+    train_sentencepiece(out_dir, ref)
+    getattr(transformers, ref["tokenizer"]).from_pretrained(str(out_dir)).save_pretrained(str(out_dir))
+    hf = importlib.import_module(ref["weights"]).hf_config(PRESETS[preset]["backbone"])
     torch.manual_seed(0)
-    model = transformers.AlbertForMaskedLM(config).eval()
+    model = getattr(transformers, ref["model"])(getattr(transformers, ref["config"])(**hf)).eval()
     model.save_pretrained(str(out_dir))
     return out_dir
 
@@ -92,9 +109,11 @@ def reference_fill_mask(src, text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="HF checkpoint dir or hub id (default: build albert-base-v2 offline)")
+    parser.add_argument("--checkpoint", help="HF checkpoint dir or hub id (default: build --preset offline)")
+    parser.add_argument("--preset", default="albert-base-v2", choices=sorted(REFERENCES),
+                        help="architecture of the offline reference (default: albert-base-v2)")
     parser.add_argument("--out", default="out", help="working folder (default: out/)")
-    parser.add_argument("--text", default=TEXT, help=f"fill-mask input (default: {TEXT!r})")
+    parser.add_argument("--text", help="fill-mask input (default: %r with the model's mask token)" % TEXT)
     args = parser.parse_args(argv)
 
     from kzoo.converters.convert import convert
@@ -104,11 +123,11 @@ def main(argv=None):
     out = Path(args.out)
     src = args.checkpoint
     if src is None:
-        src = out / "reference" / "albert-base-v2"
-        t0 = step(f"building the reference checkpoint at {src} (albert-base-v2 config, RANDOM weights: "
+        src = out / "reference" / args.preset
+        t0 = step(f"building the reference checkpoint at {src} ({args.preset} config, RANDOM weights: "
                   "no model hub offline)")
         if not (src / "config.json").exists():
-            build_reference(src)
+            build_reference(src, args.preset)
         done(t0)
 
     model_dir = out / "kzoo" / Path(str(src)).name
@@ -125,10 +144,12 @@ def main(argv=None):
               f"{r['max_abs_diff']:.2e}")
     done(t0)
 
-    t0 = step(f"kzoo fill-mask {model_dir} {args.text!r}")
-    ours = FillMask(model_dir)(args.text)
+    fill = FillMask(model_dir)
+    text = args.text or TEXT.format(mask=fill.tokenizer.mask_token)
+    t0 = step(f"kzoo fill-mask {model_dir} {text!r}")
+    ours = fill(text)
     print(json.dumps(ours, indent=2, ensure_ascii=False))
-    theirs = reference_fill_mask(src, args.text)
+    theirs = reference_fill_mask(src, text)
     same = [a["token"] for a in ours] == [b["token"] for b in theirs] and all(
         a["sequence"] == b["sequence"] and abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(ours, theirs))
     print(f"   Transformers' fill-mask pipeline on the PyTorch model gives {'the same' if same else 'DIFFERENT'} "

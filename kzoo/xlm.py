@@ -1,0 +1,235 @@
+"""XLM (Lample & Conneau, 2019) as Keras 3 functional models.
+
+Reads top to bottom like Transformers' `modeling_xlm.py`:
+  embeddings: token + position (learned, or the fixed sin/cos table) + language (only when
+  `num_languages > 1 and use_lang_emb`) + token type, where token types are looked up in the
+  *token* table (XLM has no segment table) -> LayerNorm -> dropout -> zero the padding
+  -> `num_layers` post-LN transformer layers, the padding zeroed again after each one.
+No pooler. Head: the LM head, a decoder tied to the token embedding plus its own bias; one
+model serves MLM (fill-mask) and causal generation.
+
+Inputs, all int32 [B, S]: `token_ids`, `padding_mask`, `segment_ids`, `lang_ids` (the
+model always takes all four; `lang_ids` is unused without a language table). A negative
+segment or language id stands for "not given": that position gets no token-type / language
+embedding, as when Transformers is called without `token_type_ids` / `langs` (what its own
+tokenizer does by default).
+
+Attention: bidirectional over the non-padding keys; with `causal=True`, the lower triangle
+(key j <= query i) and nothing else, exactly as Transformers does it (padding is not masked
+there: with left padding the real tokens see the zeroed pad positions).
+
+Config keys beyond the architecture:
+  languages       language codes ordered by id (`languages[lang_id]`), from Transformers'
+                  `id2lang`/`lang2id`; None when the checkpoint names none.
+  trained_causal  the checkpoint was trained as a causal LM (xlm-clm-*), whatever `causal`
+                  says. The forward pass follows `causal` (Transformers' behaviour, for parity);
+                  generation should attend causally when either flag is set.
+  pad/bos/eos_token_id  the vocabulary's special ids (XLM's `pad_index` & co.).
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class SinusoidalPositions(keras.initializers.Initializer):
+    """XLM's fixed position table (Transformers' `create_sinusoidal_embeddings`):
+    row p, feature j = sin(p / 10000^(2*(j//2)/dim)) for even j, cos(...) for odd j.
+    Computed in float64 like Transformers, then cast."""
+
+    def __call__(self, shape, dtype=None):
+        positions, dim = shape
+        j = np.arange(dim)
+        angles = np.arange(positions)[:, None] / np.power(10000, 2 * (j // 2) / dim)[None, :]
+        table = np.where(j % 2 == 0, np.sin(angles), np.cos(angles))
+        return ops.convert_to_tensor(table.astype("float32"), dtype=dtype or "float32")
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMAttentionBias(keras.layers.Layer):
+    """padding_mask [B, S] -> additive attention bias: the padding mask, or with `causal`
+    the lower triangle alone (Transformers' `get_masks`). A layer: the triangle needs S."""
+
+    def __init__(self, causal=False, **kwargs):
+        super().__init__(**kwargs)
+        self.causal = causal
+
+    def call(self, padding_mask):
+        if not self.causal:
+            return attention_bias(padding_mask)
+        # Transformers' causal mask ignores the padding: the triangle over all-visible keys.
+        return attention_bias(ops.ones_like(padding_mask), causal=True)
+
+    def get_config(self):
+        return {**super().get_config(), "causal": self.causal}
+
+
+def _optional_embedding(embedding, ids):
+    """embedding(ids), with zeros where ids < 0 (Transformers' "not given")."""
+    given = ops.expand_dims(ops.cast(ops.greater_equal(ids, 0), "float32"), -1)
+    return embedding(ops.maximum(ids, 0)) * given
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMBackbone(keras.Model):
+    """XLM encoder. Inputs `token_ids`, `segment_ids`, `padding_mask`, `lang_ids` ([B, S]
+    int32). Returns {"sequence_output": [B, S, H]}, zero at padding positions."""
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_layers,
+        num_heads,
+        hidden_dim,
+        intermediate_dim=None,  # Transformers hard-codes 4 * hidden_dim
+        activation="gelu",  # exact (erf) GELU, or "relu" when gelu_activation=false
+        dropout=0.1,
+        attention_dropout=0.1,
+        max_sequence_length=512,
+        num_languages=1,
+        use_lang_emb=True,
+        causal=False,
+        sinusoidal_embeddings=False,
+        layer_norm_epsilon=1e-12,
+        initializer_range=0.02,
+        pad_token_id=2,
+        bos_token_id=0,
+        eos_token_id=1,
+        languages=None,
+        trained_causal=False,
+        **kwargs,
+    ):
+        intermediate_dim = intermediate_dim or 4 * hidden_dim
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        has_languages = num_languages > 1 and use_lang_emb
+
+        # === Layers ===
+        self.token_embedding = keras.layers.ReversibleEmbedding(
+            vocabulary_size, hidden_dim, tie_weights=True, embeddings_initializer=init,
+            name="token_embedding",
+        )
+        self.position_embedding = keras_hub.layers.PositionEmbedding(
+            max_sequence_length,
+            initializer=SinusoidalPositions() if sinusoidal_embeddings else init,
+            trainable=not sinusoidal_embeddings,  # the sin/cos table is fixed
+            name="position_embedding",
+        )
+        self.language_embedding = keras.layers.Embedding(
+            num_languages, hidden_dim, embeddings_initializer=init, name="language_embedding"
+        ) if has_languages else None
+        self.embeddings_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, name="embeddings_layer_norm"
+        )
+        self.embeddings_dropout = keras.layers.Dropout(dropout)
+        self.attention_bias = XLMAttentionBias(causal, name="attention_bias")
+        self.transformer_layers = [
+            TransformerLayer(
+                hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
+                attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
+                initializer_range=initializer_range, name=f"transformer_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+
+        # === Functional model ===
+        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
+        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+        lang_ids = keras.Input((None,), dtype="int32", name="lang_ids")
+
+        tokens = self.token_embedding(token_ids)
+        x = tokens + self.position_embedding(tokens)
+        if has_languages:
+            x = x + _optional_embedding(self.language_embedding, lang_ids)
+        x = x + _optional_embedding(self.token_embedding, segment_ids)  # token types: token table
+        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)  # expand_dims: TFLite builtin
+        x = x * keep
+        bias = self.attention_bias(padding_mask)
+        for layer in self.transformer_layers:
+            x = layer(x, bias) * keep
+        super().__init__(
+            inputs={"token_ids": token_ids, "segment_ids": segment_ids,
+                    "padding_mask": padding_mask, "lang_ids": lang_ids},
+            outputs={"sequence_output": x},
+            **kwargs,
+        )
+
+        # === Config ===
+        self.vocabulary_size = vocabulary_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.max_sequence_length = max_sequence_length
+        self.num_languages = num_languages
+        self.use_lang_emb = use_lang_emb
+        self.causal = causal
+        self.sinusoidal_embeddings = sinusoidal_embeddings
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.initializer_range = initializer_range
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.languages = list(languages) if languages is not None else None
+        self.trained_causal = trained_causal
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "vocabulary_size": self.vocabulary_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "hidden_dim": self.hidden_dim,
+            "intermediate_dim": self.intermediate_dim,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "attention_dropout": self.attention_dropout,
+            "max_sequence_length": self.max_sequence_length,
+            "num_languages": self.num_languages,
+            "use_lang_emb": self.use_lang_emb,
+            "causal": self.causal,
+            "sinusoidal_embeddings": self.sinusoidal_embeddings,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+            "pad_token_id": self.pad_token_id,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": self.eos_token_id,
+            "languages": self.languages,
+            "trained_causal": self.trained_causal,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMMaskedLM(TaskModel):
+    """LM head: logits [B, S, V] = sequence_output · token_embeddingᵀ + bias.
+
+    Transformers' `XLMWithLMHeadModel` (`pred_layer.proj`, tied to the token embedding);
+    used for fill-mask and, with causal attention, for generation."""
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        x = backbone(inputs)["sequence_output"]
+        logits = Bias(name="lm_bias")(backbone.token_embedding(x, reverse=True))
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.backbone = backbone
+
+
+def build(task, backbone_config, **task_config):
+    """Builds an XLM model for `task` from plain config dicts (the model dir's format)."""
+    backbone = XLMBackbone(**backbone_config, name="xlm")
+    if task == "backbone":
+        return backbone
+    return TASKS[task](backbone, **task_config)
+
+
+TASKS = {"masked_lm": XLMMaskedLM}
