@@ -104,6 +104,8 @@ def held_out_texts(mask_token: str, n: int = 150, seed: int = 12345) -> list[str
         "Привет, МИР! Ёлка.",
         "ΓΕΙΑ ΣΟΥ ΚΟΣΜΕ, ΟΔΟΣ σοφός",
         "مرحبا بالعالم",
+        "یہ اردو میں ایک جملہ ہے۔ لاہور، ۱۲۳",
+        "¿Dónde está la biblioteca? Mañana, señor.",
         "emoji 😀👍🎉 ❤️ 👨‍👩‍👧 🇫🇷 and ✓",
         "ligatures ﬁ ﬂ ½ ① ™ Ⅻ ㎏ ㈱",
         "Ⅰ ⅱ ℌ ℃ ﹏ ＂quoted＂",
