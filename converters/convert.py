@@ -23,7 +23,7 @@ FAMILIES = {  # Transformers model_type -> (kzoo architecture, weight-map module
     "xlm": ("xlm", "kzoo.converters.xlm"),
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "spiece.model", "sentencepiece.bpe.model")
+                   "spiece.model", "sentencepiece.bpe.model", "vocab.json", "merges.txt")
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES)
 
 
@@ -77,12 +77,14 @@ def detect_task(hf, spec, names):
     return spec.task_from_names(names)
 
 
-def convert(src, out, *, task=None, overwrite=False, progress=None):
+def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_options=None):
     """Converts `src` into a kzoo model dir at `out`; returns a summary dict.
 
     task: override the head ("backbone", "masked_lm", "pretraining", "classifier");
           by default the checkpoint's own class decides.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
+    tokenizer_options: passed to the tokenizer's `from_hf_dir` (e.g. XLM's
+          `pretokenize_by_lang=True`).
     """
     if Path(out).exists() and not overwrite:  # fail before the slow part
         raise modeldir.ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
@@ -111,7 +113,7 @@ def convert(src, out, *, task=None, overwrite=False, progress=None):
         report = load_table(model, ckpt, spec.WEIGHTS,
                             prefix=prefix, tied=spec.TIED, ignored=spec.IGNORED, progress=advance)
 
-    tokenizer = _tokenizer(src, architecture)
+    tokenizer = _tokenizer(src, architecture, tokenizer_options or {})
     with modeldir.atomic_dir(out, overwrite=overwrite) as tmp:
         modeldir.save(model, config, tmp)
         if tokenizer is not None:
@@ -129,9 +131,13 @@ def convert(src, out, *, task=None, overwrite=False, progress=None):
     }
 
 
-def _tokenizer(src, architecture):
+def _tokenizer(src, architecture, options):
     if not any((src / f).exists() for f in TOKENIZER_FILES):
         return None
+    if architecture == "xlm":
+        from kzoo.xlm_tokenizer import XLMTokenizer
+
+        return XLMTokenizer.from_hf_dir(src, **options)
     from kzoo.tokenizer import SentencePieceTokenizer
 
-    return SentencePieceTokenizer.from_hf_dir(src, family=architecture)
+    return SentencePieceTokenizer.from_hf_dir(src, family=architecture, **options)

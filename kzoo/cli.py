@@ -49,7 +49,9 @@ def cmd_convert(args):
     from kzoo.converters.convert import convert
 
     with _progress("converting", enabled=not args.json) as progress:
-        summary = convert(args.src, args.out, task=args.task, overwrite=args.overwrite, progress=progress)
+        options = {"pretokenize_by_lang": True} if args.pretokenize_by_lang else None
+        summary = convert(args.src, args.out, task=args.task, overwrite=args.overwrite, progress=progress,
+                          tokenizer_options=options)
     if args.json:
         return _print_json(summary)
     preset = f" ({summary['preset']})" if summary["preset"] else ""
@@ -111,6 +113,62 @@ def cmd_verify(args):
     return 0 if report["ok"] else 1
 
 
+def cmd_export_savedmodel(args):
+    from kzoo.export import export_savedmodel
+
+    with _progress("exporting SavedModel", enabled=not args.json) as progress:
+        report = export_savedmodel(args.model, args.out, text=False if args.ids_only else None,
+                                   top_k=args.top_k, max_masks=args.max_masks, overwrite=args.overwrite,
+                                   progress=progress)
+    if args.json:
+        _print_json(report)
+        return 0 if report["ok"] else 1
+    from kzoo.export import human_size
+
+    print(f"{report['path']}: SavedModel (XLA), {human_size(report['bytes'])}")
+    for name, sig in report["signatures"].items():
+        print(f"  {name:<16} {', '.join(sig['inputs'])} -> {', '.join(sig['outputs'])}")
+    evaluation = report["evaluation"]
+    rows = {f"serving_default {k}": r for k, r in evaluation["serving_default"].items()}
+    rows.update({f"serve_text {k}": r for k, r in evaluation.get("serve_text", {}).get("outputs", {}).items()})
+    for name, r in rows.items():
+        print(f"  against Keras fp32: {name:<28} max abs diff {r['max_abs_diff']:.2e}")
+    if "serve_text" in evaluation:
+        same = evaluation["serve_text"]["ids_equal_python_tokenizer"]
+        print(f"  serve_text ids {'==' if same else '!='} the Python tokenizer's")
+    print(f"{'PASS' if report['ok'] else 'FAIL'} (bound {evaluation['bound']:g}); report: {report['out']}.report.json")
+    return 0 if report["ok"] else 1
+
+
+def cmd_export_tflite(args):
+    from kzoo.export import export_tflite
+
+    with _progress(f"exporting TFLite ({args.quantize})", enabled=not args.json) as progress:
+        report = export_tflite(args.model, args.out, quantize=args.quantize, calibration=args.calibration,
+                               with_tokenizer=args.with_tokenizer, mask_bias=args.mask_bias, top_k=args.top_k,
+                               max_masks=args.max_masks, overwrite=args.overwrite, progress=progress)
+    if args.json:
+        _print_json(report)
+        return 0 if report["ok"] else 1
+    evaluation = report["evaluation"]
+    custom = f" + custom {', '.join(report['custom_ops'])}" if report["custom_ops"] else ""
+    print(f"{report['out']}: {report['quantize']}, {report['size']}, {len(report['ops'])} ops, "
+          f"builtin{custom}")
+    for name, sig in report["signatures"].items():
+        print(f"  {name:<16} {', '.join(sig['inputs'])} -> {', '.join(sig['outputs'])}")
+    for name, r in evaluation["outputs"].items():
+        print(f"  against Keras fp32 ({evaluation['texts']} held-out texts): {name:<12} "
+              f"max abs diff {r['max_abs_diff']:.2e}  cosine {r['cosine_min']:.5f} (min)  "
+              f"top-1 {100 * r['top1_agreement']:.1f}%")
+    if "ids_equal_python_tokenizer" in evaluation:
+        same = evaluation["ids_equal_python_tokenizer"]
+        print(f"  ids in the model {'==' if same else '!='} the Python tokenizer's")
+    sense = "<=" if evaluation["metric"] == "max_abs_diff" else ">="
+    print(f"{'PASS' if report['ok'] else 'FAIL'} ({evaluation['metric']} {sense} {evaluation['bound']:g}); "
+          f"report: {report['out']}.report.json")
+    return 0 if report["ok"] else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="kzoo", description="ALBERT, XLM-RoBERTa and XLM for TensorFlow/Keras: convert, run, verify."
@@ -129,6 +187,8 @@ def build_parser():
     p.add_argument("--task", choices=["backbone", "masked_lm", "pretraining", "classifier"],
                    help="head to build (default: the checkpoint's own class)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--pretokenize-by-lang", action="store_true",
+                   help="XLM: apply the language's own Moses rules / segmenter (Transformers 5 does not)")
 
     p = command("fill-mask", cmd_fill_mask, "predict the masked token(s) in a text")
     p.add_argument("model", help="kzoo model dir")
@@ -138,6 +198,35 @@ def build_parser():
     p = command("embed", cmd_embed, "sequence and pooled features of texts")
     p.add_argument("model", help="kzoo model dir")
     p.add_argument("text", nargs="+", help="one or more texts")
+
+    p = sub.add_parser("export", help="export a model dir as a SavedModel (XLA) or a .tflite file",
+                       description="export a model dir as a SavedModel (XLA) or a .tflite file")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    def export_command(name, fn, help):
+        q = formats.add_parser(name, help=help, description=help)
+        q.add_argument("model", help="kzoo model dir")
+        q.add_argument("--json", action="store_true", help="machine-readable output (the report)")
+        q.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        q.add_argument("--top-k", type=int, default=5, help="text signature, fill-mask: predictions per mask")
+        q.add_argument("--max-masks", type=int, default=4, help="text signature, fill-mask: masks per text")
+        q.set_defaults(fn=fn)
+        return q
+
+    q = export_command("savedmodel", cmd_export_savedmodel,
+                       "SavedModel for TensorFlow Serving: OUT/1/saved_model.pb, XLA-compiled signatures")
+    q.add_argument("out", help="the SavedModel base dir to write (written aside, then renamed into place)")
+    q.add_argument("--ids-only", action="store_true", help="no serve_text signature (strings in)")
+    q = export_command("tflite", cmd_export_tflite, "LiteRT .tflite file, builtin ops, optionally quantized")
+    q.add_argument("out", help="the .tflite file to write (+ OUT.report.json and OUT.kzoo/ beside it)")
+    q.add_argument("--quantize", default="none", metavar="{none,fp16,dynamic-int8,int8,int16x8}",
+                   help="weights / activations precision (default none: fp32)")
+    q.add_argument("--calibration", metavar="FILE",
+                   help="int8 / int16x8: calibration texts, one per line (default: built-in multilingual text)")
+    q.add_argument("--with-tokenizer", action="store_true",
+                   help="strings in: the SentencePiece tokenizer inside the model (ALBERT, XLM-R)")
+    q.add_argument("--mask-bias", type=float, metavar="B",
+                   help="attention-mask bias to build with (default: -100 for int8 / int16x8, else exact)")
 
     p = command("verify", cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
     p.add_argument("model", help="kzoo model dir")
