@@ -107,3 +107,28 @@ def test_verify_cli_passes(albert, capsys):
     src, out = albert
     assert main(["verify", str(out), "--reference", str(src)]) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_xlmr_embed_equals_transformers(xlmr):
+    import torch
+    import transformers
+
+    src, out = xlmr
+    texts = ["Hello world.", "Bonjour <mask> le monde, ça va?", "你好世界"]
+    ref_tok = transformers.AutoTokenizer.from_pretrained(str(src))
+    ref = transformers.XLMRobertaForMaskedLM.from_pretrained(str(src)).eval()
+    for text, item in zip(texts, kzoo.pipeline("features", out)(texts)):
+        enc = ref_tok(text, return_tensors="pt")
+        with torch.no_grad():
+            hidden = ref(**enc, output_hidden_states=True).hidden_states[-1][0].numpy()
+        assert item["tokens"] == ref_tok.convert_ids_to_tokens(enc["input_ids"][0])
+        assert np.max(np.abs(item["sequence_output"] - hidden)) < 1e-4
+
+
+def test_xlmr_convert_and_fill_mask_cli(xlmr, tmp_path, capsys):
+    src, _ = xlmr
+    assert main(["convert", str(src), str(tmp_path / "cli-out")]) == 0
+    capsys.readouterr()
+    text = "Hello I'm a <mask> model."
+    assert main(["fill-mask", str(tmp_path / "cli-out"), text, "--json"]) == 0
+    assert_same(json.loads(capsys.readouterr().out), reference_fill_mask(src, text, 5))
