@@ -64,7 +64,7 @@ def cmd_convert(args):
 def cmd_fill_mask(args):
     from kzoo.tasks import FillMask
 
-    result = FillMask(args.model)(args.text, top_k=args.top_k)
+    result = FillMask(args.model)(args.text, top_k=args.top_k, lang=args.lang)
     if args.json:
         return _print_json(result)
     groups = result if result and isinstance(result[0], list) else [result]
@@ -78,7 +78,7 @@ def cmd_fill_mask(args):
 def cmd_embed(args):
     from kzoo.tasks import Features
 
-    results = Features(args.model)(args.text)
+    results = Features(args.model)(args.text, lang=args.lang)
     if args.json:
         return _print_json(results)
     for text, r in zip(args.text, results):
@@ -88,6 +88,22 @@ def cmd_embed(args):
             p = r["pooled_output"]
             line += f", pooled_output [{p.shape[0]}] = [{', '.join(f'{v:.4f}' for v in p[:4])}, ...]"
         print(line)
+
+
+def cmd_generate(args):
+    from kzoo.generation import Generator
+
+    causal = {"causal": True, "bidirectional": False}.get(args.attention)
+    sampler = args.sampler or ("beam" if args.num_beams is not None else "top-p" if args.top_p is not None
+                               else "top-k" if args.top_k is not None else "greedy")
+    result = Generator(args.model, causal=causal)(
+        args.prompt, max_new_tokens=args.max_new_tokens, lang=args.lang, sampler=sampler,
+        k=args.top_k if args.top_k is not None else 5, p=args.top_p if args.top_p is not None else 0.9,
+        num_beams=args.num_beams if args.num_beams is not None else 4, temperature=args.temperature,
+        seed=args.seed, ignore_eos=args.ignore_eos, add_special_tokens=not args.no_special_tokens)
+    if args.json:
+        return _print_json(result)
+    print(result["generated_text"])
 
 
 def cmd_verify(args):
@@ -191,13 +207,37 @@ def build_parser():
                    help="XLM: apply the language's own Moses rules / segmenter (Transformers 5 does not)")
 
     p = command("fill-mask", cmd_fill_mask, "predict the masked token(s) in a text")
-    p.add_argument("model", help="kzoo model dir")
+    p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", help="text with the model's mask token, e.g. [MASK] for ALBERT")
     p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
+    p.add_argument("--lang", help="XLM: the text's language, e.g. fr (default: none given, as Transformers)")
 
     p = command("embed", cmd_embed, "sequence and pooled features of texts")
-    p.add_argument("model", help="kzoo model dir")
+    p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+
+    p = command("generate", cmd_generate, "continue a text with an XLM language model (greedy, sampling, beam)")
+    p.add_argument("model", help="kzoo model dir (XLM with its LM head)")
+    p.add_argument("prompt", help="the text to continue (encoded as <s> text </s>, as Transformers does)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="at most this many new tokens (default 20)")
+    p.add_argument("--lang", help="language of the text and of the new tokens, e.g. fr (default: the "
+                   "config's lang_id, as Transformers)")
+    p.add_argument("--sampler", choices=["greedy", "top-k", "top-p", "beam"],
+                   help="default: greedy, or what --top-k / --top-p / --num-beams imply")
+    p.add_argument("--top-k", type=int, help="top-k: sample among the K likeliest tokens (default 5)")
+    p.add_argument("--top-p", type=float, help="top-p: sample from the likeliest tokens up to mass P (default 0.9)")
+    p.add_argument("--num-beams", type=int, help="beam: beams to keep (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits first (default 1)")
+    p.add_argument("--seed", type=int, help="seed for top-k / top-p draws (default: a fresh one)")
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at </s>")
+    p.add_argument("--no-special-tokens", action="store_true", help="encode the prompt without <s> ... </s>")
+    attention = p.add_mutually_exclusive_group()
+    attention.add_argument("--causal", dest="attention", action="store_const", const="causal",
+                           help="attend causally whatever the config says")
+    attention.add_argument("--bidirectional", dest="attention", action="store_const", const="bidirectional",
+                           help="attend bidirectionally even where the model was trained causally "
+                                "(Transformers' behaviour when the config says causal=false)")
 
     p = sub.add_parser("export", help="export a model dir as a SavedModel (XLA) or a .tflite file",
                        description="export a model dir as a SavedModel (XLA) or a .tflite file")

@@ -138,11 +138,21 @@ class TransformerLayer(keras.layers.Layer):
         b, s = ops.shape(x)[0], ops.shape(x)[1]
         return ops.transpose(ops.reshape(x, (b, s, self.num_heads, self.head_dim)), (0, 2, 1, 3))
 
-    def call(self, x, bias, training=False):
+    def call(self, x, bias, training=False, cache=None, cache_index=None):
+        """x [B, S, H], bias [B or 1, 1, 1 or S, keys] -> [B, S, H].
+
+        With `cache` ([B, 2, heads, max_length, head_dim]: keys and values by position), one
+        decoding step: x holds the positions cache_index .. cache_index + S - 1, whose keys
+        and values are written into the cache; the queries attend over all max_length cached
+        positions (`bias` must hide those not written yet); returns (output, updated cache).
+        """
         b, s = ops.shape(x)[0], ops.shape(x)[1]
         q = self._heads(self.query(x) * (1.0 / math.sqrt(self.head_dim)))
         k = self._heads(self.key(x))
         v = self._heads(self.value(x))
+        if cache is not None:
+            cache = ops.slice_update(cache, [0, 0, 0, cache_index, 0], ops.stack([k, v], axis=1))
+            k, v = cache[:, 0], cache[:, 1]
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) + bias
         probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
         context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, s, self.hidden_dim))
@@ -150,7 +160,8 @@ class TransformerLayer(keras.layers.Layer):
         x = self.attention_layer_norm(x + attended)
         ffn = self.output_dense(self.act(self.intermediate(x)))
         ffn = self.dropout(ffn, training=training)
-        return self.output_layer_norm(x + ffn)
+        x = self.output_layer_norm(x + ffn)
+        return x if cache is None else (x, cache)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return input_shape

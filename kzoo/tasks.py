@@ -25,18 +25,39 @@ def _softmax(x):
 class _Pipeline:
     def __init__(self, model, tokenizer=None):
         if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            from kzoo import runtime
+
             path = model
-            model = modeldir.load(path)
+            # A model dir loads as its Keras model; a SavedModel dir or a .tflite file as a
+            # kzoo.runtime Runner, whose tokenizer is the copy `kzoo export` stores with it.
+            model = runtime.load_model(path)
             if tokenizer is None:
-                tokenizer = load_tokenizer(path)
+                tokenizer = runtime.tokenizer_dir(path)
+        if isinstance(tokenizer, (str, bytes)) or hasattr(tokenizer, "__fspath__"):
+            tokenizer = load_tokenizer(tokenizer)  # a model dir (or an export's stored copy)
         if tokenizer is None:
             raise PipelineError("a tokenizer is needed: pass tokenizer=, or a model dir that has one")
         self.model = model
         self.tokenizer = tokenizer
         self.task = getattr(model, "kzoo_config", {}).get("task")
 
-    def _encode(self, texts):
-        batch = self.tokenizer(texts)
+    def _batch(self, texts, lang=None):
+        """The tokenizer's batch. lang: an XLM language code (its id at every position); None:
+        no language ids, as Transformers' pipelines call XLM (they never pass `langs`)."""
+        if lang is None:
+            batch = self.tokenizer(texts)
+            if "lang_ids" in batch:
+                batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
+            return batch
+        if not getattr(self.tokenizer, "languages", None):
+            arch = getattr(self.model, "kzoo_config", {}).get("architecture")
+            if arch == "xlm":
+                raise PipelineError(f"lang={lang!r}: this XLM model has no languages")
+            raise PipelineError(f"lang={lang!r}: {arch or 'this'} models have no languages (lang is for XLM)")
+        return self.tokenizer(texts, lang=lang)
+
+    def _encode(self, texts, lang=None):
+        batch = self._batch(texts, lang)
         return batch, self.model.predict_on_batch(batch)
 
 
@@ -45,6 +66,7 @@ class FillMask(_Pipeline):
 
     One mask: a list of `top_k` dicts {score, token, token_str, sequence};
     several masks in one text: one such list per mask; a list of texts: one result each.
+    XLM: `lang="fr"` feeds that language's id (None: none, as Transformers' pipeline).
     """
 
     def __init__(self, model, tokenizer=None):
@@ -52,13 +74,13 @@ class FillMask(_Pipeline):
         if self.task not in ("masked_lm", "pretraining", None):
             raise PipelineError(f"fill-mask needs a masked-LM model; this one is a {self.task!r} model")
 
-    def __call__(self, texts, top_k=5):
+    def __call__(self, texts, top_k=5, lang=None):
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if top_k < 1:
             raise PipelineError(f"top_k must be >= 1, got {top_k}")
         mask_id = self.tokenizer.mask_token_id
-        batch, out = self._encode(texts)
+        batch, out = self._encode(texts, lang)
         logits = out["mlm_logits"] if isinstance(out, dict) else out
         results = []
         for row, text in enumerate(texts):
@@ -88,14 +110,17 @@ class FillMask(_Pipeline):
 
 class Features(_Pipeline):
     """`Features(model_dir)(texts)`: per text, `sequence_output` [tokens, H] (padding
-    removed) and `pooled_output` [H] when the model has a pooler."""
+    removed) and `pooled_output` [H] when the model has a pooler. XLM: `lang` as in FillMask."""
 
-    def __call__(self, texts):
+    def __call__(self, texts, lang=None):
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        batch = self.tokenizer(texts)
+        batch = self._batch(texts, lang)
         backbone = getattr(self.model, "backbone", self.model)
         out = backbone.predict_on_batch(batch)
+        if not isinstance(out, dict) or "sequence_output" not in out:
+            raise PipelineError("features need a backbone's sequence_output; this export has only its head's "
+                                "outputs (export the model dir converted with --task backbone)")
         results = []
         for row in range(len(texts)):
             keep = batch["padding_mask"][row] == 1
@@ -111,6 +136,10 @@ TASKS = {"fill-mask": FillMask, "features": Features, "embed": Features}
 
 
 def pipeline(task, model, tokenizer=None):
+    if task in ("text-generation", "generate"):  # XLM only; kzoo.generation.Generator
+        from kzoo.generation import Generator
+
+        return Generator(model, tokenizer)
     if task not in TASKS:
         raise PipelineError(f"unknown task {task!r}; kzoo has {sorted(TASKS)}")
     return TASKS[task](model, tokenizer)

@@ -1,0 +1,448 @@
+"""SavedModel (XLA) and TFLite exports: parity, builtin ops, quantization bounds, atomic writes.
+
+Parity is measured against the PyTorch reference (fp32 exports) or Keras fp32 (quantized ones),
+always by this file's own runs, never from the export's report.
+"""
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import kzoo
+from kzoo.cli import main
+from kzoo.converters.convert import convert, family_of, read_hf_config
+from kzoo.converters.verify import reference_inputs, run_reference
+from kzoo.export import export_savedmodel, export_tflite
+from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint
+from spm_fixtures import held_out_texts, make_albert_tokenizer_dir, make_xlmr_tokenizer_dir, training_corpus
+
+MODES = ["none", "fp16", "dynamic-int8", "int8", "int16x8"]
+BOUNDS = {"fp16": 1e-2}  # max abs diff vs Keras fp32; int modes: cosine >= 0.99 per position
+
+
+def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir):
+    vocab = len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"])
+    src = make_checkpoint(tmp / "ref", cls_name, {**config, "vocab_size": vocab})
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, src / f.name)
+    convert(src, tmp / "model")
+    return src, tmp / "model"
+
+
+@pytest.fixture(scope="module")
+def albert(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("albert")
+    return model_with_tokenizer(tmp, "AlbertForMaskedLM", TINY_ALBERT, make_albert_tokenizer_dir(tmp, True))
+
+
+@pytest.fixture(scope="module")
+def xlmr(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("xlmr")
+    return model_with_tokenizer(tmp, "XLMRobertaForMaskedLM", TINY_XLMR, make_xlmr_tokenizer_dir(tmp))
+
+
+@pytest.fixture(scope="module")
+def models(albert, xlmr):
+    return {"albert": albert, "xlmr": xlmr}
+
+
+@pytest.fixture(scope="module")
+def savedmodel(models, tmp_path_factory):
+    """family -> (SavedModel dir, report), exported once per module."""
+    done = {}
+
+    def get(family):
+        if family not in done:
+            out = tmp_path_factory.mktemp(f"{family}-savedmodel") / "sm"
+            done[family] = out, export_savedmodel(models[family][1], out)
+        return done[family]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def albert_tflite(albert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("albert-tflite") / "model.tflite"
+    export_tflite(albert[1], out)
+    return out
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def builtin_codes(content):
+    """(builtin op names, custom op names) read from the flatbuffer's operator codes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(content, 0)
+    builtin, custom = set(), set()
+    for i in range(model.OperatorCodesLength()):
+        c = model.OperatorCodes(i)
+        code = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
+        if code == schema.BuiltinOperator.CUSTOM:
+            custom.add(c.CustomCode().decode())
+        else:
+            builtin.add(names[code])
+    return builtin, custom
+
+
+def interpreter(path, text=False):
+    from ai_edge_litert.interpreter import Interpreter, InterpreterWithCustomOps
+
+    if text:
+        import tensorflow_text
+
+        return InterpreterWithCustomOps(custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS,
+                                        model_path=str(path))
+    return Interpreter(model_path=str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def keras_model(model_dir):
+    return kzoo.load(model_dir)
+
+
+def keras_logits(model_dir, batch):
+    return np.asarray(keras_model(str(model_dir))(batch, training=False))
+
+
+def held_out_batch(model_dir, tokenizer, length=32):
+    texts = [t for t in held_out_texts(tokenizer.mask_token)[:40] if t.strip()][:16]
+    return tokenizer(texts, max_length=length, truncation=True)
+
+
+def pytorch_batches(src, model_dir):
+    hf = read_hf_config(src)
+    config = json.loads((model_dir / "config.json").read_text())
+    vocab, pad = config["backbone"]["vocabulary_size"], hf.get("pad_token_id", 0) or 0
+    segments = min(2, config["backbone"].get("num_segments", 2))
+    return [reference_inputs(vocab, pad_id=pad, seed=0, num_segments=segments),
+            reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True, num_segments=segments, length=11)]
+
+
+def cosines(a, b, mask):
+    a, b = a[mask.astype(bool)], b[mask.astype(bool)]
+    return np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+# --- TFLite ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", ["albert", "xlmr"])
+def test_tflite_every_mode(models, family, mode, tmp_path):
+    src, model_dir = models[family]
+    out = tmp_path / "m.tflite"
+    report = export_tflite(model_dir, out, quantize=mode)
+    content = out.read_bytes()
+    builtin, custom = builtin_codes(content)
+    assert not custom and not [op for op in builtin if op.startswith("FLEX")], custom
+    assert report["ok"] and report["bytes"] == len(content) and report["ops"] == sorted(builtin)
+    assert (tmp_path / "m.tflite.report.json").is_file() and (tmp_path / "m.tflite.kzoo" / "config.json").is_file()
+
+    runner = interpreter(out).get_signature_runner("serving_default")
+    if mode == "none":  # against PyTorch
+        spec = family_of(read_hf_config(src))[1]
+        for batch in pytorch_batches(src, model_dir):
+            got = runner(**batch)["logits"]
+            want = run_reference(src, "masked_lm", spec, batch)["logits"]
+            assert np.abs(got - want).max() <= 1e-4
+        return
+    tok = kzoo.load_tokenizer(model_dir)
+    batch = held_out_batch(model_dir, tok)  # text the calibration never saw
+    got, want = runner(**batch)["logits"], keras_logits(model_dir, batch)
+    assert np.all(np.isfinite(got))
+    if mode in BOUNDS:
+        assert np.abs(got - want).max() <= BOUNDS[mode]
+    else:
+        cos = cosines(got, want, batch["padding_mask"])
+        assert cos.min() >= 0.99, cos.min()
+        print(f"{family} {mode}: cosine min {cos.min():.5f}, top-1 agreement "
+              f"{np.mean(got.argmax(-1) == want.argmax(-1)):.3f}")
+
+
+def test_tflite_resize_two_lengths(albert, albert_tflite):
+    tok = kzoo.load_tokenizer(albert[1])
+    interp = interpreter(albert_tflite)
+    details = {d["name"].split("serving_default_")[-1].split(":")[0]: d for d in interp.get_input_details()}
+    assert all(list(d["shape_signature"]) == [-1, -1] for d in details.values())
+    output = interp.get_output_details()[0]["index"]
+    texts = ["hello [MASK] world", "le garçon est très [MASK] aujourd'hui", "a"]
+    for batch_size, length in [(2, 7), (3, 23)]:
+        batch = tok(texts[:batch_size], max_length=length, truncation=True, padding="max_length")
+        for name, d in details.items():
+            interp.resize_tensor_input(d["index"], [batch_size, length])
+        interp.allocate_tensors()
+        for name, d in details.items():
+            interp.set_tensor(d["index"], batch[name])
+        interp.invoke()
+        got = interp.get_tensor(output)
+        assert got.shape[:2] == (batch_size, length)
+        assert np.abs(got - keras_logits(albert[1], batch)).max() <= 1e-4
+
+
+def test_tflite_with_tokenizer_ids_equal_python_tokenizer(models, tmp_path):
+    for family, (_, model_dir) in models.items():
+        out = tmp_path / f"{family}.tflite"
+        report = export_tflite(model_dir, out, with_tokenizer=True)
+        content = out.read_bytes()
+        assert report["ok"] and len(content) > 200_000  # weights present (the from_saved_model failure: none)
+        builtin, custom = builtin_codes(content)
+        assert custom == {"TFText>FastSentencepieceTokenize", "RaggedTensorToTensor"}, custom
+
+        tok = kzoo.load_tokenizer(model_dir)
+        texts = held_out_texts(tok.mask_token)  # edge cases, masks everywhere, one text past the limit
+        runner = interpreter(out, text=True).get_signature_runner("serve_text")
+        got = runner(text=np.array([t.encode("utf-8") for t in texts], dtype=object))
+        longest = report["max_tokens"]
+        width = got["token_ids"].shape[1]
+        want = tok(texts, max_length=longest, truncation=True, padding="max_length")
+        np.testing.assert_array_equal(got["token_ids"], want["token_ids"][:, :width])
+        np.testing.assert_array_equal(got["padding_mask"], want["padding_mask"][:, :width])
+        assert np.all(np.isfinite(got["top_scores"]))
+
+        # fill-mask output against Keras: the first mask of the first text with one
+        row = next(i for i, t in enumerate(texts) if tok.mask_token in t)
+        ids = want["token_ids"][row:row + 1, :width]
+        batch = {k: v[row:row + 1, :width] for k, v in want.items()}
+        position = int(np.flatnonzero(ids[0] == tok.mask_token_id)[0])
+        assert got["mask_positions"][row, 0] == position
+        logits = keras_logits(model_dir, batch)[0, position]
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        best = np.argsort(-probs)[:5]
+        np.testing.assert_array_equal(got["top_ids"][row, 0], best)
+        assert np.abs(got["top_scores"][row, 0] - probs[best]).max() <= 1e-4
+        assert [t.decode() for t in got["top_tokens"][row, 0]] == tok.convert_ids_to_tokens(best.tolist())
+
+
+def test_tflite_calibration_file_and_cli_json(albert, tmp_path, capsys):
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n".join(" ".join(t.split()) for t in training_corpus(40, seed=3)) + "\n")
+    out = tmp_path / "int8.tflite"
+    code = main(["export", "tflite", str(albert[1]), str(out), "--quantize", "int8",
+                 "--calibration", str(calibration), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["ok"] and out.is_file()
+    assert report["calibration"]["source"] == str(calibration) and report["calibration"]["texts"] == 40
+    assert report["mask_bias"] == -100.0 and report["integer_op_fraction"] > 0.5
+
+
+# --- SavedModel --------------------------------------------------------------------------------
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (serve_text's tokenizer ops)
+
+    path, inputs, texts, result = sys.argv[1:5]
+    loaded = tf.saved_model.load(path)
+    out = {}
+    data = dict(np.load(inputs))
+    for tag in sorted({k.split("/")[0] for k in data}):
+        batch = {k.split("/")[1]: tf.constant(v) for k, v in data.items() if k.startswith(tag + "/")}
+        out[tag + "/logits"] = loaded.signatures["serving_default"](**batch)["logits"].numpy()
+    text = loaded.signatures["serve_text"](text=tf.constant(json.loads(open(texts).read())))
+    for k, v in text.items():
+        v = v.numpy()
+        out["text/" + k] = v.astype("S") if v.dtype == object else v  # strings without pickle
+    np.savez(result, **out)
+    assert "kzoo" not in sys.modules and not any(m.startswith("kzoo.") for m in sys.modules)
+    print("modules ok")
+""")
+
+
+def run_clean(args):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return subprocess.run([sys.executable, "-c", CHILD, *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd="/", timeout=300)
+
+
+@pytest.mark.parametrize("family", ["albert", "xlmr"])
+def test_savedmodel_in_a_clean_process(models, savedmodel, family, tmp_path):
+    """Loads with tensorflow + tensorflow_text only; serving_default (XLA) within 1e-4 of PyTorch."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    src, model_dir = models[family]
+    out, report = savedmodel(family)
+    assert report["ok"] and (out / "1" / "saved_model.pb").is_file()
+    assert (out / "1" / "assets.extra" / "kzoo" / "kzoo_tokenizer.json").is_file()
+    assert (out.parent / "sm.report.json").is_file()
+
+    # XLA: the signature functions carry _XlaMustCompile
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((out / "1" / "saved_model.pb").read_bytes())
+    compiled = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function
+                if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
+    assert compiled
+
+    batches = pytorch_batches(src, model_dir)
+    np.savez(tmp_path / "in.npz", **{f"b{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()})
+    tok = kzoo.load_tokenizer(model_dir)
+    texts = [f"hello {tok.mask_token} world", "a longer text " * 9, f"{tok.mask_token}{tok.mask_token} x"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    proc = run_clean([out / "1", tmp_path / "in.npz", tmp_path / "texts.json", tmp_path / "result.npz"])
+    assert proc.returncode == 0 and "modules ok" in proc.stdout, proc.stderr[-3000:]
+    result = dict(np.load(tmp_path / "result.npz"))
+
+    spec = family_of(read_hf_config(src))[1]
+    for i, batch in enumerate(batches):
+        want = run_reference(src, "masked_lm", spec, batch)["logits"]
+        assert np.abs(result[f"b{i}/logits"] - want).max() <= 1e-4
+
+    width = result["text/token_ids"].shape[1]
+    assert width in report["length_buckets"]
+    ids = tok(texts, max_length=report["max_tokens"], truncation=True, padding="max_length")
+    np.testing.assert_array_equal(result["text/token_ids"], ids["token_ids"][:, :width])
+    assert result["text/top_ids"].shape == (3, 4, 5) and result["text/mask_positions"][2, 1] == 2
+    assert result["text/mask_positions"][1, 0] == -1 and result["text/top_tokens"][1, 0, 0] == b""
+
+
+def test_savedmodel_cli_lists_signatures(savedmodel):
+    out, _ = savedmodel("albert")
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run([cli, "show", "--dir", str(out / "1"), "--all"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "signature_def['serving_default']" in proc.stdout and "signature_def['serve_text']" in proc.stdout
+    assert "inputs['token_ids']" in proc.stdout and "inputs['text']" in proc.stdout
+
+
+# --- pipelines on exports ----------------------------------------------------------------------
+
+
+def test_pipelines_accept_exports(albert, albert_tflite, savedmodel, tmp_path):
+    model_dir = albert[1]
+    sm, _ = savedmodel("albert")
+    text = "Hello I'm a [MASK] model."
+    want = kzoo.pipeline("fill-mask", model_dir)(text, top_k=3)
+    for path in (albert_tflite, sm):
+        got = kzoo.pipeline("fill-mask", path)(text, top_k=3)
+        assert [r["token"] for r in got] == [r["token"] for r in want]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(got, want)) <= 1e-5
+    # the tokenizer from a model dir, when the export has no stored copy
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(albert_tflite, bare)
+    got = kzoo.pipeline("fill-mask", bare, tokenizer=model_dir)(text, top_k=3)
+    assert [r["token"] for r in got] == [r["token"] for r in want]
+
+
+def test_features_on_a_backbone_export(albert, tmp_path):
+    src = make_checkpoint(tmp_path / "ref", "AlbertModel", TINY_ALBERT, vocab_size=kzoo.load_tokenizer(
+        albert[1]).vocab_size)
+    for f in albert[0].iterdir():  # the tokenizer files
+        if f.name.startswith(("tokenizer", "special", "spiece")):
+            shutil.copy(f, src / f.name)
+    backbone = tmp_path / "backbone"
+    convert(src, backbone)
+    out = tmp_path / "backbone.tflite"
+    assert export_tflite(backbone, out)["ok"]
+    texts = ["hello world", "le garçon"]
+    want = kzoo.pipeline("features", backbone)(texts)
+    got = kzoo.pipeline("features", out)(texts)
+    for a, b in zip(got, want):
+        assert a["tokens"] == b["tokens"]
+        for key in ("sequence_output", "pooled_output"):
+            assert np.abs(a[key] - b[key]).max() <= 1e-4
+
+
+# --- XLM: any extra int32 input the model declares -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def xlm(tmp_path_factory):
+    """A tiny XLM with language embeddings and an XLM (Moses + BPE) tokenizer."""
+    from transformers import XLMTokenizer
+
+    tmp = tmp_path_factory.mktemp("xlm")
+    specials = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    vocab = {t: i for i, t in enumerate(specials + letters + [c + "</w>" for c in letters] + ["th", "the</w>"])}
+    (tmp / "vocab.json").write_text(json.dumps(vocab))
+    (tmp / "merges.txt").write_text("#version: 0.2\nt h\nth e</w>\n")
+    XLMTokenizer(vocab_file=str(tmp / "vocab.json"), merges_file=str(tmp / "merges.txt")).save_pretrained(tmp / "tok")
+    config = dict(vocab_size=99, emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=40, n_langs=2,
+                  use_lang_emb=True, pad_token_id=2, bos_token_id=0, eos_token_id=1, unk_index=3, mask_index=5,
+                  lang2id={"en": 0, "fr": 1}, id2lang={0: "en", 1: "fr"})
+    src = make_checkpoint(tmp / "ref", "XLMWithLMHeadModel", config)
+    for f in (tmp / "tok").iterdir():
+        shutil.copy(f, src / f.name)
+    convert(src, tmp / "model")
+    return src, tmp / "model"
+
+
+def test_xlm_exports_take_lang_ids(xlm, tmp_path):
+    src, model_dir = xlm
+    batch = reference_inputs(99, pad_id=2, num_segments=1, num_languages=2)
+    want = run_reference(src, "masked_lm", family_of(read_hf_config(src))[1], batch)["logits"]
+    report = export_tflite(model_dir, tmp_path / "xlm.tflite")
+    assert report["ok"] and report["signatures"]["serving_default"]["inputs"] == [
+        "lang_ids", "padding_mask", "segment_ids", "token_ids"]
+    got = interpreter(tmp_path / "xlm.tflite").get_signature_runner("serving_default")(**batch)["logits"]
+    assert np.abs(got - want).max() <= 1e-4
+    report = export_savedmodel(model_dir, tmp_path / "sm")
+    assert report["ok"] and list(report["signatures"]) == ["serving_default"]  # no in-graph tokenizer
+    assert "lang_ids" in report["signatures"]["serving_default"]["inputs"]
+
+
+# --- failures --------------------------------------------------------------------------------
+
+
+def assert_nothing_at(out):
+    siblings = [p.name for p in out.parent.iterdir()]
+    assert not [n for n in siblings if n.startswith(out.name) or n.startswith(f".{out.name}")], siblings
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_failed_export_leaves_nothing(albert, tmp_path, monkeypatch, error):
+    import kzoo.export.savedmodel
+    import kzoo.export.tflite
+
+    def fail(*args, **kwargs):
+        raise error("injected")
+
+    # After the files were written aside: the last step before they are renamed into place.
+    monkeypatch.setattr(kzoo.export.tflite, "copy_sidecar", fail)
+    monkeypatch.setattr(kzoo.export.savedmodel, "_evaluate", fail)
+    out = tmp_path / "out" / "m.tflite"
+    with pytest.raises(error):
+        export_tflite(albert[1], out)
+    assert_nothing_at(out)
+    if error is KeyboardInterrupt:
+        return  # (the same code path; once is enough for the slower SavedModel)
+    out = tmp_path / "out" / "sm"
+    with pytest.raises(error):
+        export_savedmodel(albert[1], out)
+    assert_nothing_at(out)
+
+
+def one_line_error(argv, capsys, *words):
+    code = main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("kzoo: error:"), err
+    for word in words:
+        assert word in err[0], (word, err[0])
+
+
+def test_cli_errors(albert, xlm, tmp_path, capsys):
+    out = str(tmp_path / "x.tflite")
+    one_line_error(["export", "tflite", str(tmp_path / "missing"), out], capsys, "missing")
+    one_line_error(["export", "savedmodel", str(tmp_path / "missing"), str(tmp_path / "sm")], capsys, "missing")
+    one_line_error(["export", "tflite", str(albert[1]), out, "--quantize", "int4"], capsys, "int4", "int16x8")
+    one_line_error(["export", "tflite", str(xlm[1]), out, "--with-tokenizer"], capsys, "XLMTokenizer", "ids in")
+    one_line_error(["export", "tflite", str(albert[1]), out, "--quantize", "int8", "--calibration",
+                    str(tmp_path / "nope.txt")], capsys, "nope.txt")
+    one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "x.onnx")], capsys, ".tflite")
+    (tmp_path / "taken.tflite").write_bytes(b"")
+    one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "taken.tflite")], capsys, "--overwrite")
+    assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "sm").exists()
