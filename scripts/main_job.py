@@ -118,6 +118,8 @@ def main(argv=None):
 
     from kzoo.converters.convert import convert
     from kzoo.converters.verify import verify
+    from kzoo import runtime
+    from kzoo.export import export_savedmodel, export_tflite
     from kzoo.tasks import FillMask
 
     out = Path(args.out)
@@ -156,8 +158,30 @@ def main(argv=None):
           "tokens, sequences and scores")
     done(t0)
 
-    ok = report["ok"] and same
-    print(f"\n{'PASS' if ok else 'FAIL'}: kzoo matches PyTorch (bound {report['bound']:g})")
+    exports = []
+    savedmodel = out / "export" / f"{model_dir.name}-savedmodel"
+    t0 = step(f"kzoo export savedmodel {model_dir} {savedmodel}")
+    saved = export_savedmodel(model_dir, savedmodel, overwrite=True)
+    diffs = saved["evaluation"]["serving_default"]
+    print(f"   {saved['path']}: signatures {', '.join(saved['signatures'])} (XLA); serving_default vs "
+          f"Keras max abs diff {max(r['max_abs_diff'] for r in diffs.values()):.2e}")
+    exports.append(saved["ok"])
+    done(t0)
+
+    tflite = out / "export" / f"{model_dir.name}-dynamic-int8.tflite"
+    t0 = step(f"kzoo export tflite {model_dir} {tflite} --quantize dynamic-int8 --with-tokenizer")
+    lite = export_tflite(model_dir, tflite, quantize="dynamic-int8", with_tokenizer=True, overwrite=True)
+    for name, r in lite["evaluation"]["outputs"].items():
+        print(f"   {lite['size']}, builtin ops + tf-text; {name} vs Keras fp32: cosine {r['cosine_min']:.4f} "
+              f"(min), top-1 {100 * r['top1_agreement']:.1f}%")
+    exports.append(lite["ok"])
+    on_device = runtime.load(tflite)([text])  # one file: string in, top-k out
+    top = [int(i) for i in on_device["top_ids"][0, 0]]
+    print(f"   the .tflite under LiteRT, text in: top ids {top} (Keras: {[r['token'] for r in ours]})")
+    done(t0)
+
+    ok = report["ok"] and same and all(exports)
+    print(f"\n{'PASS' if ok else 'FAIL'}: kzoo matches PyTorch (bound {report['bound']:g}); exports meet their bounds")
     return 0 if ok else 1
 
 
