@@ -55,12 +55,22 @@ HF_DEFAULTS = dict(
     vocab_size=30145, emb_dim=2048, n_layers=12, n_heads=16, dropout=0.1, attention_dropout=0.1,
     gelu_activation=True, sinusoidal_embeddings=False, causal=False, asm=False, n_langs=1,
     use_lang_emb=True, max_position_embeddings=512, layer_norm_eps=1e-12, init_std=0.02,
+    mask_token_id=0, lang_id=0,
 )
 # Special ids: hub files spell them `*_index`, Transformers 5 writes `*_token_id` (same values).
 SPECIAL_IDS = [  # (Transformers 5 key, older key, default, kzoo key)
     ("pad_token_id", "pad_index", 2, "pad_token_id"),
     ("bos_token_id", "bos_index", 0, "bos_token_id"),
     ("eos_token_id", "eos_index", 1, "eos_token_id"),
+]
+
+# What Transformers' `generate` feeds XLM (`XLMWithLMHeadModel.prepare_inputs_for_generation`):
+# the token appended after the text, at whose position the next token is predicted
+# (`mask_token_id`: 0 = <s> by default and on the hub, not the MLM mask <special1> = `mask_index`),
+# and the language id of every position (`lang_id`; None = no language embedding).
+GENERATION_KEYS = [  # (Transformers XLMConfig key, kzoo XLMBackbone argument)
+    ("mask_token_id", "generation_mask_token_id"),
+    ("lang_id", "generation_lang_id"),
 ]
 
 CONFIG_KEYS = [  # (Transformers XLMConfig key, kzoo XLMBackbone argument)
@@ -91,6 +101,8 @@ def backbone_config(hf, source=None):
     for new, old, default, ours in SPECIAL_IDS:
         value = hf.get(new)
         config[ours] = value if value is not None else hf.get(old, default)
+    for theirs, ours in GENERATION_KEYS:
+        config[ours] = hf[theirs]
     config["languages"] = languages(hf)
     config["trained_causal"] = trained_causal(hf, source)
     return config
@@ -169,6 +181,8 @@ def hf_config(backbone, **extra):
     hf["gelu_activation"] = backbone["activation"] == "gelu"
     for new, _, _, ours in SPECIAL_IDS:
         hf[new] = backbone[ours]
+    for theirs, ours in GENERATION_KEYS:
+        hf[theirs] = backbone.get(ours, HF_DEFAULTS[theirs])
     if backbone.get("languages") is not None:
         hf["id2lang"] = dict(enumerate(backbone["languages"]))
         hf["lang2id"] = {code: i for i, code in enumerate(backbone["languages"])}

@@ -5,6 +5,7 @@
     tok = kzoo.load_tokenizer("out/albert-base-v2")
     logits = model(tok(["Hello I'm a [MASK] model."]))
     kzoo.pipeline("fill-mask", "out/albert-base-v2")("Hello I'm a [MASK] model.")
+    kzoo.generate("out/xlm-clm-enfr-1024", "Bonjour", lang="fr")   # XLM text generation
 """
 
 import os
@@ -30,10 +31,19 @@ def load_tokenizer(path):
 
 
 def pipeline(task, model, tokenizer=None):
-    """`"fill-mask"` or `"features"` on a model dir (or a Keras model + tokenizer)."""
+    """`"fill-mask"`, `"features"` or (XLM) `"text-generation"` on a model dir (or a Keras
+    model + tokenizer)."""
     from kzoo.tasks import pipeline as _pipeline
 
     return _pipeline(task, model, tokenizer)
+
+
+def generate(model, prompt, **kwargs):
+    """XLM text generation: `kzoo.generate("out/xlm", "Bonjour", lang="fr", max_new_tokens=20)`;
+    samplers greedy / top-k / top-p / beam. See kzoo.generation.Generator."""
+    from kzoo.generation import generate as _generate
+
+    return _generate(model, prompt, **kwargs)
 
 
 def from_preset(name, task="backbone"):

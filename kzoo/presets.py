@@ -104,6 +104,9 @@ def _xlm(hidden, layers, heads, vocabulary, languages, use_lang_emb, trained_cau
             # xlm-clm-*: trained as a causal LM although the hub config says causal=false;
             # the forward pass stays bidirectional (as in Transformers), generation is causal.
             "trained_causal": trained_causal,
+            # Transformers' `generate` appends token 0 and feeds language 0 (see kzoo.generation).
+            "generation_mask_token_id": 0,
+            "generation_lang_id": 0,
         },
     }
 

@@ -25,6 +25,8 @@ Config keys beyond the architecture:
                   says. The forward pass follows `causal` (Transformers' behaviour, for parity);
                   generation should attend causally when either flag is set.
   pad/bos/eos_token_id  the vocabulary's special ids (XLM's `pad_index` & co.).
+  generation_mask_token_id, generation_lang_id  what Transformers' `generate` feeds the model
+                  (its config's `mask_token_id`, `lang_id`; see kzoo.generation).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ class XLMBackbone(keras.Model):
         eos_token_id=1,
         languages=None,
         trained_causal=False,
+        generation_mask_token_id=0,
+        generation_lang_id=0,
         **kwargs,
     ):
         intermediate_dim = intermediate_dim or 4 * hidden_dim
@@ -182,6 +186,8 @@ class XLMBackbone(keras.Model):
         self.eos_token_id = eos_token_id
         self.languages = list(languages) if languages is not None else None
         self.trained_causal = trained_causal
+        self.generation_mask_token_id = generation_mask_token_id
+        self.generation_lang_id = generation_lang_id
 
     def get_config(self):
         return {
@@ -206,6 +212,8 @@ class XLMBackbone(keras.Model):
             "eos_token_id": self.eos_token_id,
             "languages": self.languages,
             "trained_causal": self.trained_causal,
+            "generation_mask_token_id": self.generation_mask_token_id,
+            "generation_lang_id": self.generation_lang_id,
         }
 
 

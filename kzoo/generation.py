@@ -1,0 +1,395 @@
+"""Text generation with XLM: greedy, top-k, top-p and beam search, the whole loop one XLA program.
+
+    import kzoo
+    kzoo.generate("out/xlm-clm-enfr-1024", "Le chat", lang="fr", max_new_tokens=20)
+    # {"generated_text", "text", "token_ids", "prompt_length", "generated_ids", "finished"}
+
+    gen = kzoo.generation.Generator("out/xlm-clm-enfr-1024")   # keeps its compiled programs
+    gen(["Hello", "Bonjour"], lang="fr", sampler="top-p", p=0.9, seed=0)
+
+What Transformers 5.23 does, and kzoo with it
+---------------------------------------------
+`XLMWithLMHeadModel.generate` runs the whole model again at every step (no cache) on what its
+`prepare_inputs_for_generation(ids)` makes of the text so far: it *appends one token*,
+
+    input_ids = [*ids, config.mask_token_id]       # 0, i.e. <s>, on every hub config
+    langs     = [config.lang_id] * len(input_ids)  # one language everywhere (None: no langs)
+    no attention_mask, no token types, positions 0 .. len(ids)
+
+and the next token is read from the logits *at that appended position*. So XLM predicts the
+next word the way an MLM fills a mask at the end of the text, with `<s>` standing in for the
+mask (not XLM's MLM mask `<special1>`, which is the config's `mask_index`). That holds for the
+causal xlm-clm-* checkpoints too, although they were trained to predict the next word at the
+last *real* position: Transformers' scheme is one position off from their training, and kzoo
+follows Transformers. XLM's own masks apply (`get_masks`): causal attention sees keys <= query;
+bidirectional attention sees every non-padding key, where, Transformers-style, "padding" is the
+*last* n positions when the text holds n <pad> tokens (a degenerate case, reproduced here too).
+A text prompt is encoded as `tokenizer(prompt)["input_ids"]`, i.e. `<s> prompt </s>`
+(`add_special_tokens=False`: the prompt's tokens alone); a list of ids is used as given.
+Generation stops at eos (`</s>`) unless `ignore_eos`; the eos is kept in the output.
+`lang=None` is Transformers' default: the config's `lang_id` (the model's first language).
+
+Attention (`causal`): None follows the model: causal if its config says `causal` or
+`trained_causal` (xlm-clm-enfr-1024's config says causal=false although it was trained causally;
+Transformers attends bidirectionally there, kzoo causally); True / False force it. kzoo's
+results equal Transformers' with the same `config.causal`.
+
+How
+---
+A buffer [batch, max_length] holds each prompt followed by room for the new tokens;
+keras-hub's samplers run the loop with their `next(buffer, cache, index) -> logits at index`
+protocol (prompt tokens are kept where prompts of a batch differ in length: every row gets
+what Transformers gives for that prompt alone), and the whole loop, prefill included, is one
+`tf.function(jit_compile=True)` program per (batch, max_length, sampler, k or num_beams).
+  causal attention: a key/value cache per layer, [B, 2, heads, max_length, head_dim]. Step
+    `index` runs two tokens: the real token at index-1 (its keys/values stay) and the mask
+    token at index (overwritten by the real one at the next step). A text holding <pad>
+    falls back to the full re-run below (Transformers' padding rule moves with the length).
+  bidirectional attention: no cache can be right (every position sees the new token): each
+    step re-runs the whole buffer, keys after `index` hidden.
+Samplers (keras_hub.samplers; `temperature` divides the logits first, as Transformers' does):
+  greedy  argmax: Transformers' do_sample=False, num_beams=1, token for token.
+  top-k   a draw among the k likeliest tokens (Transformers' top_k: the same distribution).
+  top-p   a draw from the likeliest tokens until their mass reaches p (Transformers' top_p;
+          keras-hub keeps a token when the mass above it is <= p, Transformers when < p:
+          they differ only on exact ties).
+  beam    keras-hub's BeamSampler: num_beams beams ranked by summed log-probability, no
+          length penalty, ended beams keep extending until every beam has ended, the best
+          beam is returned. Not Transformers' beam search (which sets ended beams aside and
+          applies length_penalty), except num_beams=1 (== greedy).
+Draws use Keras' stateless RNG from `seed`: reproducible in kzoo, not torch's draws.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+from keras import ops
+
+from kzoo import layers as kl
+from kzoo.errors import KzooError, TokenizerError
+from kzoo.xlm import XLMBackbone, _optional_embedding
+
+SAMPLERS = ("greedy", "top-k", "top-p", "beam")
+BUCKET = 32  # buffer lengths are rounded up to a multiple of this: fewer programs to compile
+
+
+class GenerationError(KzooError, ValueError):
+    """A one-line, user-facing problem with a generation request."""
+
+
+def generate(model, prompt, *, tokenizer=None, causal=None, **kwargs):
+    """`Generator(model, tokenizer, causal)(prompt, **kwargs)`; see `Generator.__call__`."""
+    return Generator(model, tokenizer=tokenizer, causal=causal)(prompt, **kwargs)
+
+
+class _Bounded:
+    """Mixed into a keras-hub sampler: its loop also stops once `index` reaches `self.end`
+    (keras-hub runs to the end of the buffer, whose length is fixed for XLA)."""
+
+    end = None  # a scalar tensor, set while tracing
+
+    def run_loop(self, cond, body, model=None, loop_vars=None, maximum_iterations=None):
+        end = self.end
+
+        def bounded(*state):  # state: (buffer, cache, index, ...) in every keras-hub sampler
+            return ops.logical_and(cond(*state), state[2] < end)
+
+        return super().run_loop(bounded, body, model=model, loop_vars=loop_vars,
+                                maximum_iterations=maximum_iterations)
+
+
+def make_sampler(sampler="greedy", k=5, p=0.9, num_beams=4, temperature=1.0):
+    """A keras-hub sampler (with `_Bounded`) for kzoo's sampler names."""
+    from keras_hub import samplers
+
+    if sampler not in SAMPLERS:
+        raise GenerationError(f"unknown sampler {sampler!r}; kzoo has {', '.join(SAMPLERS)}")
+    if not temperature > 0:
+        raise GenerationError(f"temperature must be > 0, got {temperature}")
+    cls, kwargs = {
+        "greedy": (samplers.GreedySampler, {}),
+        "top-k": (samplers.TopKSampler, {"k": k}),
+        "top-p": (samplers.TopPSampler, {"p": p}),
+        "beam": (samplers.BeamSampler, {"num_beams": num_beams}),
+    }[sampler]
+    return type(f"Bounded{cls.__name__}", (_Bounded, cls), {})(temperature=temperature, **kwargs)
+
+
+class Generator:
+    """Generation with an XLM LM-head model (`XLMMaskedLM`, i.e. `kzoo convert --task masked_lm`).
+
+    model: a kzoo model dir or the Keras model; tokenizer: needed for text prompts (a model
+    dir's own is loaded); causal: None (the model's config), True or False (see the module
+    docstring). Compiled programs are kept, so reuse a Generator for repeated calls.
+    """
+
+    def __init__(self, model, tokenizer=None, causal=None, jit_compile=True):
+        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            from pathlib import Path
+
+            from kzoo import modeldir
+            from kzoo.tasks import load_tokenizer
+
+            path = model
+            model = modeldir.load(path)
+            if tokenizer is None and (Path(path) / "kzoo_tokenizer.json").is_file():
+                tokenizer = load_tokenizer(path)
+        backbone = getattr(model, "backbone", None)
+        if not isinstance(backbone, XLMBackbone) or "lm_bias" not in [layer.name for layer in model.layers]:
+            kind = getattr(model, "kzoo_config", {}).get("task") or type(model).__name__
+            raise GenerationError(f"generation needs an XLM model with its LM head (masked_lm); this is {kind!r}")
+        self.model, self.backbone, self.tokenizer = model, backbone, tokenizer
+        self.causal = bool(backbone.causal or backbone.trained_causal) if causal is None else bool(causal)
+        self.jit_compile = jit_compile
+        self.mask_token_id = int(backbone.generation_mask_token_id)
+        self._head_bias = model.get_layer("lm_bias")
+        self._programs = {}
+
+    # ---- the model, step by step ---------------------------------------------------------------
+
+    def _embed(self, token_ids, lang_ids, start=0):
+        """XLMBackbone's embeddings for positions start.. (no token types: generate gives none)."""
+        b = self.backbone
+        tokens = b.token_embedding(token_ids)
+        x = tokens + b.position_embedding(tokens, start_index=start)
+        if b.language_embedding is not None:
+            x = x + _optional_embedding(b.language_embedding, lang_ids)
+        return b.embeddings_layer_norm(x)
+
+    def _logits(self, hidden):
+        return self._head_bias(self.backbone.token_embedding(hidden, reverse=True))
+
+    def _full_logits(self, buffer, index, lang_id):
+        """Logits at `index` for buffer[:, :index] + the mask token, the whole buffer re-run
+        exactly as Transformers runs `[*ids, mask]` (XLM's `get_masks`, <pad> rule included)."""
+        positions = ops.expand_dims(ops.arange(ops.shape(buffer)[1], dtype="int32"), 0)
+        tokens = ops.where(ops.equal(positions, index), self.mask_token_id, buffer)
+        seen = ops.less_equal(positions, index)
+        n_pad = ops.sum(ops.cast(ops.logical_and(ops.equal(tokens, self.backbone.pad_token_id), seen), "int32"),
+                        axis=1, keepdims=True)
+        padding_mask = ops.cast(ops.less(positions, index + 1 - n_pad), "int32")  # Transformers' `lengths`
+        keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
+        if self.causal:  # the triangle alone (keys after index are hidden by it), as XLMAttentionBias
+            bias = kl.attention_bias(ops.ones_like(padding_mask[:1]), causal=True)
+        else:
+            bias = kl.attention_bias(padding_mask)
+        x = self._embed(tokens, ops.full_like(tokens, lang_id)) * keep
+        for layer in self.backbone.transformer_layers:
+            x = layer(x, bias) * keep
+        return self._logits(ops.take(x, index, axis=1))
+
+    def _new_cache(self, buffer):
+        b = self.backbone
+        layer = b.transformer_layers[0]
+        shape = (ops.shape(buffer)[0], 2, layer.num_heads, ops.shape(buffer)[1], layer.head_dim)
+        return tuple(ops.zeros(shape, "float32") for _ in b.transformer_layers)
+
+    def _cached_run(self, token_ids, cache, start, lang_id):
+        """token_ids at positions start.. through the causal layers, their keys/values written
+        into `cache` (a tuple, one [B, 2, heads, max_length, head_dim] per layer)."""
+        queries = start + ops.arange(ops.shape(token_ids)[1], dtype="int32")
+        keys = ops.arange(ops.shape(cache[0])[3], dtype="int32")
+        visible = ops.cast(ops.less_equal(keys[None, :], queries[:, None]), "float32")
+        bias = (1.0 - visible)[None, None] * kl.MASK_BIAS  # [1, 1, queries, keys]
+        x = self._embed(token_ids, ops.full_like(token_ids, lang_id), start)
+        new_cache = []
+        for layer, layer_cache in zip(self.backbone.transformer_layers, cache):
+            x, layer_cache = layer(x, bias, cache=layer_cache, cache_index=start)
+            new_cache.append(layer_cache)
+        return x, tuple(new_cache)
+
+    def _cached_logits(self, buffer, cache, index, lang_id):
+        """Logits at `index` from the cache: runs buffer[:, index-1] and the mask token."""
+        previous = ops.expand_dims(ops.take(buffer, index - 1, axis=1), 1)
+        tokens = ops.concatenate([previous, ops.full_like(previous, self.mask_token_id)], axis=1)
+        x, cache = self._cached_run(tokens, cache, index - 1, lang_id)
+        return self._logits(x[:, 1]), cache
+
+    def _next(self, lang_id):
+        """keras-hub's `next(buffer, cache, index) -> (logits, hidden_states, cache)`."""
+        if not self.causal:
+            return lambda buffer, cache, index: (self._full_logits(buffer, index, lang_id), None, cache)
+        pad = self.backbone.pad_token_id
+
+        def next(buffer, cache, index):
+            seen = ops.less(ops.arange(ops.shape(buffer)[1], dtype="int32"), index)
+            has_pad = ops.any(ops.logical_and(ops.equal(buffer, pad), seen[None, :]))
+            if self.mask_token_id == pad:
+                has_pad = ops.convert_to_tensor(True)
+            logits, cache = ops.cond(
+                has_pad,
+                lambda: (self._full_logits(buffer, index, lang_id), cache),
+                lambda: self._cached_logits(buffer, cache, index, lang_id),
+            )
+            return logits, None, cache
+
+        return next
+
+    # ---- compiled programs ---------------------------------------------------------------------
+
+    def _program(self, sampler, k, num_beams):
+        """(sampler, compiled program) for these settings; k and num_beams fix shapes, the
+        rest (language, start, end, eos, temperature, p) are inputs of one program."""
+        key = (sampler, k if sampler == "top-k" else None, num_beams if sampler == "beam" else None)
+        if key not in self._programs:
+            import tensorflow as tf
+
+            chosen = make_sampler(sampler, k=k, num_beams=num_beams)
+
+            def run(buffer, prompt_mask, lang_id, start, end, eos, temperature, p):
+                chosen.end, chosen.temperature, chosen.p = end, temperature, p  # tensors, while tracing
+                cache = None
+                if self.causal:  # prefill: every position's keys/values, causally
+                    _, cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)
+                return chosen(self._next(lang_id), buffer, cache=cache, index=start, mask=prompt_mask,
+                              stop_token_ids=(eos,))  # eos -1: never stops early
+
+            self._programs[key] = (chosen, tf.function(run, jit_compile=self.jit_compile))
+        return self._programs[key]
+
+    # ---- public ----------------------------------------------------------------------------------
+
+    def lang_id(self, lang=None):
+        """(language id fed to the model, language code for the tokenizer) for `lang`."""
+        languages = self.backbone.languages
+        if lang is None:  # Transformers: config.lang_id
+            lid = self.backbone.generation_lang_id
+            code = languages[lid] if languages and lid is not None and 0 <= lid < len(languages) else None
+            return (-1 if lid is None else int(lid)), code
+        if not languages:
+            raise GenerationError(f"this model has no languages; lang={lang!r} is not accepted")
+        if lang not in languages:
+            raise TokenizerError(f"unknown language {lang!r}; this model has: {', '.join(languages)}")
+        return languages.index(lang), lang
+
+    def encode(self, prompt, lang=None, add_special_tokens=True):
+        """A prompt's ids: a text through the tokenizer (`<s> text </s>`), or ids as given."""
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise GenerationError("a text prompt needs a tokenizer: pass tokenizer=, or token ids")
+            ids = self.tokenizer.encode(prompt, lang=lang, add_special_tokens=add_special_tokens)
+        else:
+            ids = [int(i) for i in np.asarray(prompt).reshape(-1)]
+            bad = [i for i in ids if not 0 <= i < self.backbone.vocabulary_size]
+            if bad:
+                raise GenerationError(f"token id {bad[0]} is outside the vocabulary "
+                                      f"(0..{self.backbone.vocabulary_size - 1})")
+        if not ids:
+            raise GenerationError("the prompt is empty (no tokens to start from)")
+        return ids
+
+    def generate_ids(self, prompts, max_new_tokens=20, lang_id=0, sampler="greedy", k=5, p=0.9, num_beams=4,
+                     temperature=1.0, seed=None, ignore_eos=False, max_length=None, eos_token_id=None):
+        """Token-level generation: prompts, a list of id lists -> (full id lists, finished flags)."""
+        if sampler not in SAMPLERS:
+            raise GenerationError(f"unknown sampler {sampler!r}; kzoo has {', '.join(SAMPLERS)}")
+        if not temperature > 0:
+            raise GenerationError(f"temperature must be > 0, got {temperature}")
+        if max_new_tokens < 0:
+            raise GenerationError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if sampler == "top-k" and not 1 <= k <= self.backbone.vocabulary_size:
+            raise GenerationError(f"k must be in 1..{self.backbone.vocabulary_size}, got {k}")
+        if sampler == "top-p" and not 0 < p <= 1:
+            raise GenerationError(f"p must be in (0, 1], got {p}")
+        if sampler == "beam" and num_beams < 1:
+            raise GenerationError(f"num_beams must be >= 1, got {num_beams}")
+        lengths = [len(ids) for ids in prompts]
+        needed, limit = max(lengths) + max_new_tokens, self.backbone.max_sequence_length
+        if needed > limit:
+            raise GenerationError(f"the prompt ({max(lengths)} tokens) + max_new_tokens ({max_new_tokens}) "
+                                  f"exceeds the model's {limit} positions")
+        if max_length is None:
+            max_length = min(limit, -(-needed // BUCKET) * BUCKET)
+        elif not needed <= max_length <= limit:
+            raise GenerationError(f"max_length must be in {needed}..{limit}, got {max_length}")
+        if max_new_tokens == 0:
+            return [list(ids) for ids in prompts], [False] * len(prompts)
+
+        buffer = np.full((len(prompts), max_length), self.backbone.pad_token_id, np.int32)
+        prompt_mask = np.zeros(buffer.shape, bool)
+        for row, ids in enumerate(prompts):
+            buffer[row, :len(ids)] = ids
+            prompt_mask[row, :len(ids)] = True
+        eos = int(self.backbone.eos_token_id if eos_token_id is None else eos_token_id)
+        chosen, program = self._program(sampler, k, num_beams)
+        if hasattr(chosen, "seed_generator"):  # the draws start from `seed` at every call
+            seed = secrets.randbelow(2**31) if seed is None else int(seed)
+            chosen.seed_generator.state.assign(np.array([seed, 0], chosen.seed_generator.state.dtype))
+        out = np.asarray(program(buffer, prompt_mask, np.int32(lang_id), np.int32(min(lengths)), np.int32(needed),
+                                 np.int32(-1 if ignore_eos else eos), np.float32(temperature), np.float32(p)))
+        sequences, finished = [], []
+        for row, n in enumerate(lengths):
+            new = out[row, n:n + max_new_tokens].tolist()
+            done = not ignore_eos and eos in new
+            if done:
+                new = new[:new.index(eos) + 1]
+            sequences.append(list(prompts[row]) + new)
+            finished.append(done)
+        return sequences, finished
+
+    def __call__(self, prompts, max_new_tokens=20, lang=None, sampler="greedy", k=5, p=0.9, num_beams=4,
+                 temperature=1.0, seed=None, ignore_eos=False, add_special_tokens=True, max_length=None,
+                 eos_token_id=None):
+        """Generates a continuation of each prompt.
+
+        prompts: a text, a list of token ids, or a list of either. lang: a language code of the
+        model (None: Transformers' default, the config's lang_id). sampler: "greedy", "top-k"
+        (k), "top-p" (p), "beam" (num_beams); temperature; seed (None: a fresh one). Stops at
+        eos unless ignore_eos, after max_new_tokens at most. max_length: the buffer's fixed
+        length (default: prompt + max_new_tokens rounded up to a multiple of 32). eos_token_id:
+        the token to stop at (default: the model's eos, `</s>`).
+
+        Returns, per prompt (a list for a list of prompts), a dict: token_ids (prompt + new),
+        prompt_length, generated_ids, finished (ended with eos), and with a tokenizer
+        generated_text (all of it decoded, special tokens skipped) and text (the new part).
+        """
+        if isinstance(prompts, np.ndarray):
+            single = prompts.ndim == 1
+        else:
+            single = isinstance(prompts, str) or (len(prompts) > 0 and isinstance(prompts[0], (int, np.integer)))
+        prompts = [prompts] if single else list(prompts)
+        if not prompts:
+            raise GenerationError("no prompts given")
+        lang_id, code = self.lang_id(lang)
+        ids = [self.encode(prompt, code, add_special_tokens) for prompt in prompts]
+        sequences, finished = self.generate_ids(
+            ids, max_new_tokens, lang_id, sampler=sampler, k=k, p=p, num_beams=num_beams,
+            temperature=temperature, seed=seed, ignore_eos=ignore_eos, max_length=max_length,
+            eos_token_id=eos_token_id)
+        results = []
+        for prompt_ids, sequence, done in zip(ids, sequences, finished):
+            item = {"token_ids": sequence, "prompt_length": len(prompt_ids),
+                    "generated_ids": sequence[len(prompt_ids):], "finished": done}
+            if self.tokenizer is not None:
+                item["generated_text"] = self.tokenizer.decode(sequence, skip_special_tokens=True)
+                item["text"] = self.tokenizer.decode(item["generated_ids"], skip_special_tokens=True)
+            results.append(item)
+        return results[0] if single else results
+
+    def step_logits(self, token_ids, lang=None, cached=None):
+        """The logits `generate` sees when teacher-forced on token_ids [B, n] (for tests):
+        [B, n-1, V], row i predicting position i+1 from token_ids[:, :i+1] + the mask token.
+        cached: use the key/value cache (default: when attention is causal)."""
+        import tensorflow as tf
+
+        cached = self.causal if cached is None else cached
+        if cached and not self.causal:
+            raise GenerationError("the cache needs causal attention")
+        lang_id, _ = self.lang_id(lang)
+        buffer = tf.constant(np.asarray(token_ids, np.int32))
+        n = buffer.shape[1]
+
+        def run(buffer):  # eagerly: a traced loop of n steps takes long to build
+            out = []
+            cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)[1] if cached else None
+            for index in range(1, n):
+                if cached:  # `next` as the samplers call it (with its fall-back for <pad>)
+                    logits, _, cache = self._next(lang_id)(buffer, cache, tf.constant(index))
+                else:
+                    logits = self._full_logits(buffer, tf.constant(index), lang_id)
+                out.append(logits)
+            return ops.stack(out, axis=1)
+
+        return np.asarray(run(buffer))
