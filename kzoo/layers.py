@@ -133,9 +133,8 @@ class TransformerLayer(keras.layers.Layer):
         self.output_layer_norm.build(hidden)
         self.built = True
 
-    def _heads(self, x):
-        # [B, S, H] -> [B, heads, S, head_dim]
-        b, s = ops.shape(x)[0], ops.shape(x)[1]
+    def _heads(self, x, b, s):
+        # [B*S, H] -> [B, heads, S, head_dim]
         return ops.transpose(ops.reshape(x, (b, s, self.num_heads, self.head_dim)), (0, 2, 1, 3))
 
     def call(self, x, bias, training=False, cache=None, cache_index=None):
@@ -147,20 +146,24 @@ class TransformerLayer(keras.layers.Layer):
         positions (`bias` must hide those not written yet); returns (output, updated cache).
         """
         b, s = ops.shape(x)[0], ops.shape(x)[1]
-        q = self._heads(self.query(x) * (1.0 / math.sqrt(self.head_dim)))
-        k = self._heads(self.key(x))
-        v = self._heads(self.value(x))
+        # The block works on [B*S, H]: every Dense is then a plain 2-D matmul. On [B, S, H] each one
+        # is a tensordot whose dynamic-shape bookkeeping (shape, gather, prod, pack: ~50 ops a
+        # block) runs at every call in TFLite and TF graphs; XLA compiles either form the same.
+        x = ops.reshape(x, (-1, self.hidden_dim))
+        q = self._heads(self.query(x) * (1.0 / math.sqrt(self.head_dim)), b, s)
+        k = self._heads(self.key(x), b, s)
+        v = self._heads(self.value(x), b, s)
         if cache is not None:
             cache = ops.slice_update(cache, [0, 0, 0, cache_index, 0], ops.stack([k, v], axis=1))
             k, v = cache[:, 0], cache[:, 1]
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) + bias
         probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
-        context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (b, s, self.hidden_dim))
+        context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (-1, self.hidden_dim))
         attended = self.dropout(self.attention_output(context), training=training)
         x = self.attention_layer_norm(x + attended)
         ffn = self.output_dense(self.act(self.intermediate(x)))
         ffn = self.dropout(ffn, training=training)
-        x = self.output_layer_norm(x + ffn)
+        x = ops.reshape(self.output_layer_norm(x + ffn), (b, s, self.hidden_dim))
         return x if cache is None else (x, cache)
 
     def compute_output_shape(self, input_shape, *args, **kwargs):

@@ -1,0 +1,170 @@
+"""What the harness's processes share: the models, their inputs, FLOP counts, memory probes.
+
+Imports numpy and kzoo's config modules only (no TensorFlow, no torch), so every worker can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python benchmarks/run.py` from a checkout
+    sys.path.insert(0, str(ROOT))
+
+THREADS = 2
+SEED = 0
+
+# preset -> how the reference is built and fed. `torch_class` is Transformers' backbone class (the
+# encoder every task shares); `head` is the masked-LM head used only to score top-1 agreement.
+MODELS = {
+    "albert-base-v2": dict(
+        converter="kzoo.converters.albert", config_class="AlbertConfig", torch_class="AlbertModel",
+        pad_id=0, first_id=5, torch_inputs=("input_ids", "attention_mask", "token_type_ids"), head="albert",
+    ),
+    "xlm-roberta-base": dict(
+        converter="kzoo.converters.xlm_roberta", config_class="XLMRobertaConfig", torch_class="XLMRobertaModel",
+        pad_id=1, first_id=5, torch_inputs=("input_ids", "attention_mask", "token_type_ids"), head="xlm-roberta",
+    ),
+    "xlm-mlm-enfr-1024": dict(
+        converter="kzoo.converters.xlm", config_class="XLMConfig", torch_class="XLMModel",
+        pad_id=2, first_id=5, torch_inputs=("input_ids", "attention_mask", "langs"), head="xlm",
+    ),
+}
+CONVERSION_PRESET = "xlm-roberta-large"
+
+
+def backbone(preset):
+    from kzoo.presets import PRESETS
+
+    return PRESETS[preset]["backbone"]
+
+
+def hf_config(preset):
+    import importlib
+
+    return importlib.import_module(MODELS.get(preset, {}).get("converter") or _converter(preset)).hf_config(
+        backbone(preset))
+
+
+def _converter(preset):
+    from kzoo.presets import PRESETS
+
+    return {"albert": "kzoo.converters.albert", "xlm-roberta": "kzoo.converters.xlm_roberta",
+            "xlm": "kzoo.converters.xlm"}[PRESETS[preset]["architecture"]]
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def make_inputs(preset, batch, seq, seed=SEED):
+    """kzoo inputs (int32 [B, S]): random real tokens; rows after the first padded at the end
+    (lengths spread over [S/2, S]) so fidelity covers the mask. Timing sees the same shapes."""
+    spec, cfg = MODELS[preset], backbone(preset)
+    rng = np.random.default_rng(seed + 1000 * batch + seq)
+    ids = rng.integers(spec["first_id"], cfg["vocabulary_size"], size=(batch, seq)).astype("int32")
+    lengths = np.full(batch, seq)
+    if batch > 1:
+        lengths[1:] = rng.integers(seq // 2, seq + 1, size=batch - 1)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype("int32")
+    ids = np.where(mask == 1, ids, spec["pad_id"]).astype("int32")
+    inputs = {"token_ids": ids, "padding_mask": mask}
+    if spec["head"] == "xlm":
+        # Transformers' XLM tokenizer gives no token types; kzoo's "not given" is -1. Language 0 (en).
+        inputs["segment_ids"] = np.full_like(ids, -1)
+        inputs["lang_ids"] = np.zeros_like(ids)
+    else:
+        inputs["segment_ids"] = np.zeros_like(ids)
+    return inputs
+
+
+def torch_inputs(preset, inputs):
+    """kzoo inputs -> the Transformers / ONNX names (int64)."""
+    spec = MODELS[preset]
+    names = {"input_ids": "token_ids", "attention_mask": "padding_mask", "token_type_ids": "segment_ids",
+             "langs": "lang_ids"}
+    return {name: inputs[names[name]].astype("int64") for name in spec["torch_inputs"]}
+
+
+# --- FLOPs --------------------------------------------------------------------------------------
+
+
+def matmul_flops(preset, batch, seq):
+    """Multiply-adds x 2 of every matmul in the backbone's forward pass (what the timings run):
+    the projections, the two attention products, ALBERT's embedding projection, the pooler."""
+    cfg = backbone(preset)
+    h, i, layers = cfg["hidden_dim"], cfg["intermediate_dim"], cfg["num_layers"]
+    tokens = batch * seq
+    per_layer = 2 * tokens * (4 * h * h + 2 * h * i) + 2 * 2 * batch * seq * seq * h
+    total = layers * per_layer
+    if "embedding_dim" in cfg:  # ALBERT: embedding_dim -> hidden_dim projection
+        total += 2 * tokens * cfg["embedding_dim"] * h
+    if MODELS[preset]["head"] in ("albert", "xlm-roberta"):  # AlbertModel / XLMRobertaModel's pooler
+        total += 2 * batch * h * h
+    return total
+
+
+def parameter_count(preset):
+    """fp32 weights of the backbone (embeddings included), from the kzoo config."""
+    cfg = backbone(preset)
+    h, i, layers, v = cfg["hidden_dim"], cfg["intermediate_dim"], cfg["num_layers"], cfg["vocabulary_size"]
+    block = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h
+    head = MODELS[preset]["head"]
+    if head == "albert":
+        e = cfg["embedding_dim"]
+        emb = (v + cfg["max_sequence_length"] + cfg["num_segments"]) * e + 2 * e + e * h + h
+        return emb + block * cfg["num_groups"] * cfg["num_inner_repetitions"] + h * h + h
+    if head == "xlm-roberta":
+        emb = (v + cfg["max_sequence_length"] + cfg["num_segments"]) * h + 2 * h
+        return emb + layers * block + h * h + h
+    emb = (v + cfg["max_sequence_length"] + cfg["num_languages"]) * h + 2 * h
+    return emb + layers * block
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+
+def _status(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss():
+    return _status("VmRSS")
+
+
+def hwm():
+    return _status("VmHWM")
+
+
+def reset_peak():
+    """Resets VmHWM to the current RSS (Linux clear_refs 5); returns the RSS it starts from."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return rss()
+
+
+def set_thread_env():
+    """Before any framework import: every library uses THREADS threads."""
+    for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ[key] = str(THREADS)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def write_json(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
