@@ -31,7 +31,10 @@ def test_round_trip_is_exact(tmp_path):
         assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_keras_fit_runs(tmp_path):
+def test_keras_fit_trains_every_weight(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
     src = make_checkpoint(tmp_path / "ref", "AlbertForSequenceClassification", TINY_ALBERT)
     convert(src, tmp_path / "out")
     model = kzoo.load(tmp_path / "out")
@@ -39,9 +42,13 @@ def test_keras_fit_runs(tmp_path):
     x = {"token_ids": rng.integers(5, 99, (8, 12)).astype("int32"),
          "segment_ids": np.zeros((8, 12), "int32"), "padding_mask": np.ones((8, 12), "int32")}
     y = rng.integers(0, 2, (8,))
-    import keras
-
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x, y, epochs=3, batch_size=4, verbose=0)
-    assert history.history["loss"][-1] < history.history["loss"][0]
+    before = {v.path: np.asarray(v).copy() for v in model.trainable_weights}
+    loss_before = model.evaluate(x, y, verbose=0)  # no dropout: a fair comparison
+    model.fit(x, y, epochs=10, batch_size=4, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < loss_before
+    assert len(before) == len(model.weights)  # everything loaded is trainable
+    unchanged = [v.path for v in model.trainable_weights if np.array_equal(before[v.path], np.asarray(v))]
+    # A key bias adds q·b to every score of a query: softmax ignores it, its gradient is 0.
+    assert all(p.endswith("/key/bias") for p in unchanged), unchanged
