@@ -176,8 +176,12 @@ def plot(data, file):
 
     models = data["models"]
     n = len(models) + (1 if data.get("scaling") else 0)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.6), squeeze=False)
-    axes = axes[0]
+    cols = 2 if n > 2 else n
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 4.4 * rows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
     for ax, (preset, model) in zip(axes, models.items()):
         variants = list(model["variants"])
         y = range(len(variants))
@@ -194,12 +198,12 @@ def plot(data, file):
         ax.legend(fontsize=8)
     sc = data.get("scaling")
     if sc:
-        ax = axes[-1]
+        ax = axes[n - 1]
         for variant, style in (("kzoo-xla", "-o"), ("tflite-int8", "--s")):
-            for seq in sorted({r["seq"] for r in sc["rows"]}):
-                rows = sorted((r for r in sc["rows"] if r["variant"] == variant and r["seq"] == seq),
-                              key=lambda r: r["batch"])
-                ax.plot([r["batch"] for r in rows], [r["us_per_token"] for r in rows], style,
+            for k, seq in enumerate(sorted({r["seq"] for r in sc["rows"]})):
+                points = sorted((r for r in sc["rows"] if r["variant"] == variant and r["seq"] == seq),
+                                key=lambda r: r["batch"])
+                ax.plot([r["batch"] for r in points], [r["us_per_token"] for r in points], style, color=f"C{k}",
                         label=f"{LABELS[variant].split(' (')[0]}, seq {seq}")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch")
