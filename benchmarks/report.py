@@ -112,7 +112,9 @@ def markdown(data):
             lines.append(f"| {t['target']} | {t['measured']:.3f} | {t['bound']} | {'met' if t['met'] else '**missed**'} "
                          f"| {t['detail']} |")
         lines.append("")
-    lines.append(f"Command: `{data['settings']['command']}` ({data['seconds'] / 60:.1f} min).")
+    waited = data["settings"].get("waited_s")
+    lines.append(f"Command: `{data['settings']['command']}` ({data['seconds'] / 60:.1f} min"
+                 + (f", after waiting {waited / 60:.0f} min for a quiet machine" if waited else "") + ").")
     return "\n".join(lines) + "\n"
 
 
