@@ -86,17 +86,33 @@ def _check_readable(path, name, dtype):
         raise _fail(path, f"tensor {name!r} has dtype {dtype}, which kzoo cannot read")
 
 
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """`np.empty` on a 64-byte boundary: TF can then adopt the buffer without a copy (DLPack)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + 64, np.uint8)
+    offset = -raw.ctypes.data % 64
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
 def _finish(arr: np.ndarray, dtype: str) -> np.ndarray:
-    """Raw source-dtype values (any layout) -> a writable C-contiguous array in native order.
+    """Raw source-dtype values (any layout) -> a writable, 64-byte-aligned C-contiguous array in
+    native order (the array itself when it already is one).
 
     Floating tensors become float32 (bfloat16 bits are widened: bf16 is the top half of an fp32).
     """
     if dtype == "bfloat16":
-        out = arr.astype(np.uint32, order="C")
+        out = aligned_empty(arr.shape, np.uint32)
+        out[...] = arr
         out <<= 16
         return out.view(np.float32)
-    target = np.float32 if dtype in _FLOATING else arr.dtype.newbyteorder("=")
-    return arr.astype(target, order="C", copy=not arr.flags.writeable)
+    target = np.dtype(np.float32 if dtype in _FLOATING else arr.dtype.newbyteorder("="))
+    if (arr.dtype == target and arr.flags.writeable and arr.flags.c_contiguous
+            and arr.ctypes.data % 64 == 0):
+        return arr
+    out = aligned_empty(arr.shape, target)
+    out[...] = arr
+    return out
 
 
 def _is_int(x) -> bool:
@@ -179,7 +195,7 @@ class _SafetensorsFile:
         try:
             if self._raw is None:
                 self._raw = open(self.path, "rb")
-            raw = np.empty(shape, dtype=np.dtype(_RAW_CODES[dtype]).newbyteorder("<"))
+            raw = aligned_empty(shape, np.dtype(_RAW_CODES[dtype]).newbyteorder("<"))
             self._raw.seek(self._data_start + begin)
             if self._raw.readinto(raw.reshape(-1).view(np.uint8)) != end - begin:
                 raise _fail(self.path, f"truncated while reading tensor {name!r}")

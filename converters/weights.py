@@ -17,12 +17,25 @@ from keras import ops
 from keras.src.backend.common import global_state
 from keras.src.backend.common.stateless_scope import StatelessScope
 
-from kzoo.converters.readers import CheckpointError
+from kzoo.converters.readers import CheckpointError, aligned_empty
 
 
 def transpose(x):
     """PyTorch Linear stores [out, in]; Keras Dense wants [in, out]."""
-    return np.ascontiguousarray(x.T)
+    out = aligned_empty(x.T.shape, x.dtype)
+    out[...] = x.T
+    return out
+
+
+def as_tensor(value, dtype):
+    """A TF tensor for a numpy array; large aligned arrays are adopted without a copy (DLPack), so
+    creating a variable from a checkpoint tensor holds one copy of it, not two."""
+    import tensorflow as tf
+
+    if (value.size >= 2**16 and value.dtype == np.dtype(dtype) and value.flags.c_contiguous
+            and value.flags.writeable and value.ctypes.data % 64 == 0):
+        return tf.experimental.dlpack.from_dlpack(value.__dlpack__())
+    return ops.convert_to_tensor(value, dtype=dtype)
 
 
 @dataclass
@@ -117,8 +130,8 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
                 f"{path} {want} (after transform: {tuple(value.shape)}); is config.json the one "
                 "this checkpoint was saved with?"
             )
-        tensor = ops.convert_to_tensor(value, dtype=variables[path].dtype)
-        del value  # at most two copies of the largest tensor exist at once
+        tensor = as_tensor(value, variables[path].dtype)
+        del value
         _fill(variables[path], tensor)
         del tensor
         filled[path] = name
