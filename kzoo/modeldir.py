@@ -84,10 +84,10 @@ def _load_deferred(model, file):
     """`model.load_weights(file)` for a model built with deferred variables.
 
     Keras assigns each stored tensor (a numpy array read from the file) to its variable; here that
-    assignment creates the variable instead, from a 64-byte-aligned copy of the array handed to TF
-    without a further copy (DLPack; `tf.convert_to_tensor` would hold two more copies). Loading
-    then peaks at the weights plus one copy of the largest tensor: xlm-roberta-base 1.4x its fp32
-    weights, 3.5x before (random init first, then assignment).
+    assignment creates the variable instead, from the array itself: large datasets are read into
+    64-byte-aligned arrays (`_aligned_h5_reads`) that TF adopts without a copy (DLPack;
+    `tf.convert_to_tensor` would hold two more copies). Loading then peaks at about the weights'
+    size: xlm-roberta-base 1.01x its fp32 weights, 3.5x with random init and assignment.
     """
     import numpy as np
     from keras.src.backend.common import global_state
@@ -172,7 +172,7 @@ def _blockwise_h5_writes(min_bytes=32 << 20, block_bytes=8 << 20):
     Keras turns each variable into a numpy array before writing it (`np.array` of the tensor: two
     transient copies), which made saving the peak of a conversion: 2.0x the checkpoint for
     xlm-roberta-large, 2.4x for xlm-roberta-base (its embedding is 70 % of the weights). Blocks of
-    `block_bytes` keep it near the variables' own size. Same file layout as Keras' (one contiguous
+    `block_bytes` keep it at the variables' own size (1.02x). Same file layout as Keras' (one contiguous
     dataset per variable); Keras' internals are pinned (keras==3.15.1), and the round trip is tested.
     """
     import keras
