@@ -42,6 +42,21 @@ def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safe
         model.save_pretrained(out_dir, **kwargs)
     return out_dir
 
+
+def convert_and_verify(tmp_path, cls_name, config, **kwargs):
+    """A random `cls_name` checkpoint, converted, then run beside PyTorch on right- and
+    left-padded batches (left padding shifts RoBERTa's positions, so both matter)."""
+    from kzoo.converters.convert import convert
+    from kzoo.converters.verify import verify
+
+    src = make_checkpoint(tmp_path / "ref", cls_name, config, **kwargs)
+    summary = convert(src, tmp_path / "out")
+    report = verify(tmp_path / "out", src)
+    bad = [r for r in report["rows"] if not r["ok"]]
+    assert {r["batch"] for r in report["rows"]} == {"right-padded", "left-padded"}
+    assert not bad, bad
+    return summary, report
+
 TINY_XLMR = dict(
     vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
     max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,

@@ -3,20 +3,13 @@
 import pytest
 import torch
 
-from kzoo.converters.convert import convert
-from kzoo.converters.verify import verify
-from reference import TINY_ALBERT, make_checkpoint
+from reference import TINY_ALBERT, convert_and_verify
 
 CLASSES = ["AlbertModel", "AlbertForMaskedLM", "AlbertForPreTraining", "AlbertForSequenceClassification"]
 
 
 def check(tmp_path, cls_name, **kwargs):
-    src = make_checkpoint(tmp_path / "ref", cls_name, TINY_ALBERT, **kwargs)
-    summary = convert(src, tmp_path / "out")
-    report = verify(tmp_path / "out", src)
-    bad = [r for r in report["rows"] if not r["ok"]]
-    assert report["rows"] and not bad, bad
-    return summary, report
+    return convert_and_verify(tmp_path, cls_name, TINY_ALBERT, **kwargs)
 
 
 @pytest.mark.parametrize("cls_name", CLASSES)

@@ -18,7 +18,7 @@ from kzoo.converters.convert import convert
 from kzoo.converters.readers import CheckpointError
 from kzoo.converters.verify import reference_inputs, verify
 from kzoo.xlm import SinusoidalPositions
-from reference import make_checkpoint
+from reference import convert_and_verify, make_checkpoint
 
 # Like xlm-mlm-enfr-1024: two languages with language embeddings.
 TINY_XLM = dict(
@@ -35,12 +35,7 @@ CLASSES = ["XLMModel", "XLMWithLMHeadModel"]
 
 
 def check(tmp_path, cls_name, config=TINY_XLM, **kwargs):
-    src = make_checkpoint(tmp_path / "ref", cls_name, config, **kwargs)
-    summary = convert(src, tmp_path / "out")
-    report = verify(tmp_path / "out", src)
-    bad = [r for r in report["rows"] if not r["ok"]]
-    assert report["rows"] and not bad, bad
-    return summary, report
+    return convert_and_verify(tmp_path, cls_name, config, **kwargs)
 
 
 @pytest.mark.parametrize("cls_name", CLASSES)

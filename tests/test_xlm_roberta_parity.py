@@ -5,20 +5,13 @@ import pytest
 
 from kzoo.converters.convert import convert
 from kzoo.converters.verify import reference_inputs, verify
-from reference import TINY_XLMR, make_checkpoint
+from reference import TINY_XLMR, convert_and_verify, make_checkpoint
 
 CLASSES = ["XLMRobertaModel", "XLMRobertaForMaskedLM", "XLMRobertaForSequenceClassification"]
 
 
 def check(tmp_path, cls_name, **kwargs):
-    src = make_checkpoint(tmp_path / "ref", cls_name, TINY_XLMR, **kwargs)
-    summary = convert(src, tmp_path / "out")
-    # Right- and left-padded batches; left padding shifts RoBERTa's positions, so it matters.
-    report = verify(tmp_path / "out", src)
-    bad = [r for r in report["rows"] if not r["ok"]]
-    assert {r["batch"] for r in report["rows"]} == {"right-padded", "left-padded"}
-    assert report["rows"] and not bad, bad
-    return summary, report
+    return convert_and_verify(tmp_path, cls_name, TINY_XLMR, **kwargs)
 
 
 @pytest.mark.parametrize("cls_name", CLASSES)
