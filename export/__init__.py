@@ -238,8 +238,11 @@ def text_outputs(model, config, tokenizer, *, top_k=TOP_K, max_masks=MAX_MASKS):
 
         def strings(out):
             table = tf.constant(names)
-            unused = tf.fill(tf.shape(out["top_ids"]), len(vocab))
-            out["top_tokens"] = tf.gather(table, tf.where(out["top_ids"] >= 0, out["top_ids"], unused))
+            # "" for unused slots and for ids past the tokenizer's vocabulary (an embedding padded
+            # beyond the tokenizer, e.g. a random 250k model with a small test vocabulary)
+            ids = out["top_ids"]
+            named = tf.logical_and(ids >= 0, ids < len(vocab))
+            out["top_tokens"] = tf.gather(table, tf.where(named, ids, tf.fill(tf.shape(ids), len(vocab))))
             return out
 
     elif kind == "classify":

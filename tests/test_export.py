@@ -356,6 +356,28 @@ def test_features_on_a_backbone_export(albert, tmp_path):
             assert np.abs(a[key] - b[key]).max() <= 1e-4
 
 
+def test_fill_mask_export_with_more_ids_than_the_tokenizer(albert, tmp_path):
+    """An embedding padded past the tokenizer's vocabulary: top ids there have no token name."""
+    import tensorflow as tf
+    from safetensors.numpy import load_file, save_file
+
+    tok = kzoo.load_tokenizer(albert[1])
+    src = make_checkpoint(tmp_path / "ref", "AlbertForMaskedLM", TINY_ALBERT, vocab_size=tok.vocab_size + 40)
+    tensors = load_file(src / "model.safetensors")
+    tensors["predictions.bias"][tok.vocab_size:] = 1e3  # the best ids all lie past the tokenizer
+    save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+    for f in albert[0].iterdir():  # the tokenizer files
+        if f.name.startswith(("tokenizer", "special", "spiece")):
+            shutil.copy(f, src / f.name)
+    convert(src, tmp_path / "model")
+    report = export_savedmodel(tmp_path / "model", tmp_path / "sm")
+    assert report["ok"]
+    loaded = tf.saved_model.load(str(tmp_path / "sm" / "1"))
+    out = loaded.signatures["serve_text"](text=tf.constant([f"hello {tok.mask_token} world"]))
+    ids, tokens = out["top_ids"].numpy()[0, 0], out["top_tokens"].numpy()[0, 0]
+    assert np.all(ids >= tok.vocab_size) and list(tokens) == [b""] * len(ids)
+
+
 # --- XLM: any extra int32 input the model declares -----------------------------------------------
 
 
