@@ -87,7 +87,8 @@ def _check_readable(path, name, dtype):
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
-    """`np.empty` on a 64-byte boundary: TF can then adopt the buffer without a copy (DLPack)."""
+    """`np.empty` on a 64-byte boundary (when not empty): TF can then adopt the buffer without a
+    copy (DLPack)."""
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + 64, np.uint8)

@@ -29,11 +29,12 @@ def transpose(x):
 
 def as_tensor(value, dtype):
     """A TF tensor for a numpy array; large aligned arrays are adopted without a copy (DLPack), so
-    creating a variable from a checkpoint tensor holds one copy of it, not two."""
+    creating a variable from a checkpoint tensor holds one copy of it, not two. The tensor (and a
+    variable made from it) then shares the array's memory: the caller must not use it afterwards."""
     import tensorflow as tf
 
-    if (value.size >= 2**16 and value.dtype == np.dtype(dtype) and value.flags.c_contiguous
-            and value.flags.writeable and value.ctypes.data % 64 == 0):
+    if (value.size >= 2**16 and value.dtype == np.dtype(dtype) and value.dtype.kind in "biuf"
+            and value.flags.c_contiguous and value.flags.writeable and value.ctypes.data % 64 == 0):
         return tf.experimental.dlpack.from_dlpack(value.__dlpack__())
     return ops.convert_to_tensor(value, dtype=dtype)
 

@@ -108,7 +108,7 @@ def masked_lm_head(model):
     128 XLM-R's 250k-wide decoder costs twice the backbone when applied at every position."""
     import keras
 
-    (node,) = model.backbone._inbound_nodes  # the backbone's one call inside the task model
+    node = model.backbone._inbound_nodes[0]  # the task model's own call (later ones: user graphs)
     (sequence,) = [t for t in node.outputs if len(t.shape) == 3]  # sequence_output (pooled is 2-D)
     logits = model.output["mlm_logits"] if isinstance(model.output, dict) else model.output
     return keras.Model(sequence, logits)

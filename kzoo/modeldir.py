@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from kzoo.errors import KzooError
@@ -136,6 +137,10 @@ def save(model, config, out):
         model.save_weights(out / WEIGHTS)
 
 
+# The two patches below swap a method on Keras' class, for every thread: one at a time.
+_H5_PATCH = threading.RLock()
+
+
 @contextlib.contextmanager
 def _aligned_h5_reads():
     """Makes Keras' `load_weights` read large float32 datasets into 64-byte-aligned arrays, which
@@ -158,11 +163,12 @@ def _aligned_h5_reads():
         value.read_direct(out)
         return out
 
-    store.__getitem__ = getitem
-    try:
-        yield
-    finally:
-        store.__getitem__ = original
+    with _H5_PATCH:
+        store.__getitem__ = getitem
+        try:
+            yield
+        finally:
+            store.__getitem__ = original
 
 
 @contextlib.contextmanager
@@ -190,15 +196,16 @@ def _blockwise_h5_writes(min_bytes=32 << 20, block_bytes=8 << 20):
         if not self._h5_entry_initialized:
             self._create_h5_group(self._h5_entry_path)
         dataset = self._h5_entry_group.create_dataset(key, shape=shape, dtype="float32")
-        rows = max(1, block_bytes // (4 * int(np.prod(shape[1:]))))
+        rows = max(1, block_bytes // max(1, 4 * int(np.prod(shape[1:]))))
         for start in range(0, shape[0], rows):
             dataset[start:start + rows] = keras.ops.convert_to_numpy(value[start:start + rows])
 
-    store.__setitem__ = setitem
-    try:
-        yield
-    finally:
-        store.__setitem__ = original
+    with _H5_PATCH:
+        store.__setitem__ = setitem
+        try:
+            yield
+        finally:
+            store.__setitem__ = original
 
 
 @contextlib.contextmanager

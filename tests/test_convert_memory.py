@@ -56,9 +56,10 @@ def _peak_ratio(step, src, out):
 
 
 def test_conversion_then_loading_peak_near_the_weights(checkpoint):
-    # Measured here: 1.14x (conversion, of the checkpoint; 1.97x before the aligned reads and
-    # blockwise saves) and 1.03x (loading, of the fp32 weights). The rest is Keras/TF overhead.
+    # Measured here: conversion 1.14x the checkpoint (1.97x before the aligned reads and blockwise
+    # saves), loading 1.03x the fp32 weights (1.09x with an aligned copy of each h5 dataset). The
+    # rest is Keras/TF overhead.
     ratio = _peak_ratio("convert", *checkpoint)
     assert ratio < 1.4, f"conversion peaked at {ratio:.2f}x the checkpoint size"
     ratio = _peak_ratio("load", *checkpoint)
-    assert ratio < 1.4, f"loading peaked at {ratio:.2f}x the fp32 weights"
+    assert ratio < 1.06, f"loading peaked at {ratio:.2f}x the fp32 weights"

@@ -356,6 +356,30 @@ def test_features_on_a_backbone_export(albert, tmp_path):
             assert np.abs(a[key] - b[key]).max() <= 1e-4
 
 
+@pytest.mark.parametrize("arch, task", [("albert", "masked_lm"), ("albert", "pretraining"),
+                                        ("xlm-roberta", "masked_lm"), ("xlm", "masked_lm")])
+def test_masked_lm_head_is_the_models_own(arch, task):
+    """Text signatures run the head at the mask rows only: the cut head equals the full model."""
+    import keras
+
+    from kzoo.export import masked_lm_head
+    from kzoo.modeldir import build_model
+
+    backbone = {"vocabulary_size": 50, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16}
+    if arch == "albert":
+        backbone["embedding_dim"] = 4
+    model = build_model({"architecture": arch, "task": task, "backbone": backbone})
+    keras.Model(model.backbone.input, model.backbone(model.backbone.input))  # a user's graph: a 2nd call
+    rng = np.random.default_rng(0)
+    batch = {k: np.zeros((2, 7), "int32") for k in model.input}
+    batch.update(token_ids=rng.integers(0, 50, (2, 7)).astype("int32"), padding_mask=np.ones((2, 7), "int32"))
+    full = model(batch, training=False)
+    full = np.asarray(full["mlm_logits"] if task == "pretraining" else full)
+    sequence = model.backbone(batch, training=False)["sequence_output"]
+    cut = np.asarray(masked_lm_head(model)(sequence[:, 2:5], training=False))
+    assert cut.shape == (2, 3, 50) and np.abs(cut - full[:, 2:5]).max() <= 1e-6
+
+
 def test_fill_mask_export_with_more_ids_than_the_tokenizer(albert, tmp_path):
     """An embedding padded past the tokenizer's vocabulary: top ids there have no token name."""
     import tensorflow as tf

@@ -13,7 +13,10 @@ from reference import TINY_ALBERT, make_checkpoint
 
 
 def test_round_trip_is_exact(tmp_path):
-    src = make_checkpoint(tmp_path / "ref", "AlbertForPreTraining", TINY_ALBERT)
+    # Embedding 5000 x 16 and FFN 32 x 2048: over 2**16 elements, so conversion and loading take
+    # their zero-copy paths (aligned reads and transposes adopted by TF, h5 read_direct).
+    config = {**TINY_ALBERT, "vocab_size": 5000, "intermediate_size": 2048}
+    src = make_checkpoint(tmp_path / "ref", "AlbertForPreTraining", config)
     convert(src, tmp_path / "out")
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["architecture"] == "albert" and config["task"] == "pretraining"
@@ -31,6 +34,21 @@ def test_round_trip_is_exact(tmp_path):
     again = kzoo.load(tmp_path / "out")
     for a, b in zip(model.weights, again.weights):
         assert a.path == b.path and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_as_tensor_adopts_only_what_dlpack_can_carry():
+    import ml_dtypes
+
+    from kzoo.converters.readers import aligned_empty
+    from kzoo.converters.weights import as_tensor
+
+    for dtype in ("float32", "int64", ml_dtypes.bfloat16):  # bfloat16 (a model saved under that policy): copied
+        value = aligned_empty((2**16 + 3,), dtype)
+        value[...] = np.arange(value.size) % 251
+        tensor = as_tensor(value, dtype)
+        assert tensor.shape == value.shape and np.array_equal(np.asarray(tensor), value)
+    strided = np.arange(2**18, dtype=np.float32)[::2]  # not contiguous: copied
+    assert np.array_equal(np.asarray(as_tensor(strided, "float32")), strided)
 
 
 def test_blockwise_save_writes_the_file_keras_writes(tmp_path):
