@@ -102,18 +102,6 @@ def call_model(model, inputs):
     return dict(out) if isinstance(out, dict) else {"logits": out}
 
 
-def masked_lm_head(model):
-    """The masked-LM head of `model` as a Keras model from the backbone's sequence_output to the
-    logits (the same layers and weights), so that it runs at the mask positions only: at sequence
-    128 XLM-R's 250k-wide decoder costs twice the backbone when applied at every position."""
-    import keras
-
-    node = model.backbone._inbound_nodes[0]  # the task model's own call (later ones: user graphs)
-    (sequence,) = [t for t in node.outputs if len(t.shape) == 3]  # sequence_output (pooled is 2-D)
-    logits = model.output["mlm_logits"] if isinstance(model.output, dict) else model.output
-    return keras.Model(sequence, logits)
-
-
 def variable_holder(model):
     """A tf.Module tracking the model's variables.
 
@@ -213,6 +201,8 @@ def text_outputs(model, config, tokenizer, *, top_k=TOP_K, max_masks=MAX_MASKS):
         vocab = [t or "" for t in tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))]
         k = min(top_k, int(getattr(model.backbone, "vocabulary_size", len(vocab))))
         names = vocab + [""]  # an extra "" for unused slots: TFLite cannot select between strings
+        from kzoo.layers import masked_lm_head
+
         head = masked_lm_head(model)
 
         def numeric(batch):

@@ -56,10 +56,6 @@ class _Pipeline:
             raise PipelineError(f"lang={lang!r}: {arch or 'this'} models have no languages (lang is for XLM)")
         return self.tokenizer(texts, lang=lang)
 
-    def _encode(self, texts, lang=None):
-        batch = self._batch(texts, lang)
-        return batch, self.model.predict_on_batch(batch)
-
 
 class FillMask(_Pipeline):
     """`FillMask(model_dir)("Hello I'm a [MASK] model.", top_k=5)`.
@@ -73,6 +69,7 @@ class FillMask(_Pipeline):
         super().__init__(model, tokenizer)
         if self.task not in ("masked_lm", "pretraining", None):
             raise PipelineError(f"fill-mask needs a masked-LM model; this one is a {self.task!r} model")
+        self._head = None  # the Keras model's masked-LM head, cut out at the first call
 
     def __call__(self, texts, top_k=5, lang=None):
         single = isinstance(texts, str)
@@ -80,32 +77,55 @@ class FillMask(_Pipeline):
         if top_k < 1:
             raise PipelineError(f"top_k must be >= 1, got {top_k}")
         mask_id = self.tokenizer.mask_token_id
-        batch, out = self._encode(texts, lang)
-        logits = out["mlm_logits"] if isinstance(out, dict) else out
-        results = []
+        batch = self._batch(texts, lang)
+        rows, positions = [], []
         for row, text in enumerate(texts):
             ids = batch["token_ids"][row][batch["padding_mask"][row] == 1]
-            positions = np.flatnonzero(ids == mask_id)
-            if positions.size == 0:
+            found = np.flatnonzero(ids == mask_id)
+            if found.size == 0:
                 raise PipelineError(f"no mask token {self.tokenizer.mask_token} in the input: {text!r}")
-            probs = _softmax(np.asarray(logits[row, positions], dtype=np.float32))
-            single_mask = positions.size == 1
+            rows.append(np.full(found.size, row))
+            positions.append(found)
+        logits = self._mask_logits(batch, np.concatenate(rows), np.concatenate(positions))
+        logits = np.split(logits, np.cumsum([p.size for p in positions])[:-1])
+        results = []
+        for row, (found, row_logits) in enumerate(zip(positions, logits)):
+            ids = batch["token_ids"][row][batch["padding_mask"][row] == 1]
+            probs = _softmax(np.asarray(row_logits, dtype=np.float32))
+            single_mask = found.size == 1
             per_mask = []
-            for pos, p in zip(positions, probs):
+            for pos, p in zip(found, probs):
                 best = np.argsort(-p, kind="stable")[: min(top_k, p.size)]
-                rows = []
+                candidates = []
                 for token in best:
                     filled = ids.copy()
                     filled[pos] = token
-                    rows.append({
+                    candidates.append({
                         "score": float(p[token]),
                         "token": int(token),
                         "token_str": self.tokenizer.decode([int(token)]),
                         "sequence": self.tokenizer.decode(filled.tolist(), skip_special_tokens=single_mask),
                     })
-                per_mask.append(rows)
+                per_mask.append(candidates)
             results.append(per_mask[0] if single_mask else per_mask)
         return results[0] if single else results
+
+    def _mask_logits(self, batch, rows, positions):
+        """Logits [N, V] at the (row, position) pairs. A Keras model runs its head at those rows only
+        (XLM-R's logits at every position: 1 GB for 8 texts of 128 tokens); an export's
+        serving_default gives every position."""
+        import keras
+
+        if isinstance(self.model, keras.Model) and hasattr(self.model, "backbone"):
+            from kzoo.layers import masked_lm_head
+
+            if self._head is None:
+                self._head = masked_lm_head(self.model)
+            sequence = self.model.backbone.predict_on_batch(batch)["sequence_output"]
+            return np.asarray(self._head.predict_on_batch(np.asarray(sequence)[rows, positions][None]))[0]
+        out = self.model.predict_on_batch(batch)
+        logits = out["mlm_logits"] if isinstance(out, dict) else out
+        return np.asarray(logits)[rows, positions]
 
 
 class Features(_Pipeline):

@@ -362,7 +362,7 @@ def test_masked_lm_head_is_the_models_own(arch, task):
     """Text signatures run the head at the mask rows only: the cut head equals the full model."""
     import keras
 
-    from kzoo.export import masked_lm_head
+    from kzoo.layers import masked_lm_head
     from kzoo.modeldir import build_model
 
     backbone = {"vocabulary_size": 50, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16}
