@@ -94,13 +94,14 @@ def cmd_generate(args):
     from kzoo.generation import Generator
 
     causal = {"causal": True, "bidirectional": False}.get(args.attention)
-    sampler = args.sampler or ("beam" if args.num_beams is not None else "top-p" if args.top_p is not None
+    sampler = args.sampler or ("beam" if args.num_beams is not None or args.length_penalty is not None else "top-p" if args.top_p is not None
                                else "top-k" if args.top_k is not None else "greedy")
     result = Generator(args.model, causal=causal)(
         args.prompt, max_new_tokens=args.max_new_tokens, lang=args.lang, sampler=sampler,
         k=args.top_k if args.top_k is not None else 5, p=args.top_p if args.top_p is not None else 0.9,
         num_beams=args.num_beams if args.num_beams is not None else 4, temperature=args.temperature,
-        seed=args.seed, ignore_eos=args.ignore_eos, add_special_tokens=not args.no_special_tokens)
+        seed=args.seed, ignore_eos=args.ignore_eos, add_special_tokens=not args.no_special_tokens,
+        length_penalty=args.length_penalty if args.length_penalty is not None else 1.0)
     if args.json:
         return _print_json(result)
     print(result["generated_text"])
@@ -228,6 +229,8 @@ def build_parser():
     p.add_argument("--top-k", type=int, help="top-k: sample among the K likeliest tokens (default 5)")
     p.add_argument("--top-p", type=float, help="top-p: sample from the likeliest tokens up to mass P (default 0.9)")
     p.add_argument("--num-beams", type=int, help="beam: beams to keep (default 4)")
+    p.add_argument("--length-penalty", type=float, help="beam: ended beams score summed log-probability / "
+                   "length ** L (default 1, as Transformers)")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits first (default 1)")
     p.add_argument("--seed", type=int, help="seed for top-k / top-p draws (default: a fresh one)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at </s>")

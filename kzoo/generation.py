@@ -47,16 +47,15 @@ what Transformers gives for that prompt alone), and the whole loop, prefill incl
     falls back to the full re-run below (Transformers' padding rule moves with the length).
   bidirectional attention: no cache can be right (every position sees the new token): each
     step re-runs the whole buffer, keys after `index` hidden.
-Samplers (keras_hub.samplers; `temperature` divides the logits first, as Transformers' does):
+Samplers (keras_hub.samplers but beam; `temperature` divides the logits first, as Transformers' does):
   greedy  argmax: Transformers' do_sample=False, num_beams=1, token for token.
   top-k   a draw among the k likeliest tokens (Transformers' top_k: the same distribution).
   top-p   a draw from the likeliest tokens until their mass reaches p (Transformers' top_p;
           keras-hub keeps a token when the mass above it is <= p, Transformers when < p:
           they differ only on exact ties).
-  beam    keras-hub's BeamSampler: num_beams beams ranked by summed log-probability, no
-          length penalty, ended beams keep extending until every beam has ended, the best
-          beam is returned. Not Transformers' beam search (which sets ended beams aside and
-          applies length_penalty), except num_beams=1 (== greedy).
+  beam    Transformers' beam search (num_beams, length_penalty=1.0, early_stopping=False),
+          written out in `Generator._beam_program` (keras-hub's BeamSampler keeps extending
+          ended beams: another function); one prompt at a time, temperature not applied.
 Draws use Keras' stateless RNG from `seed`: reproducible in kzoo, not torch's draws.
 """
 
@@ -100,11 +99,11 @@ class _Bounded:
                                 maximum_iterations=maximum_iterations)
 
 
-def make_sampler(sampler="greedy", k=5, p=0.9, num_beams=4, temperature=1.0):
-    """A keras-hub sampler (with `_Bounded`) for kzoo's sampler names."""
+def make_sampler(sampler="greedy", k=5, p=0.9, temperature=1.0):
+    """A keras-hub sampler (with `_Bounded`) for kzoo's sampler names (beam search is kzoo's own)."""
     from keras_hub import samplers
 
-    if sampler not in SAMPLERS:
+    if sampler not in SAMPLERS or sampler == "beam":
         raise GenerationError(f"unknown sampler {sampler!r}; kzoo has {', '.join(SAMPLERS)}")
     if not temperature > 0:
         raise GenerationError(f"temperature must be > 0, got {temperature}")
@@ -112,7 +111,6 @@ def make_sampler(sampler="greedy", k=5, p=0.9, num_beams=4, temperature=1.0):
         "greedy": (samplers.GreedySampler, {}),
         "top-k": (samplers.TopKSampler, {"k": k}),
         "top-p": (samplers.TopPSampler, {"p": p}),
-        "beam": (samplers.BeamSampler, {"num_beams": num_beams}),
     }[sampler]
     return type(f"Bounded{cls.__name__}", (_Bounded, cls), {})(temperature=temperature, **kwargs)
 
@@ -229,14 +227,14 @@ class Generator:
 
     # ---- compiled programs ---------------------------------------------------------------------
 
-    def _program(self, sampler, k, num_beams):
-        """(sampler, compiled program) for these settings; k and num_beams fix shapes, the
+    def _program(self, sampler, k):
+        """(sampler, compiled program) for these settings; k fixes shapes, the
         rest (language, start, end, eos, temperature, p) are inputs of one program."""
-        key = (sampler, k if sampler == "top-k" else None, num_beams if sampler == "beam" else None)
+        key = (sampler, k if sampler == "top-k" else None)
         if key not in self._programs:
             import tensorflow as tf
 
-            chosen = make_sampler(sampler, k=k, num_beams=num_beams)
+            chosen = make_sampler(sampler, k=k)
 
             def run(buffer, prompt_mask, lang_id, start, end, eos, temperature, p):
                 chosen.end, chosen.temperature, chosen.p = end, temperature, p  # tensors, while tracing
@@ -248,6 +246,81 @@ class Generator:
 
             self._programs[key] = (chosen, tf.function(run, jit_compile=self.jit_compile))
         return self._programs[key]
+
+    def _beam_program(self, num_beams):
+        """Transformers' beam search (`GenerationMixin._beam_search`, do_sample=False,
+        early_stopping=False) for one prompt, as one compiled program. keras-hub's BeamSampler
+        computes another function once a beam ends (it keeps extending ended beams), so this one
+        is written out: per step the 2 x num_beams best continuations of all beams; those ending
+        in eos (or at the last position) among the first num_beams go to a pool of finished
+        hypotheses scored by sum of log-probabilities / generated length ** length_penalty, the
+        best num_beams others continue; it stops when no running beam can beat the pool."""
+        key = ("beam-transformers", num_beams)
+        if key not in self._programs:
+            import tensorflow as tf
+
+            n, keep, vocab = num_beams, 2 * num_beams, self.backbone.vocabulary_size
+
+            def run(buffer, lang_id, start, end, eos, length_penalty):
+                # buffer [n, L]: the prompt in every row, <pad> after; start: its length
+                step = self._next(lang_id)
+                cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)[1] if self.causal else ()
+                columns = tf.range(tf.shape(buffer)[1])[None, :]
+                top_n = tf.range(keep) < n
+
+                def body(index, running, scores, cache, pool, pool_scores, pool_done, pool_length, improvable,
+                         all_hit):
+                    logits, _, cache = step(running, cache, index)
+                    total = tf.nn.log_softmax(tf.cast(logits, tf.float32)) + scores[:, None]  # [n, V]
+                    top_scores, top = tf.math.top_k(tf.reshape(total, [-1]), keep)
+                    source, token = top // vocab, top % vocab
+                    candidates = tf.where(columns == index, token[:, None], tf.gather(running, source))
+                    hits = tf.logical_or(tf.equal(token, eos), index + 1 >= end)
+                    # the best continuations that did not end run on
+                    alive = top_scores + tf.cast(hits, tf.float32) * -1e9
+                    chosen = tf.math.top_k(alive, n).indices
+                    running, scores = tf.gather(candidates, chosen), tf.gather(alive, chosen)
+                    if cache:  # each row's keys/values follow its beam
+                        cache = tuple(tf.gather(c, tf.gather(source, chosen)) for c in cache)
+                    # ended ones among the first n join the pool, which keeps its n best
+                    generated = index + 1 - start
+                    ended = tf.logical_and(hits, top_n)
+                    final = top_scores / tf.cast(generated, tf.float32) ** length_penalty
+                    final += tf.cast(tf.logical_not(improvable), tf.float32) * -1e9
+                    final += tf.cast(tf.logical_not(ended), tf.float32) * -1e9
+                    merged = tf.concat([pool_scores, final], 0)
+                    best = tf.math.top_k(merged, n).indices
+                    pool = tf.gather(tf.concat([pool, candidates], 0), best)
+                    pool_scores = tf.gather(merged, best)
+                    pool_done = tf.gather(tf.concat([pool_done, ended], 0), best)
+                    pool_length = tf.gather(tf.concat([pool_length, tf.fill([keep], generated)], 0), best)
+                    index += 1
+                    # can the best running beam still beat the pool's worst? (Transformers' heuristic)
+                    hope = scores[0] / tf.cast(index - start, tf.float32) ** length_penalty
+                    worst = tf.where(pool_done, tf.reduce_min(pool_scores), -1e9)
+                    improvable = tf.logical_and(improvable, tf.reduce_any(hope > worst))
+                    return (index, running, scores, cache, pool, pool_scores, pool_done, pool_length, improvable,
+                            tf.reduce_all(hits))
+
+                state = (start, buffer, tf.concat([[0.0], tf.fill([n - 1], -1e9)], 0), cache, buffer,
+                         tf.fill([n], -1e9), tf.zeros([n], tf.bool), tf.zeros([n], tf.int32),
+                         tf.constant(True), tf.constant(False))
+                state = tf.while_loop(lambda *s: tf.logical_and(s[8], tf.logical_not(s[9])), body, state)
+                return state[4][0], state[7][0]
+
+            self._programs[key] = tf.function(run, jit_compile=self.jit_compile)
+        return self._programs[key]
+
+    def _beam_search(self, prompts, max_new_tokens, lang_id, num_beams, eos, length_penalty, max_length):
+        program = self._beam_program(num_beams)
+        sequences = []
+        for ids in prompts:  # one at a time: Transformers' beam search of that prompt alone
+            buffer = np.full((num_beams, max_length), self.backbone.pad_token_id, np.int32)
+            buffer[:, :len(ids)] = ids
+            best, length = program(buffer, np.int32(lang_id), np.int32(len(ids)),
+                                   np.int32(len(ids) + max_new_tokens), np.int32(eos), np.float32(length_penalty))
+            sequences.append(np.asarray(best)[len(ids):len(ids) + int(length)].tolist())
+        return sequences
 
     # ---- public ----------------------------------------------------------------------------------
 
@@ -281,7 +354,8 @@ class Generator:
         return ids
 
     def generate_ids(self, prompts, max_new_tokens=20, lang_id=0, sampler="greedy", k=5, p=0.9, num_beams=4,
-                     temperature=1.0, seed=None, ignore_eos=False, max_length=None, eos_token_id=None):
+                     temperature=1.0, seed=None, ignore_eos=False, max_length=None, eos_token_id=None,
+                     length_penalty=1.0):
         """Token-level generation: prompts, a list of id lists -> (full id lists, finished flags)."""
         if sampler not in SAMPLERS:
             raise GenerationError(f"unknown sampler {sampler!r}; kzoo has {', '.join(SAMPLERS)}")
@@ -313,7 +387,12 @@ class Generator:
             buffer[row, :len(ids)] = ids
             prompt_mask[row, :len(ids)] = True
         eos = int(self.backbone.eos_token_id if eos_token_id is None else eos_token_id)
-        chosen, program = self._program(sampler, k, num_beams)
+        if sampler == "beam":
+            new = self._beam_search(prompts, max_new_tokens, lang_id, num_beams, -1 if ignore_eos else eos,
+                                    length_penalty, max_length)
+            return ([list(ids) + ids_new for ids, ids_new in zip(prompts, new)],
+                    [not ignore_eos and bool(ids_new) and ids_new[-1] == eos for ids_new in new])
+        chosen, program = self._program(sampler, k)
         if hasattr(chosen, "seed_generator"):  # the draws start from `seed` at every call
             seed = secrets.randbelow(2**31) if seed is None else int(seed)
             chosen.seed_generator.state.assign(np.array([seed, 0], chosen.seed_generator.state.dtype))
@@ -331,12 +410,13 @@ class Generator:
 
     def __call__(self, prompts, max_new_tokens=20, lang=None, sampler="greedy", k=5, p=0.9, num_beams=4,
                  temperature=1.0, seed=None, ignore_eos=False, add_special_tokens=True, max_length=None,
-                 eos_token_id=None):
+                 eos_token_id=None, length_penalty=1.0):
         """Generates a continuation of each prompt.
 
         prompts: a text, a list of token ids, or a list of either. lang: a language code of the
         model (None: Transformers' default, the config's lang_id). sampler: "greedy", "top-k"
-        (k), "top-p" (p), "beam" (num_beams); temperature; seed (None: a fresh one). Stops at
+        (k), "top-p" (p), "beam" (num_beams, length_penalty: Transformers' beam search, which
+        ignores temperature); temperature; seed (None: a fresh one). Stops at
         eos unless ignore_eos, after max_new_tokens at most. max_length: the buffer's fixed
         length (default: prompt + max_new_tokens rounded up to a multiple of 32). eos_token_id:
         the token to stop at (default: the model's eos, `</s>`).
@@ -357,7 +437,7 @@ class Generator:
         sequences, finished = self.generate_ids(
             ids, max_new_tokens, lang_id, sampler=sampler, k=k, p=p, num_beams=num_beams,
             temperature=temperature, seed=seed, ignore_eos=ignore_eos, max_length=max_length,
-            eos_token_id=eos_token_id)
+            eos_token_id=eos_token_id, length_penalty=length_penalty)
         results = []
         for prompt_ids, sequence, done in zip(ids, sequences, finished):
             item = {"token_ids": sequence, "prompt_length": len(prompt_ids),

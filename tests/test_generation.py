@@ -177,12 +177,24 @@ def test_seeds_make_sampling_reproducible(models):
         assert runs[0] == runs[1] and runs[0] != runs[2], sampler
 
 
-def test_beam_search_runs(models):
-    gen = generator(models, "clm")
-    out = gen(PROMPTS, max_new_tokens=10, lang="fr", sampler="beam", num_beams=3, ignore_eos=True)
-    assert [len(r["generated_ids"]) for r in out] == [10, 10]
-    prompt = gen.tokenizer.encode(PROMPTS[0], lang="fr")
-    assert out[0]["token_ids"][:len(prompt)] == prompt
+@pytest.mark.parametrize("name", ["mlm", "clm"])
+def test_beam_search_equals_transformers(models, refs, name):
+    """Transformers' `generate(num_beams=...)`: ended beams set aside, length penalty, its stopping
+    heuristic; with and without an eos that ends beams part-way."""
+    gen, ref = generator(models, name), refs[name]
+    ref.config.lang_id = 1
+    for prompt in PROMPTS:
+        ids = gen.tokenizer.encode(prompt, lang="fr")
+        greedy = gen(prompt, max_new_tokens=12, lang="fr", ignore_eos=True)["generated_ids"]
+        for eos, num_beams, length_penalty in ((None, 3, 1.0), (greedy[3], 3, 1.0), (greedy[5], 4, 2.0),
+                                               (greedy[2], 2, 0.5)):
+            ours = gen(prompt, max_new_tokens=12, lang="fr", sampler="beam", num_beams=num_beams,
+                       length_penalty=length_penalty, eos_token_id=eos, ignore_eos=eos is None)
+            with torch.no_grad():
+                want = ref.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, num_beams=num_beams,
+                                    length_penalty=length_penalty, eos_token_id=eos, pad_token_id=2)
+            assert ours["token_ids"] == want[0].tolist(), (prompt, eos, num_beams, length_penalty)
+            assert ours["finished"] == (eos is not None and ours["generated_ids"][-1] == eos)
 
 
 def test_errors(models, tmp_path):
