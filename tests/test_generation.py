@@ -223,6 +223,10 @@ def test_python_api_and_cli(models, capsys):
     assert main(["generate", str(out), PROMPTS[1], "--max-new-tokens", "8", "--lang", "fr", "--ignore-eos"]) == 0
     assert capsys.readouterr().out.strip() == api["generated_text"]
     assert api["generated_text"].startswith("le petit prince")
+    beam = kzoo.generate(out, PROMPTS[1], max_new_tokens=8, lang="fr", sampler="beam", num_beams=3, length_penalty=2.0)
+    assert main(["generate", str(out), PROMPTS[1], "--max-new-tokens", "8", "--lang", "fr", "--num-beams", "3",
+                 "--length-penalty", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["token_ids"] == beam["token_ids"]
     assert main(["generate", str(out), PROMPTS[1], "--lang", "de"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "en, fr" in err and "Traceback" not in err
