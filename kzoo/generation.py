@@ -268,6 +268,10 @@ class Generator:
                 columns = tf.range(tf.shape(buffer)[1])[None, :]
                 top_n = tf.range(keep) < n
 
+                def go_on(index, running, scores, cache, pool, pool_scores, pool_done, pool_length, improvable,
+                          all_hit):  # Transformers' stopping rule with early_stopping=False
+                    return tf.logical_and(improvable, tf.logical_not(all_hit))
+
                 def body(index, running, scores, cache, pool, pool_scores, pool_done, pool_length, improvable,
                          all_hit):
                     logits, _, cache = step(running, cache, index)
@@ -305,8 +309,8 @@ class Generator:
                 state = (start, buffer, tf.concat([[0.0], tf.fill([n - 1], -1e9)], 0), cache, buffer,
                          tf.fill([n], -1e9), tf.zeros([n], tf.bool), tf.zeros([n], tf.int32),
                          tf.constant(True), tf.constant(False))
-                state = tf.while_loop(lambda *s: tf.logical_and(s[8], tf.logical_not(s[9])), body, state)
-                return state[4][0], state[7][0]
+                _, _, _, _, pool, _, _, pool_length, _, _ = tf.while_loop(go_on, body, state)
+                return pool[0], pool_length[0]  # the best hypothesis and its generated length
 
             self._programs[key] = tf.function(run, jit_compile=self.jit_compile)
         return self._programs[key]
