@@ -94,7 +94,8 @@ def cmd_generate(args):
     from kzoo.generation import Generator
 
     causal = {"causal": True, "bidirectional": False}.get(args.attention)
-    sampler = args.sampler or ("beam" if args.num_beams is not None or args.length_penalty is not None else "top-p" if args.top_p is not None
+    beam = args.num_beams is not None or args.length_penalty is not None
+    sampler = args.sampler or ("beam" if beam else "top-p" if args.top_p is not None
                                else "top-k" if args.top_k is not None else "greedy")
     result = Generator(args.model, causal=causal)(
         args.prompt, max_new_tokens=args.max_new_tokens, lang=args.lang, sampler=sampler,
