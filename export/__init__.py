@@ -153,6 +153,35 @@ def length_buckets(longest, smallest=16):
     return buckets + [longest]
 
 
+BATCH_BUCKETS = tuple(2**i for i in range(11))  # 1, 2, 4, ..., 1024
+
+
+def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
+    """`compiled(inputs)`, the inputs padded up to a batch bucket (and a length bucket when `lengths`
+    is given) first, and the outputs cut back to the request's batch (and length: rank-3 outputs).
+
+    Runs outside XLA, which compiles one program per input shape: a server then compiles a handful
+    of programs instead of one per request shape. The padding is masked (padding_mask 0, <pad>
+    tokens), so real positions compute what they would unpadded; sizes past the last bucket pass
+    as they are.
+    """
+    import tensorflow as tf
+
+    def up(table, n):
+        table = tf.constant(table, tf.int32)
+        return tf.reduce_min(tf.where(table >= n, table, tf.maximum(n, table[-1])))
+
+    shape = tf.shape(inputs["token_ids"])
+    size, length = shape[0], shape[1]
+    pad_rows = up(batches, size) - size
+    pad_columns = up(lengths, length) - length if lengths else 0
+    padded = {name: tf.pad(value, [[0, pad_rows], [0, pad_columns]], constant_values=pad_values.get(name, 0))
+              for name, value in inputs.items()}
+    out = compiled(padded)
+    return {name: value[:size, :length] if lengths and value.shape.rank == 3 else value[:size]
+            for name, value in out.items()}
+
+
 # --- text in the graph -------------------------------------------------------------------------
 
 

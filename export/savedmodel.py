@@ -8,12 +8,15 @@ Layout (TensorFlow Serving's model_base_path layout: one numbered version dir):
 
 Signatures:
     serving_default  token_ids, padding_mask, segment_ids (+ every other input the model declares,
-                     e.g. XLM's lang_ids): int32 [None, None] -> the model's outputs. The function
-                     is `tf.function(jit_compile=True)`: XLA compiles one program per input shape.
+                     e.g. XLM's lang_ids): int32 [None, None] -> the model's outputs. Outside XLA
+                     the inputs are padded (masked) up to a power-of-two batch and a length bucket
+                     (16, 32, ..., the model's longest), as XLA compiles one program per input
+                     shape; the outputs are cut back to the request's shape.
     serve_text       text: string [None] -> the task's output (see `kzoo.export.text_outputs`). The
                      tokenizer (`tf_encode`, tf-text ops) runs outside XLA, the ids are cut to a
                      length bucket (16, 32, ..., the model's longest), then an XLA-compiled function
-                     runs the model and the task's head; token / label strings are looked up last.
+                     runs the model and the task's head (batch padded as above); token / label
+                     strings are looked up last.
                      Only when the model dir has an in-graph tokenizer and a task with a text output.
 
 Loading needs TensorFlow, plus `import tensorflow_text` for serve_text (its ops); never kzoo.
@@ -28,8 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from kzoo.export import (
-    EVALUATION_TEXTS, MAX_MASKS, SIDE_DIR, TOP_K, ExportError, call_model, check_out, compare, copy_sidecar,
-    encode_in_graph, id_batches, input_names, input_signature, length_buckets, load_model, load_text_tokenizer,
+    BATCH_BUCKETS, EVALUATION_TEXTS, MAX_MASKS, SIDE_DIR, TOP_K, ExportError, call_model, check_out, compare, copy_sidecar,
+    bucketed, encode_in_graph, id_batches, input_names, input_signature, length_buckets, load_model,
+    load_text_tokenizer,
     max_tokens, merge_comparisons, text_outputs, variable_holder, with_masks, write_report,
 )
 
@@ -63,20 +67,23 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=TOP_K, max_masks=MAX_M
     signature = input_signature(model)
     holder = variable_holder(model)
 
-    def serving_default(inputs):
-        return call_model(model, inputs)
+    buckets = length_buckets(longest)
+    pad_values = {"token_ids": int(getattr(model.backbone, "pad_token_id", 0) or 0)}
+    holder.serving_default_xla = tf.function(lambda inputs: call_model(model, inputs), input_signature=[signature],
+                                             jit_compile=True)
 
-    holder.serving_default = tf.function(serving_default, input_signature=[signature], jit_compile=True)
+    def serving_default(inputs):
+        return bucketed(holder.serving_default_xla, inputs, pad_values, buckets)
+
+    holder.serving_default = tf.function(serving_default, input_signature=[signature])
     signatures = {"serving_default": holder.serving_default.get_concrete_function()}
-    buckets = None
     if tokenizer is not None:
         numeric, strings = text_outputs(model, config, tokenizer, top_k=top_k, max_masks=max_masks)
         compiled = tf.function(numeric, input_signature=[signature], jit_compile=True)
-        buckets = length_buckets(longest)
 
         def serve_text(text):
             batch = encode_in_graph(tokenizer, model, text, longest, buckets)
-            return strings(compiled(batch))
+            return strings(bucketed(compiled, batch, pad_values))
 
         holder.serve_text_numeric = compiled
         holder.serve_text = tf.function(serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -111,6 +118,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=TOP_K, max_masks=MAX_M
                            for name, fn in loaded.signatures.items()},
             "max_tokens": longest,
             "length_buckets": buckets,
+            "batch_buckets": list(BATCH_BUCKETS),
             "text": tokenizer is not None and {"top_k": top_k, "max_masks": max_masks} or None,
             "evaluation": evaluation,
             "ok": evaluation["ok"],
@@ -142,6 +150,8 @@ def _evaluate(loaded, model, config, tokenizer, longest, buckets, top_k, max_mas
     texts = with_masks(EVALUATION_TEXTS, getattr(tokenizer, "mask_token", None)) if tokenizer else EVALUATION_TEXTS
     length = min(longest, 64)
     batches = id_batches(model, tokenizer, texts, batch_size=8, length=length, seed=1)
+    # and a shape off the buckets: padded to [4, bucket] in the signature, cut back to [3, 13]
+    batches.append({k: v[:3, :13] for k, v in batches[0].items()})
     parts = []
     serve = loaded.signatures["serving_default"]
     for batch in batches:
