@@ -68,7 +68,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=TOP_K, max_masks=MAX_M
     holder = variable_holder(model)
 
     buckets = length_buckets(longest)
-    pad_values = {"token_ids": int(getattr(model.backbone, "pad_token_id", 0) or 0)}
+    pad_values = {"token_ids": int(getattr(getattr(model, "backbone", model), "pad_token_id", 0) or 0)}
     holder.serving_default_xla = tf.function(lambda inputs: call_model(model, inputs), input_signature=[signature],
                                              jit_compile=True)
 

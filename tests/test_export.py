@@ -354,6 +354,20 @@ def test_features_on_a_backbone_export(albert, tmp_path):
         assert a["tokens"] == b["tokens"]
         for key in ("sequence_output", "pooled_output"):
             assert np.abs(a[key] - b[key]).max() <= 1e-4
+    # SavedModel: the ids are padded to [4, 16] inside serving_default, the outputs cut back
+    report = export_savedmodel(backbone, tmp_path / "sm")
+    assert report["ok"] and report["batch_buckets"][:4] == [1, 2, 4, 8]
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(tmp_path / "sm" / "1")).signatures["serving_default"]
+    tok = kzoo.load_tokenizer(backbone)
+    batch = tok(["hello world", "le garçon est là", "a longer text " * 5], max_length=13, truncation=True,
+                padding="max_length")
+    ours = serve(**{k: tf.constant(v) for k, v in batch.items()})
+    keras_out = keras_model(backbone)(batch, training=False)
+    assert ours["sequence_output"].shape == (3, 13, 32) and ours["pooled_output"].shape == (3, 32)
+    for key in ("sequence_output", "pooled_output"):
+        assert np.abs(ours[key].numpy() - np.asarray(keras_out[key])).max() <= 1e-4
 
 
 @pytest.mark.parametrize("arch, task", [("albert", "masked_lm"), ("albert", "pretraining"),
