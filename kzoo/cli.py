@@ -91,10 +91,12 @@ def cmd_embed(args):
 
 
 def cmd_generate(args):
-    from kzoo.generation import Generator
+    from kzoo.generation import GenerationError, Generator
 
     causal = {"causal": True, "bidirectional": False}.get(args.attention)
     beam = args.num_beams is not None or args.length_penalty is not None
+    if beam and args.sampler not in (None, "beam"):
+        raise GenerationError(f"--num-beams / --length-penalty are for beam search, not --sampler {args.sampler}")
     sampler = args.sampler or ("beam" if beam else "top-p" if args.top_p is not None
                                else "top-k" if args.top_k is not None else "greedy")
     result = Generator(args.model, causal=causal)(

@@ -216,11 +216,10 @@ class Generator:
             has_pad = ops.any(ops.logical_and(ops.equal(buffer, pad), seen[None, :]))
             if self.mask_token_id == pad:
                 has_pad = ops.convert_to_tensor(True)
-            logits, cache = ops.cond(
-                has_pad,
-                lambda: (self._full_logits(buffer, index, lang_id), cache),
-                lambda: self._cached_logits(buffer, cache, index, lang_id),
-            )
+            # The cache is written at every step, also where <pad> takes the full re-run: beam
+            # search can drop the beams holding a <pad>, and the others then read the cache again.
+            cached, cache = self._cached_logits(buffer, cache, index, lang_id)
+            logits = ops.cond(has_pad, lambda: self._full_logits(buffer, index, lang_id), lambda: cached)
             return logits, None, cache
 
         return next
@@ -373,6 +372,8 @@ class Generator:
             raise GenerationError(f"p must be in (0, 1], got {p}")
         if sampler == "beam" and num_beams < 1:
             raise GenerationError(f"num_beams must be >= 1, got {num_beams}")
+        if sampler == "beam" and not np.isfinite(length_penalty):
+            raise GenerationError(f"length_penalty must be a finite number, got {length_penalty}")
         lengths = [len(ids) for ids in prompts]
         needed, limit = max(lengths) + max_new_tokens, self.backbone.max_sequence_length
         if needed > limit:

@@ -197,6 +197,23 @@ def test_beam_search_equals_transformers(models, refs, name):
             assert ours["finished"] == (eos is not None and ours["generated_ids"][-1] == eos)
 
 
+def test_beam_search_after_a_pad_beam_is_dropped(tmp_path):
+    """A causal model (seed 2) where some of 8 beams hold <pad> at two steps: those steps take
+    the full re-run (Transformers' pad rule); when the beams holding a <pad> are dropped the others
+    read the cache again, which must have been kept current meanwhile (it was not: other tokens)."""
+    src = xlm_checkpoint(tmp_path, seed=2, causal=True)
+    convert(src, tmp_path / "out")
+    gen = Generator(tmp_path / "out")
+    ref = transformers.XLMWithLMHeadModel.from_pretrained(src).eval()
+    ref.config.lang_id = 1
+    ids = gen.tokenizer.encode(PROMPTS[0], lang="fr")
+    ours = gen(ids, max_new_tokens=14, lang="fr", sampler="beam", num_beams=8, ignore_eos=True)
+    with torch.no_grad():
+        want = ref.generate(torch.tensor([ids]), max_new_tokens=14, do_sample=False, num_beams=8,
+                            eos_token_id=None, pad_token_id=2)
+    assert ours["token_ids"] == want[0].tolist()
+
+
 def test_errors(models, tmp_path):
     gen = generator(models, "clm")
     with pytest.raises(TokenizerError, match="en, fr"):
@@ -227,6 +244,10 @@ def test_python_api_and_cli(models, capsys):
     assert main(["generate", str(out), PROMPTS[1], "--max-new-tokens", "8", "--lang", "fr", "--num-beams", "3",
                  "--length-penalty", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["token_ids"] == beam["token_ids"]
+    assert main(["generate", str(out), PROMPTS[1], "--sampler", "top-p", "--num-beams", "3"]) == 2
+    assert "beam search" in capsys.readouterr().err
+    with pytest.raises(GenerationError, match="finite"):
+        kzoo.generate(out, PROMPTS[1], sampler="beam", length_penalty=float("nan"))
     assert main(["generate", str(out), PROMPTS[1], "--lang", "de"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "en, fr" in err and "Traceback" not in err
