@@ -31,10 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from kzoo.export import (
-    BATCH_BUCKETS, EVALUATION_TEXTS, MAX_MASKS, SIDE_DIR, TOP_K, ExportError, call_model, check_out, compare, copy_sidecar,
-    bucketed, encode_in_graph, id_batches, input_names, input_signature, length_buckets, load_model,
-    load_text_tokenizer,
-    max_tokens, merge_comparisons, text_outputs, variable_holder, with_masks, write_report,
+    BATCH_BUCKETS, EVALUATION_TEXTS, MAX_MASKS, SIDE_DIR, TOP_K, ExportError, bucketed, call_model, check_out,
+    compare, copy_sidecar, encode_in_graph, id_batches, input_names, input_signature, length_buckets, load_model,
+    load_text_tokenizer, max_tokens, merge_comparisons, text_outputs, variable_holder, with_masks, write_report,
 )
 
 VERSION = "1"

@@ -228,13 +228,14 @@ def build_parser():
     p.add_argument("--lang", help="language of the text and of the new tokens, e.g. fr (default: the "
                    "config's lang_id, as Transformers)")
     p.add_argument("--sampler", choices=["greedy", "top-k", "top-p", "beam"],
-                   help="default: greedy, or what --top-k / --top-p / --num-beams imply")
+                   help="default: greedy, or what --top-k / --top-p / --num-beams / --length-penalty imply")
     p.add_argument("--top-k", type=int, help="top-k: sample among the K likeliest tokens (default 5)")
     p.add_argument("--top-p", type=float, help="top-p: sample from the likeliest tokens up to mass P (default 0.9)")
     p.add_argument("--num-beams", type=int, help="beam: beams to keep (default 4)")
     p.add_argument("--length-penalty", type=float, help="beam: ended beams score summed log-probability / "
                    "length ** L (default 1, as Transformers)")
-    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits first (default 1)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits first (default 1; greedy and beam search "
+                   "ignore it, as Transformers does without sampling)")
     p.add_argument("--seed", type=int, help="seed for top-k / top-p draws (default: a fresh one)")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at </s>")
     p.add_argument("--no-special-tokens", action="store_true", help="encode the prompt without <s> ... </s>")

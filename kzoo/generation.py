@@ -103,15 +103,16 @@ def make_sampler(sampler="greedy", k=5, p=0.9, temperature=1.0):
     """A keras-hub sampler (with `_Bounded`) for kzoo's sampler names (beam search is kzoo's own)."""
     from keras_hub import samplers
 
-    if sampler not in SAMPLERS or sampler == "beam":
-        raise GenerationError(f"unknown sampler {sampler!r}; kzoo has {', '.join(SAMPLERS)}")
-    if not temperature > 0:
-        raise GenerationError(f"temperature must be > 0, got {temperature}")
-    cls, kwargs = {
+    table = {
         "greedy": (samplers.GreedySampler, {}),
         "top-k": (samplers.TopKSampler, {"k": k}),
         "top-p": (samplers.TopPSampler, {"p": p}),
-    }[sampler]
+    }
+    if sampler not in table:
+        raise GenerationError(f"no keras-hub sampler {sampler!r}; it serves {', '.join(table)}")
+    if not temperature > 0:
+        raise GenerationError(f"temperature must be > 0, got {temperature}")
+    cls, kwargs = table[sampler]
     return type(f"Bounded{cls.__name__}", (_Bounded, cls), {})(temperature=temperature, **kwargs)
 
 
@@ -210,12 +211,12 @@ class Generator:
         if not self.causal:
             return lambda buffer, cache, index: (self._full_logits(buffer, index, lang_id), None, cache)
         pad = self.backbone.pad_token_id
+        if self.mask_token_id == pad:  # the appended token is a <pad>: the full re-run at every step
+            return lambda buffer, cache, index: (self._full_logits(buffer, index, lang_id), None, cache)
 
         def next(buffer, cache, index):
             seen = ops.less(ops.arange(ops.shape(buffer)[1], dtype="int32"), index)
             has_pad = ops.any(ops.logical_and(ops.equal(buffer, pad), seen[None, :]))
-            if self.mask_token_id == pad:
-                has_pad = ops.convert_to_tensor(True)
             # The cache is written at every step, also where <pad> takes the full re-run: beam
             # search can drop the beams holding a <pad>, and the others then read the cache again.
             cached, cache = self._cached_logits(buffer, cache, index, lang_id)

@@ -93,7 +93,6 @@ def _load_deferred(model, file):
     import numpy as np
     from keras.src.backend.common import global_state
 
-    from kzoo.converters.readers import aligned_empty
     from kzoo.converters.weights import as_tensor
 
     def create_from(variable):
@@ -103,11 +102,7 @@ def _load_deferred(model, file):
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(f"{variable.path}: shape {tuple(value.shape)} in the file, "
                                  f"{tuple(variable.shape)} in the model")
-            if value.size >= 2**16 and value.dtype == np.dtype(variable.dtype) and value.ctypes.data % 64:
-                aligned = aligned_empty(value.shape, value.dtype)
-                aligned[...] = value
-                value = aligned
-            tensor = as_tensor(value, variable.dtype)
+            tensor = as_tensor(value, variable.dtype)  # adopted when `_aligned_h5_reads` read it
             variable._initializer = lambda shape, dtype: tensor
             variable._deferred_initialize()
 
@@ -178,8 +173,9 @@ def _blockwise_h5_writes(min_bytes=32 << 20, block_bytes=8 << 20):
     Keras turns each variable into a numpy array before writing it (`np.array` of the tensor: two
     transient copies), which made saving the peak of a conversion: 2.0x the checkpoint for
     xlm-roberta-large, 2.4x for xlm-roberta-base (its embedding is 70 % of the weights). Blocks of
-    `block_bytes` keep it at the variables' own size (1.02x). Same file layout as Keras' (one contiguous
-    dataset per variable); Keras' internals are pinned (keras==3.15.1), and the round trip is tested.
+    `block_bytes` keep it at the variables' own size (1.02x). Same file layout as Keras' (one
+    contiguous dataset per variable); Keras' internals are pinned (keras==3.15.1), and the file is
+    compared with Keras' own in the tests.
     """
     import keras
     import numpy as np
