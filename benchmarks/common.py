@@ -39,7 +39,7 @@ CONVERSION_PRESET = "xlm-roberta-large"
 
 
 def backbone(preset):
-    from kzoo.presets import PRESETS
+    from kzoo.families import PRESETS
 
     return PRESETS[preset]["backbone"]
 
@@ -52,7 +52,7 @@ def hf_config(preset):
 
 
 def _converter(preset):
-    from kzoo.presets import PRESETS
+    from kzoo.families import PRESETS
 
     return {"albert": "kzoo.converters.albert", "xlm-roberta": "kzoo.converters.xlm_roberta",
             "xlm": "kzoo.converters.xlm"}[PRESETS[preset]["architecture"]]

@@ -233,9 +233,9 @@ def main(argv=None):
     common.set_thread_env()
     if step in ("convert", "savedmodel") or step.startswith("tflite"):
         import kzoo  # noqa: F401  (sets the Keras backend)
-        from kzoo.cli import _import_tensorflow_quietly
+        from kzoo.cli.output import import_tensorflow_quietly
 
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(common.THREADS)

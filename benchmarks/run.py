@@ -309,11 +309,11 @@ sys.path.insert(0, sys.argv[1])
 import common
 common.set_thread_env()
 import kzoo
-from kzoo.cli import _import_tensorflow_quietly
-_import_tensorflow_quietly()
+from kzoo.cli.output import import_tensorflow_quietly
+import_tensorflow_quietly()
 from kzoo.converters.convert import convert
 from kzoo.converters.readers import open_checkpoint
-from kzoo.modeldir import build_model
+from kzoo.models import build_model
 # TF's first Keras build costs ~150 MB once, whatever the model's size: the framework's baseline.
 build_model({"architecture": "albert", "task": "masked_lm", "backbone": {
     "vocabulary_size": 10, "num_layers": 1, "num_heads": 1, "hidden_dim": 4, "intermediate_dim": 4,

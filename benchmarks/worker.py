@@ -105,16 +105,16 @@ class Ort(Variant):
 class _TF(Variant):
     def warm_framework(self):
         import kzoo  # noqa: F401  (sets the Keras backend)
-        from kzoo.cli import _import_tensorflow_quietly
+        from kzoo.cli.output import import_tensorflow_quietly
 
-        _import_tensorflow_quietly()
+        import_tensorflow_quietly()
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(common.THREADS)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         self.tf = tf
         # TF's first Keras build and trace cost ~150 MB once, whatever the model: framework baseline.
-        from kzoo.modeldir import build_model
+        from kzoo.models import build_model
 
         tiny = build_model({"architecture": "albert", "task": "backbone", "backbone": {
             "vocabulary_size": 10, "num_layers": 1, "num_heads": 1, "hidden_dim": 4, "intermediate_dim": 4,

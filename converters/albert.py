@@ -1,8 +1,10 @@
-"""ALBERT: Transformers checkpoint names and config keys -> kzoo."""
+"""ALBERT: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
-from kzoo.converters.weights import transpose
+from kzoo.converters.sentencepiece import SentencePieceFiles
+from kzoo.io.arrays import transpose
 
 T = transpose
+MODEL_TYPE = "albert"  # config.json's model_type
 
 # Checkpoint names relative to the backbone ("albert." is stripped for head models).
 WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
@@ -53,6 +55,16 @@ PREFIX = "albert."
 # Transformers 5 leaves both out of the file, older saves carry copies.
 TIED = ("predictions.decoder.weight", "predictions.decoder.bias")
 IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids")
+
+# AlbertTokenizer (Transformers 5: the `tokenizers` library)
+TOKENIZER = SentencePieceFiles(
+    spm_file="spiece.model",
+    specials=dict(bos_token="[CLS]", eos_token="[SEP]", unk_token="<unk>", sep_token="[SEP]",
+                  pad_token="<pad>", cls_token="[CLS]", mask_token="[MASK]"),
+    unk_id=1,
+    template="bert",
+    normalizer="albert",
+)
 
 TASK_OF_CLASS = {
     "AlbertModel": "backbone",

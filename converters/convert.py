@@ -7,23 +7,19 @@ at any point leaves nothing at OUT.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from pathlib import Path
 
-from kzoo import modeldir
+from kzoo.converters import family_of
 from kzoo.converters.readers import CheckpointError, open_checkpoint
-from kzoo.converters.weights import deferred_variables, load_table
-from kzoo.presets import find_preset
+from kzoo.converters.tokenizers import TOKENIZER_FILES, build_tokenizer, check_options
+from kzoo.converters.weights import load_table
+from kzoo.families import find_preset
+from kzoo.io import keras_internals, modeldir
+from kzoo.io.atomic import atomic_dir, check_absent
+from kzoo.models import build_model
 
-FAMILIES = {  # Transformers model_type -> (kzoo architecture, weight-map module)
-    "albert": ("albert", "kzoo.converters.albert"),
-    "xlm-roberta": ("xlm-roberta", "kzoo.converters.xlm_roberta"),
-    "xlm": ("xlm", "kzoo.converters.xlm"),
-}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "spiece.model", "sentencepiece.bpe.model", "vocab.json", "merges.txt")
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES)
 
 
@@ -60,17 +56,8 @@ def read_hf_config(src: Path) -> dict:
         raise CheckpointError(f"{file}: not valid JSON ({e})") from None
 
 
-def family_of(hf) -> tuple[str, object]:
-    model_type = hf.get("model_type")
-    if model_type not in FAMILIES:
-        raise CheckpointError(
-            f"config.json: model_type {model_type!r} is not supported; kzoo converts {sorted(FAMILIES)}"
-        )
-    architecture, module = FAMILIES[model_type]
-    return architecture, importlib.import_module(module)
-
-
 def detect_task(hf, spec, names):
+    """The checkpoint's head: its Transformers class (config.json's architectures), else its tensors."""
     for cls in hf.get("architectures") or []:
         if cls in spec.TASK_OF_CLASS:
             return spec.TASK_OF_CLASS[cls]
@@ -80,47 +67,45 @@ def detect_task(hf, spec, names):
 def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_options=None):
     """Converts `src` into a kzoo model dir at `out`; returns a summary dict.
 
-    task: override the head ("backbone", "masked_lm", "pretraining", "classifier");
-          by default the checkpoint's own class decides.
+    task: override the head (a task name of kzoo.tasks); by default the checkpoint's own class decides.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
-    tokenizer_options: passed to the tokenizer's `from_hf_dir` (e.g. XLM's
-          `pretokenize_by_lang=True`).
+    tokenizer_options: for the family's tokenizer builder (e.g. XLM's `pretokenize_by_lang=True`).
     """
-    if Path(out).exists() and not overwrite:  # fail before the slow part
-        raise modeldir.ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
+    check_absent(out, overwrite)  # fail before the slow part
+    tokenizer_options = tokenizer_options or {}
     src = resolve_source(src)
     hf = read_hf_config(src)
     hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
-    architecture, spec = family_of(hf)
+    family, spec = family_of(hf)
+    check_options(family, tokenizer_options)
     with open_checkpoint(src) as ckpt:
         names = ckpt.names()
         task = task or detect_task(hf, spec, names)
         backbone = spec.backbone_config(hf)
-        labels = hf.get("id2label") if task == "classifier" else None
         config = {
-            "architecture": architecture,
+            "architecture": family.name,
             "task": task,
-            "preset": find_preset(architecture, backbone),
+            "preset": find_preset(family.name, backbone),
             "backbone": backbone,
             "task_config": spec.task_config(hf, task),
-            "labels": labels,
+            "labels": hf.get("id2label") if task == "classifier" else None,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
         }
-        with deferred_variables():
-            model = modeldir.build_model(config)
+        with keras_internals.deferred_variables():
+            model = build_model(config)
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
         advance = progress(len(names)) if progress else None
         report = load_table(model, ckpt, spec.WEIGHTS,
                             prefix=prefix, tied=spec.TIED, ignored=spec.IGNORED, progress=advance)
 
-    tokenizer = _tokenizer(src, architecture, tokenizer_options or {})
-    with modeldir.atomic_dir(out, overwrite=overwrite) as tmp:
+    tokenizer = build_tokenizer(src, family, spec, **tokenizer_options)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         modeldir.save(model, config, tmp)
         if tokenizer is not None:
             tokenizer.save(tmp)
     return {
         "out": str(out),
-        "architecture": architecture,
+        "architecture": family.name,
         "task": task,
         "preset": config["preset"],
         "parameters": model.count_params(),
@@ -129,15 +114,3 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
         "unexpected": report.unexpected,
         "tokenizer": tokenizer is not None,
     }
-
-
-def _tokenizer(src, architecture, options):
-    if not any((src / f).exists() for f in TOKENIZER_FILES):
-        return None
-    if architecture == "xlm":
-        from kzoo.xlm_tokenizer import XLMTokenizer
-
-        return XLMTokenizer.from_hf_dir(src, **options)
-    from kzoo.tokenizer import SentencePieceTokenizer
-
-    return SentencePieceTokenizer.from_hf_dir(src, family=architecture, **options)

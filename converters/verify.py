@@ -9,12 +9,14 @@ import functools
 
 import numpy as np
 
-from kzoo import modeldir
-from kzoo.converters.convert import family_of, read_hf_config, resolve_source
+from kzoo.converters import family_of
+from kzoo.converters.convert import read_hf_config, resolve_source
+from kzoo.io import modeldir
+from kzoo.models import outputs
 
-BOUND = 1e-4  # DESIGN.md: max abs diff on logits and hidden states
+BOUND = 1e-4  # the numerical contract: max abs diff on logits and hidden states
 
-# kzoo output name -> Transformers output attribute, per task
+# kzoo output name (kzoo.tasks) -> Transformers output attribute, per task
 OUTPUTS = {
     "backbone": {"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
     "masked_lm": {"logits": "logits"},
@@ -79,9 +81,7 @@ def run_reference(src, task, spec, inputs):
 
 
 def run_kzoo(model, task, inputs):
-    out = model(inputs, training=False)
-    result = out if isinstance(out, dict) else {"logits": out}
-    result = {k: np.asarray(v) for k, v in result.items()}
+    result = {k: np.asarray(v) for k, v in outputs(model, inputs).items()}
     if task != "backbone":
         result["sequence_output"] = np.asarray(model.backbone(inputs)["sequence_output"])
     return result

@@ -8,35 +8,14 @@ be filled exactly once, and checkpoint tensors nobody asked for are reported.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from keras import ops
-from keras.src.backend.common import global_state
-from keras.src.backend.common.stateless_scope import StatelessScope
 
-from kzoo.converters.readers import CheckpointError, aligned_empty
-
-
-def transpose(x):
-    """PyTorch Linear stores [out, in]; Keras Dense wants [in, out]."""
-    out = aligned_empty(x.T.shape, x.dtype)
-    out[...] = x.T
-    return out
-
-
-def as_tensor(value, dtype):
-    """A TF tensor for a numpy array; large aligned arrays are adopted without a copy (DLPack), so
-    creating a variable from a checkpoint tensor holds one copy of it, not two. The tensor (and a
-    variable made from it) then shares the array's memory: the caller must not use it afterwards."""
-    import tensorflow as tf
-
-    if (value.size >= 2**16 and value.dtype == np.dtype(dtype) and value.dtype.kind in "biuf"
-            and value.flags.c_contiguous and value.flags.writeable and value.ctypes.data % 64 == 0):
-        return tf.experimental.dlpack.from_dlpack(value.__dlpack__())
-    return ops.convert_to_tensor(value, dtype=dtype)
+from kzoo.converters.tensors import CheckpointError
+from kzoo.io import keras_internals
+from kzoo.io.arrays import as_tensor
 
 
 @dataclass
@@ -59,26 +38,6 @@ def _short(names, n=4):
     return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
-@contextlib.contextmanager
-def deferred_variables():
-    """Builds models whose variables are not allocated yet (Keras' deferred init).
-
-    `load_table` then creates each variable straight from its checkpoint tensor, so a
-    conversion never holds random initial weights beside the real ones.
-    """
-    with StatelessScope(initialize_variables=False):
-        yield
-
-
-def _fill(variable, tensor):
-    if variable._value is None:  # deferred: initialise from the checkpoint tensor
-        variable._initializer = lambda shape, dtype: tensor
-        variable._deferred_initialize()
-        variable._initializer = None
-    else:
-        variable.assign(tensor)
-
-
 def _compile(pattern):
     regex = re.escape(pattern)
     regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>\\d+)", regex)
@@ -86,7 +45,8 @@ def _compile(pattern):
 
 
 def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), progress=None):
-    """Fills `model`'s variables from `checkpoint` following `table`.
+    """Fills `model`'s variables from `checkpoint` following `table`. A model built under
+    `keras_internals.deferred_variables()` gets each variable created from its tensor (one copy).
 
     prefix: stripped from checkpoint names first (e.g. "albert." for head models).
     tied: checkpoint names that duplicate another tensor (tied decoder); skipped.
@@ -133,14 +93,14 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
             )
         tensor = as_tensor(value, variables[path].dtype)
         del value
-        _fill(variables[path], tensor)
+        keras_internals.initialize_from(variables[path], tensor)
         del tensor
         filled[path] = name
         report.loaded.append(name)
         if progress:
             progress(1)
 
-    global_state.set_global_attribute("uninitialized_variables", [])
+    keras_internals.clear_uninitialized()
     missing = sorted(set(variables) - set(filled))
     if missing:
         raise CheckpointError(

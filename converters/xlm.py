@@ -1,13 +1,14 @@
-"""XLM: Transformers checkpoint names and config keys -> kzoo."""
+"""XLM: Transformers checkpoint names and config keys -> kzoo (its tokenizer: kzoo.converters.xlm_tokenizer)."""
 
 import logging
 import re
 from pathlib import PurePath
 
-from kzoo.converters.readers import CheckpointError
-from kzoo.converters.weights import transpose
+from kzoo.converters.tensors import CheckpointError
+from kzoo.io.arrays import transpose
 
 T = transpose
+MODEL_TYPE = "xlm"  # config.json's model_type
 log = logging.getLogger(__name__)
 
 # Checkpoint names relative to the backbone ("transformer." is stripped for head models).

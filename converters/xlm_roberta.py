@@ -1,8 +1,11 @@
-"""XLM-RoBERTa: Transformers checkpoint names and config keys -> kzoo."""
+"""XLM-RoBERTa: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
-from kzoo.converters.weights import transpose
+from kzoo.converters.sentencepiece import SentencePieceFiles
+from kzoo.converters.tensors import CheckpointError
+from kzoo.io.arrays import transpose
 
 T = transpose
+MODEL_TYPE = "xlm-roberta"  # config.json's model_type
 
 
 def _linear(src, dst):
@@ -42,6 +45,16 @@ PREFIX = "roberta."
 TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias")
 IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids")
 
+# XLMRobertaTokenizer (Transformers 5: Unigram over the SentencePiece model's scores)
+TOKENIZER = SentencePieceFiles(
+    spm_file="sentencepiece.bpe.model",
+    specials=dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", sep_token="</s>",
+                  pad_token="<pad>", cls_token="<s>", mask_token="<mask>"),
+    unk_id=3,
+    template="roberta",
+    fairseq=True,
+)
+
 TASK_OF_CLASS = {
     "XLMRobertaModel": "backbone",
     "XLMRobertaForMaskedLM": "masked_lm",
@@ -76,8 +89,6 @@ CONFIG_KEYS = [  # (Transformers XLMRobertaConfig key, kzoo XLMRobertaBackbone a
 def backbone_config(hf):
     hf = {**HF_DEFAULTS, **hf}
     if hf.get("position_embedding_type", "absolute") != "absolute":
-        from kzoo.converters.readers import CheckpointError
-
         raise CheckpointError(f"config.json: position_embedding_type {hf['position_embedding_type']!r} "
                               "is not supported (only 'absolute')")
     return {ours: hf[theirs] for theirs, ours in CONFIG_KEYS}

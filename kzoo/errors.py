@@ -10,3 +10,7 @@ class KzooError(Exception):
 
 class TokenizerError(KzooError, ValueError):
     """A problem with a tokenizer, its files or its input."""
+
+
+class ModelDirError(KzooError):
+    """A problem with a model dir, or with where an output goes."""

@@ -1,7 +1,8 @@
-"""The published checkpoints' architectures, as kzoo backbone configs.
+"""The published checkpoints' architectures, as kzoo backbone configs (one dict per family,
+read by its declaration in kzoo.families).
 
 Sizes are the published hub configs. Parameter counts (tests/data/param_counts.json)
-equal Transformers' for every preset and class: `tests/test_presets.py` checks it.
+equal Transformers' for every preset and class: the preset tests check it.
 """
 
 from __future__ import annotations
@@ -19,50 +20,44 @@ def _albert(size, version):
     # v1 used exact (erf) GELU and dropout 0.1 (none for xxlarge); v2 the tanh GELU, no dropout.
     dropout = 0.1 if version == 1 and size != "xxlarge" else 0.0
     return {
-        "architecture": "albert",
-        "backbone": {
-            "vocabulary_size": 30000,
-            "num_layers": layers,
-            "num_heads": heads,
-            "hidden_dim": hidden,
-            "intermediate_dim": intermediate,
-            "embedding_dim": 128,
-            "num_groups": 1,
-            "num_inner_repetitions": 1,
-            "activation": "gelu" if version == 1 else "gelu_new",
-            "dropout": dropout,
-            "attention_dropout": dropout,
-            "max_sequence_length": 512,
-            "num_segments": 2,
-            "layer_norm_epsilon": 1e-12,
-            "initializer_range": 0.02,
-        },
+        "vocabulary_size": 30000,
+        "num_layers": layers,
+        "num_heads": heads,
+        "hidden_dim": hidden,
+        "intermediate_dim": intermediate,
+        "embedding_dim": 128,
+        "num_groups": 1,
+        "num_inner_repetitions": 1,
+        "activation": "gelu" if version == 1 else "gelu_new",
+        "dropout": dropout,
+        "attention_dropout": dropout,
+        "max_sequence_length": 512,
+        "num_segments": 2,
+        "layer_norm_epsilon": 1e-12,
+        "initializer_range": 0.02,
     }
 
 
 def _xlm_roberta(hidden, layers, heads, intermediate):
     return {
-        "architecture": "xlm-roberta",
-        "backbone": {
-            "vocabulary_size": 250002,
-            "num_layers": layers,
-            "num_heads": heads,
-            "hidden_dim": hidden,
-            "intermediate_dim": intermediate,
-            "activation": "gelu",
-            "dropout": 0.1,
-            "attention_dropout": 0.1,
-            "max_sequence_length": 514,
-            "num_segments": 1,
-            "pad_token_id": 1,
-            "layer_norm_epsilon": 1e-5,
-            "initializer_range": 0.02,
-        },
+        "vocabulary_size": 250002,
+        "num_layers": layers,
+        "num_heads": heads,
+        "hidden_dim": hidden,
+        "intermediate_dim": intermediate,
+        "activation": "gelu",
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+        "max_sequence_length": 514,
+        "num_segments": 1,
+        "pad_token_id": 1,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
     }
 
 
-PRESETS = {
-    **{f"albert-{size}-v{version}": _albert(size, version) for size in _ALBERT_SIZES for version in (1, 2)},
+ALBERT = {f"albert-{size}-v{version}": _albert(size, version) for size in _ALBERT_SIZES for version in (1, 2)}
+XLM_ROBERTA = {
     "xlm-roberta-base": _xlm_roberta(768, 12, 12, 3072),
     "xlm-roberta-large": _xlm_roberta(1024, 24, 16, 4096),
 }
@@ -80,50 +75,36 @@ _XLM_100_LANGUAGES = (
 
 def _xlm(hidden, layers, heads, vocabulary, languages, use_lang_emb, trained_causal=False):
     return {
-        "architecture": "xlm",
-        "backbone": {
-            "vocabulary_size": vocabulary,
-            "num_layers": layers,
-            "num_heads": heads,
-            "hidden_dim": hidden,
-            "intermediate_dim": 4 * hidden,
-            "activation": "gelu",
-            "dropout": 0.1,
-            "attention_dropout": 0.1,
-            "max_sequence_length": 512,
-            "num_languages": len(languages),
-            "use_lang_emb": use_lang_emb,
-            "causal": False,
-            "sinusoidal_embeddings": False,
-            "layer_norm_epsilon": 1e-12,
-            "initializer_range": 0.02,
-            "pad_token_id": 2,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-            "languages": list(languages),
-            # xlm-clm-*: trained as a causal LM although the hub config says causal=false;
-            # the forward pass stays bidirectional (as in Transformers), generation is causal.
-            "trained_causal": trained_causal,
-            # Transformers' `generate` appends token 0 and feeds language 0 (see kzoo.generation).
-            "generation_mask_token_id": 0,
-            "generation_lang_id": 0,
-        },
+        "vocabulary_size": vocabulary,
+        "num_layers": layers,
+        "num_heads": heads,
+        "hidden_dim": hidden,
+        "intermediate_dim": 4 * hidden,
+        "activation": "gelu",
+        "dropout": 0.1,
+        "attention_dropout": 0.1,
+        "max_sequence_length": 512,
+        "num_languages": len(languages),
+        "use_lang_emb": use_lang_emb,
+        "causal": False,
+        "sinusoidal_embeddings": False,
+        "layer_norm_epsilon": 1e-12,
+        "initializer_range": 0.02,
+        "pad_token_id": 2,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "languages": list(languages),
+        # xlm-clm-*: trained as a causal LM although the hub config says causal=false;
+        # the forward pass stays bidirectional (as in Transformers), generation is causal.
+        "trained_causal": trained_causal,
+        # Transformers' `generate` appends token 0 and feeds language 0 (see kzoo.pipelines.generation).
+        "generation_mask_token_id": 0,
+        "generation_lang_id": 0,
     }
 
 
-PRESETS.update({
+XLM = {
     "xlm-mlm-enfr-1024": _xlm(1024, 6, 8, 64139, ["en", "fr"], use_lang_emb=True),
     "xlm-clm-enfr-1024": _xlm(1024, 6, 8, 64139, ["en", "fr"], use_lang_emb=True, trained_causal=True),
     "xlm-mlm-100-1280": _xlm(1280, 16, 16, 200000, _XLM_100_LANGUAGES, use_lang_emb=False),
-})
-
-
-def find_preset(architecture, backbone):
-    """The preset whose architecture equals `backbone` (dropout aside), or None."""
-    def key(cfg):
-        return {k: v for k, v in cfg.items() if k not in ("dropout", "attention_dropout", "use_pooler", "name")}
-
-    for name, preset in PRESETS.items():
-        if preset["architecture"] == architecture and key(preset["backbone"]) == key(backbone):
-            return name
-    return None
+}

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import kzoo  # noqa: F401  (sets the Keras backend)
-from kzoo.cli import _import_tensorflow_quietly
+from kzoo.cli.output import import_tensorflow_quietly
 
-_import_tensorflow_quietly()
+import_tensorflow_quietly()
 
 TEXT = "Hello I'm a {mask} model."
 
@@ -87,7 +87,7 @@ def build_reference(out_dir: Path, preset: str):
     import torch
     import transformers
 
-    from kzoo.presets import PRESETS
+    from kzoo.families import PRESETS
 
     ref = REFERENCES[preset]
     out_dir.mkdir(parents=True, exist_ok=True)

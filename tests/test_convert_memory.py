@@ -23,7 +23,7 @@ from kzoo.converters.convert import convert
 from kzoo.converters.readers import open_checkpoint
 # Warm up: TF's first graph trace costs ~150 MB once, whatever the model's size; that is
 # the framework's baseline, not the conversion's.
-from kzoo.modeldir import build_model
+from kzoo.models import build_model
 build_model({"architecture": "albert", "task": "masked_lm", "backbone": {
     "vocabulary_size": 10, "num_layers": 1, "num_heads": 1, "hidden_dim": 4, "intermediate_dim": 4,
     "embedding_dim": 4}})

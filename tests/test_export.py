@@ -17,7 +17,8 @@ import pytest
 
 import kzoo
 from kzoo.cli import main
-from kzoo.converters.convert import convert, family_of, read_hf_config
+from kzoo.converters import family_of
+from kzoo.converters.convert import convert, read_hf_config
 from kzoo.converters.verify import reference_inputs, run_reference
 from kzoo.export import export_savedmodel, export_tflite
 from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint
@@ -376,8 +377,8 @@ def test_masked_lm_head_is_the_models_own(arch, task):
     """Text signatures run the head at the mask rows only: the cut head equals the full model."""
     import keras
 
-    from kzoo.layers import masked_lm_head
-    from kzoo.modeldir import build_model
+    from kzoo.models import build_model
+    from kzoo.models.layers import per_position_head
 
     backbone = {"vocabulary_size": 50, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16}
     if arch == "albert":
@@ -390,7 +391,8 @@ def test_masked_lm_head_is_the_models_own(arch, task):
     full = model(batch, training=False)
     full = np.asarray(full["mlm_logits"] if task == "pretraining" else full)
     sequence = model.backbone(batch, training=False)["sequence_output"]
-    cut = np.asarray(masked_lm_head(model)(sequence[:, 2:5], training=False))
+    (cut,) = per_position_head(model)(sequence[:, 2:5], training=False).values()
+    cut = np.asarray(cut)
     assert cut.shape == (2, 3, 50) and np.abs(cut - full[:, 2:5]).max() <= 1e-6
 
 
@@ -472,7 +474,7 @@ def test_failed_export_leaves_nothing(albert, tmp_path, monkeypatch, error):
         raise error("injected")
 
     # After the files were written aside: the last step before they are renamed into place.
-    monkeypatch.setattr(kzoo.export.tflite, "copy_sidecar", fail)
+    monkeypatch.setattr(kzoo.export.tflite.modeldir, "copy_sidecar", fail)
     monkeypatch.setattr(kzoo.export.savedmodel, "_evaluate", fail)
     out = tmp_path / "out" / "m.tflite"
     with pytest.raises(error):

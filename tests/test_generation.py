@@ -17,7 +17,7 @@ import kzoo
 from kzoo.cli import main
 from kzoo.converters.convert import convert
 from kzoo.errors import TokenizerError
-from kzoo.generation import GenerationError, Generator
+from kzoo.pipelines.generation import GenerationError, Generator
 from xlm_fixtures import xlm_checkpoint
 
 PROMPTS = ["Paris is the capital of", "Le petit prince"]

@@ -7,7 +7,8 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import kzoo
-from kzoo import modeldir
+from kzoo.io import keras_internals, modeldir
+from kzoo.models import build_model
 from kzoo.converters.convert import convert
 from reference import TINY_ALBERT, make_checkpoint
 
@@ -39,8 +40,8 @@ def test_round_trip_is_exact(tmp_path):
 def test_as_tensor_adopts_only_what_dlpack_can_carry():
     import ml_dtypes
 
-    from kzoo.converters.readers import aligned_empty
-    from kzoo.converters.weights import as_tensor
+    from kzoo.io.arrays import aligned_empty
+    from kzoo.io.arrays import as_tensor
 
     for dtype in ("float32", "int64", ml_dtypes.bfloat16):  # bfloat16 (a model saved under that policy): copied
         value = aligned_empty((2**16 + 3,), dtype)
@@ -58,8 +59,7 @@ def test_blockwise_save_writes_the_file_keras_writes(tmp_path):
     convert(src, tmp_path / "out")
     model = kzoo.load(tmp_path / "out")
     model.save_weights(tmp_path / "keras.weights.h5")
-    with modeldir._blockwise_h5_writes(min_bytes=1, block_bytes=100):
-        model.save_weights(tmp_path / "blocks.weights.h5")
+    keras_internals.save_weights_blockwise(model, tmp_path / "blocks.weights.h5", min_bytes=1, block_bytes=100)
 
     def datasets(file):
         found = {}

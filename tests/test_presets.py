@@ -6,11 +6,12 @@ from pathlib import Path
 import keras
 import pytest
 
-from kzoo import modeldir
+from kzoo.io import modeldir
+from kzoo.models import build_model
 from kzoo.converters import albert as albert_map
 from kzoo.converters import xlm_roberta as xlmr_map
-from kzoo.converters.convert import family_of
-from kzoo.presets import PRESETS, find_preset
+from kzoo.converters import family_of
+from kzoo.families import PRESETS, find_preset
 
 DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "param_counts.json").read_text())  # Transformers 5.23, meta device
@@ -37,6 +38,6 @@ def test_parameter_counts(name):
     for cls_name, want in COUNTS[name].items():
         task = TASK_OF_CLASS[cls_name]
         keras.utils.clear_session()
-        model = modeldir.build_model({**PRESETS[name], "task": task})
+        model = build_model({**PRESETS[name], "task": task})
         assert model.count_params() == want, (name, cls_name)
         del model

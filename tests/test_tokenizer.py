@@ -1,4 +1,4 @@
-"""kzoo.tokenizer.SentencePieceTokenizer against Transformers 5 (ids must be identical).
+"""kzoo.tokenizers.sentencepiece.SentencePieceTokenizer against Transformers 5 (ids must be identical).
 
 Tiny SentencePiece models are trained once per module from generated multilingual text
 (tests/spm_fixtures.py); nothing is downloaded.
@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 
 import spm_fixtures
-from kzoo.tokenizer import META_FILE, MODEL_FILE, SentencePieceTokenizer
+from kzoo.converters.tokenizers import from_hf_dir
+from kzoo.tokenizers import META_FILE
+from kzoo.tokenizers.sentencepiece import MODEL_FILE, SentencePieceTokenizer
 
 CASES = ["albert-json", "albert-spm", "albert-hub-style", "albert-cased-accents", "xlm-roberta", "xlm-roberta-spm"]
 
@@ -45,7 +47,7 @@ def build(tokenizer_dirs):
 
             family, path = tokenizer_dirs[name]
             hf_cls = AlbertTokenizer if family == "albert" else XLMRobertaTokenizer
-            built[name] = (hf_cls.from_pretrained(path), SentencePieceTokenizer.from_hf_dir(path, family))
+            built[name] = (hf_cls.from_pretrained(path), from_hf_dir(path, family))
         return built[name]
 
     return get
@@ -200,7 +202,7 @@ def test_load_needs_neither_transformers_nor_torch_nor_tokenizers(build, tmp_pat
     code = (
         "import sys, json\n"
         "for m in ('transformers', 'torch', 'tokenizers'): sys.modules[m] = None\n"
-        "from kzoo.tokenizer import SentencePieceTokenizer\n"
+        "from kzoo.tokenizers.sentencepiece import SentencePieceTokenizer\n"
         f"t = SentencePieceTokenizer.load({str(tmp_path)!r})\n"
         f"print(json.dumps(t.encode({text!r})))\n"
     )
@@ -264,9 +266,9 @@ def test_tflite(build, name):
 
 
 def test_unknown_family_is_a_tokenizer_error(tokenizer_dirs):
-    from kzoo.tokenizer import TokenizerError
+    from kzoo.errors import TokenizerError
 
     with pytest.raises(TokenizerError):
-        SentencePieceTokenizer.from_hf_dir(tokenizer_dirs["albert-json"][1], "gpt2")
+        from_hf_dir(tokenizer_dirs["albert-json"][1], "gpt2")
     with pytest.raises(TokenizerError):
         SentencePieceTokenizer.load(tokenizer_dirs["albert-json"][1])

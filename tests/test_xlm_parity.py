@@ -12,12 +12,13 @@ import pytest
 import torch
 import transformers
 
-from kzoo import modeldir
+from kzoo.io import modeldir
+from kzoo.models import build_model
 from kzoo.converters import xlm as spec
 from kzoo.converters.convert import convert
 from kzoo.converters.readers import CheckpointError
 from kzoo.converters.verify import reference_inputs, verify
-from kzoo.xlm import SinusoidalPositions
+from kzoo.models.xlm import SinusoidalPositions
 from reference import convert_and_verify, make_checkpoint
 
 # Like xlm-mlm-enfr-1024: two languages with language embeddings.
@@ -85,7 +86,7 @@ def test_sinusoidal_positions(tmp_path):
     got = np.asarray(SinusoidalPositions()(want.shape))
     np.testing.assert_array_equal(got, want)  # bit for bit
     backbone = spec.backbone_config({**TINY_XLM, "sinusoidal_embeddings": True})
-    model = modeldir.build_model({"architecture": "xlm", "task": "backbone", "backbone": backbone})
+    model = build_model({"architecture": "xlm", "task": "backbone", "backbone": backbone})
     table = model.get_layer("position_embedding")
     assert not table.trainable
     np.testing.assert_array_equal(np.asarray(table.weights[0]), want)

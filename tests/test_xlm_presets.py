@@ -6,9 +6,10 @@ from pathlib import Path
 import keras
 import pytest
 
-from kzoo import modeldir
+from kzoo.io import modeldir
+from kzoo.models import build_model
 from kzoo.converters import xlm as spec
-from kzoo.presets import PRESETS, find_preset
+from kzoo.families import PRESETS, find_preset
 
 DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "param_counts.json").read_text())  # Transformers 5.23, meta device
@@ -49,7 +50,7 @@ def test_preset_details():
 def test_parameter_counts(name, cls_name):
     task = spec.TASK_OF_CLASS[cls_name]
     keras.utils.clear_session()
-    model = modeldir.build_model({**PRESETS[name], "task": task})
+    model = build_model({**PRESETS[name], "task": task})
     count = model.count_params()
     del model
     keras.utils.clear_session()

@@ -1,4 +1,4 @@
-"""kzoo.xlm_tokenizer.XLMTokenizer against Transformers 5.23's XLMTokenizer, id for id.
+"""kzoo.tokenizers.xlm.XLMTokenizer against Transformers 5.23's XLMTokenizer, id for id.
 
 Tiny XLM tokenizer dirs are built on the fly: a BPE learnt here (fastBPE's `</w>` format, merges.txt
 lines "a b count") over a small multilingual corpus, XLM's special tokens at ids 0-13, and the
@@ -19,8 +19,11 @@ import sys
 import numpy as np
 import pytest
 
-from kzoo.xlm_tokenizer import (MissingExtraError, TokenizerError, XLMTokenizer, build_trie,
-                                lowercase_and_remove_accent, split_on_added_tokens)
+from kzoo.converters import tokenizers
+from kzoo.converters.xlm_tokenizer import from_hf_dir as xlm_from_hf_dir
+from kzoo.errors import TokenizerError
+from kzoo.tokenizers.moses import build_trie, lowercase_and_remove_accent, split_on_added_tokens
+from kzoo.tokenizers.xlm import MissingExtraError, XLMTokenizer
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("sacremoses")
@@ -162,7 +165,7 @@ def get(dirs, name, tmp_root=None):
     if name not in _CACHE:
         src = dirs[name]
         hf = transformers.XLMTokenizer.from_pretrained(str(src))
-        ours = XLMTokenizer.from_hf_dir(src)
+        ours = xlm_from_hf_dir(src)
         out = src.parent / f"{name}_kzoo"
         ours.save(out)
         _CACHE[name] = (hf, ours, XLMTokenizer.load(out))
@@ -257,10 +260,10 @@ def test_pretokenize_by_lang_equals_transformers_tokenize_with_lang(dirs, name, 
     """With pretokenize_by_lang, ids equal Transformers' `_tokenize(text, lang=lang)` (XLM's preprocessing)."""
     hf = transformers.XLMTokenizer.from_pretrained(str(dirs[name]))
     hf._tokenize = functools.partial(type(hf)._tokenize, hf, lang=lang)
-    ours = XLMTokenizer.from_hf_dir(dirs[name], pretokenize_by_lang=True)
+    ours = xlm_from_hf_dir(dirs[name], pretokenize_by_lang=True)
     use = lang if lang in ours.languages else None
     if use is None and lang != "en":
-        ours = XLMTokenizer.from_hf_dir(dirs["bare"], pretokenize_by_lang=True)  # a model without languages
+        ours = xlm_from_hf_dir(dirs["bare"], pretokenize_by_lang=True)  # a model without languages
         hf = transformers.XLMTokenizer.from_pretrained(str(dirs["bare"]))
         hf._tokenize = functools.partial(type(hf)._tokenize, hf, lang=lang)
         use = lang
@@ -270,8 +273,8 @@ def test_pretokenize_by_lang_equals_transformers_tokenize_with_lang(dirs, name, 
 
 def test_romanian_preprocessing_only_with_pretokenize_by_lang(dirs):
     text = "Şi ţara învăţăm"
-    plain = XLMTokenizer.from_hf_dir(dirs["multi"])
-    by_lang = XLMTokenizer.from_hf_dir(dirs["multi"], pretokenize_by_lang=True)
+    plain = xlm_from_hf_dir(dirs["multi"])
+    by_lang = xlm_from_hf_dir(dirs["multi"], pretokenize_by_lang=True)
     assert plain.tokenize(text, lang="ro") == plain.tokenize(text, lang="en")
     assert by_lang.tokenize(text, lang="ro") != by_lang.tokenize(text, lang="en")
     assert "".join(by_lang.tokenize(text, lang="ro")).replace("</w>", " ").strip() == "Si tara invatam"
@@ -419,7 +422,7 @@ def test_save_writes_tokenizer_files_and_keeps_config(dirs, tmp_path):
     out = tmp_path / "model"
     out.mkdir()
     (out / "config.json").write_text('{"format": "kzoo"}')
-    XLMTokenizer.from_hf_dir(dirs["multi"]).save(out)  # the source dir has a config.json too
+    xlm_from_hf_dir(dirs["multi"]).save(out)  # the source dir has a config.json too
     assert (out / "config.json").read_text() == '{"format": "kzoo"}'
     assert {"vocab.json", "merges.txt", "tokenizer_config.json", "kzoo_tokenizer.json"} <= set(os.listdir(out))
     meta = json.loads((out / "kzoo_tokenizer.json").read_text())
@@ -435,11 +438,11 @@ def test_save_writes_tokenizer_files_and_keeps_config(dirs, tmp_path):
 
 def test_load_needs_no_transformers_or_torch(dirs, tmp_path):
     out = tmp_path / "model"
-    XLMTokenizer.from_hf_dir(dirs["enfr"]).save(out)
+    xlm_from_hf_dir(dirs["enfr"]).save(out)
     want = get(dirs, "enfr")[0](TEXTS[2])["input_ids"]
     code = (
         "import sys; sys.modules['transformers'] = None; sys.modules['torch'] = None\n"
-        "from kzoo.xlm_tokenizer import XLMTokenizer\n"
+        "from kzoo.tokenizers.xlm import XLMTokenizer\n"
         f"print(XLMTokenizer.load({str(out)!r}).encode({TEXTS[2]!r}))\n"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -457,7 +460,7 @@ def test_language_errors(dirs, tmp_path):
         ours(["Hallo"], lang="xx")
     vocab, merges = learn_bpe(["a", "b"], 1)
     no_en = write_dir(tmp_path / "defr", vocab, merges, tokenizer_config={"lang2id": {"de": 0, "fr": 1}})
-    tok = XLMTokenizer.from_hf_dir(no_en)
+    tok = xlm_from_hf_dir(no_en)
     with pytest.raises(TokenizerError, match="no 'en'.*de, fr"):
         tok.encode("a")
     assert tok.encode("a", lang="fr") == transformers.XLMTokenizer.from_pretrained(str(no_en))("a")["input_ids"]
@@ -468,9 +471,9 @@ def test_file_errors(dirs, tmp_path):
     with pytest.raises(TokenizerError, match="merges.txt missing"):
         (tmp_path / "x").mkdir()
         (tmp_path / "x" / "vocab.json").write_text("{}")
-        XLMTokenizer.from_hf_dir(tmp_path / "x")
-    with pytest.raises(TokenizerError, match="family"):
-        XLMTokenizer.from_hf_dir(dirs["enfr"], family="albert")
+        xlm_from_hf_dir(tmp_path / "x")
+    with pytest.raises(TokenizerError, match="spiece.model"):  # an XLM dir read as another family's
+        tokenizers.from_hf_dir(dirs["enfr"], "albert")
     with pytest.raises(TokenizerError, match="kzoo_tokenizer.json is missing"):
         XLMTokenizer.load(dirs["enfr"])
     with pytest.raises(TokenizerError, match="padding"):
@@ -484,7 +487,7 @@ def test_missing_extra_names_the_pip_extra(dirs, monkeypatch, lang, module, extr
     monkeypatch.setitem(sys.modules, module, None)  # `import module` fails even where it is installed
     if module == "pythainlp":
         monkeypatch.setitem(sys.modules, "pythainlp.tokenize", None)
-    tok = XLMTokenizer.from_hf_dir(dirs["multi"], pretokenize_by_lang=True)
+    tok = xlm_from_hf_dir(dirs["multi"], pretokenize_by_lang=True)
     with pytest.raises(MissingExtraError, match=re.escape(f"pip install '{extra}'")) as err:
         tok.encode("text", lang=lang)
     assert isinstance(err.value, ImportError) and isinstance(err.value, TokenizerError)
@@ -502,7 +505,7 @@ def test_merges_without_final_newline_lose_their_last_line_as_in_transformers(tm
     for newline in (True, False):
         d = write_dir(tmp_path / str(newline), vocab, merges, tokenizer_config=cfg, trailing_newline=newline)
         hf = transformers.XLMTokenizer.from_pretrained(str(d))
-        assert XLMTokenizer.from_hf_dir(d).tokenize(word) == hf.tokenize(word)
+        assert xlm_from_hf_dir(d).tokenize(word) == hf.tokenize(word)
         results.append(hf.tokenize(word))
     assert results[0] != results[1]
 
@@ -532,6 +535,6 @@ def test_segmenter_languages_follow_transformers_steps(dirs, monkeypatch, name, 
     _fake_segmenters(monkeypatch)
     hf = transformers.XLMTokenizer.from_pretrained(str(dirs[name]))
     hf._tokenize = functools.partial(type(hf)._tokenize, hf, lang=lang)
-    ours = XLMTokenizer.from_hf_dir(dirs[name], pretokenize_by_lang=True)
+    ours = xlm_from_hf_dir(dirs[name], pretokenize_by_lang=True)
     for text in TEXTS[25:27] + TEXTS[8:13] + ["Ünïcode  ＡＢＣ， ｘ。 y", ""]:
         assert ours.encode(text, lang=lang) == hf(text)["input_ids"], text

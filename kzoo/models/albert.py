@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.models.layers import MASK_BIAS, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -46,6 +46,7 @@ class AlbertBackbone(keras.Model):
         layer_norm_epsilon=1e-12,
         initializer_range=0.02,
         use_pooler=True,
+        mask_bias=MASK_BIAS,
         **kwargs,
     ):
         if num_layers % num_groups:
@@ -90,7 +91,7 @@ class AlbertBackbone(keras.Model):
         x = tokens + self.segment_embedding(segment_ids) + self.position_embedding(tokens)
         x = self.embeddings_dropout(self.embeddings_layer_norm(x))
         x = self.embedding_projection(x)
-        bias = attention_bias(padding_mask)
+        bias = attention_bias(padding_mask, mask_bias)
         layers_per_group = num_layers // num_groups
         for i in range(num_layers):
             for layer in self.groups[i // layers_per_group]:
@@ -121,6 +122,7 @@ class AlbertBackbone(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.use_pooler = use_pooler
+        self.mask_bias = mask_bias
 
     def get_config(self):
         return {
@@ -141,6 +143,7 @@ class AlbertBackbone(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "initializer_range": self.initializer_range,
             "use_pooler": self.use_pooler,
+            "mask_bias": self.mask_bias,
         }
 
 
@@ -156,6 +159,8 @@ def _mlm_logits(backbone, sequence_output):
 class AlbertMaskedLM(TaskModel):
     """Masked LM: logits [B, S, V]. Transformers' `AlbertForMaskedLM` (no pooler)."""
 
+    uses_pooler = False
+
     def __init__(self, backbone, **kwargs):
         inputs = backbone.input
         logits = _mlm_logits(backbone, backbone(inputs)["sequence_output"])
@@ -166,6 +171,9 @@ class AlbertMaskedLM(TaskModel):
 @keras.saving.register_keras_serializable(package="kzoo")
 class AlbertPreTraining(TaskModel):
     """Both pretraining heads: {"mlm_logits": [B, S, V], "sop_logits": [B, 2]}."""
+
+    uses_pooler = True
+    config_keys = ("num_sop_labels", "classifier_dropout")
 
     def __init__(self, backbone, num_sop_labels=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
@@ -178,14 +186,13 @@ class AlbertPreTraining(TaskModel):
         self.num_sop_labels = num_sop_labels
         self.classifier_dropout = classifier_dropout
 
-    def get_config(self):
-        return {**super().get_config(), "num_sop_labels": self.num_sop_labels,
-                "classifier_dropout": self.classifier_dropout}
-
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class AlbertClassifier(TaskModel):
     """Sequence classification on the pooled output: logits [B, num_classes]."""
+
+    uses_pooler = True
+    config_keys = ("num_classes", "classifier_dropout")
 
     def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
@@ -195,19 +202,3 @@ class AlbertClassifier(TaskModel):
         self.backbone = backbone
         self.num_classes = num_classes
         self.classifier_dropout = classifier_dropout
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "classifier_dropout": self.classifier_dropout}
-
-
-def build(task, backbone_config, **task_config):
-    """Builds an ALBERT model for `task` from plain config dicts (the model dir's format)."""
-    use_pooler = task != "masked_lm"
-    backbone = AlbertBackbone(**{**backbone_config, "use_pooler": use_pooler}, name="albert")
-    if task == "backbone":
-        return backbone
-    return TASKS[task](backbone, **task_config)
-
-
-TASKS = {"masked_lm": AlbertMaskedLM, "pretraining": AlbertPreTraining, "classifier": AlbertClassifier}

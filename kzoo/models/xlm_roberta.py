@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.models.layers import MASK_BIAS, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -42,6 +42,7 @@ class XLMRobertaBackbone(keras.Model):
         layer_norm_epsilon=1e-5,
         initializer_range=0.02,
         use_pooler=True,
+        mask_bias=MASK_BIAS,
         **kwargs,
     ):
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
@@ -80,7 +81,7 @@ class XLMRobertaBackbone(keras.Model):
         x = (self.token_embedding(token_ids) + self.segment_embedding(segment_ids)
              + self.position_embedding(positions))
         x = self.embeddings_dropout(self.embeddings_layer_norm(x))
-        bias = attention_bias(padding_mask)
+        bias = attention_bias(padding_mask, mask_bias)
         for layer in self.transformer_layers:
             x = layer(x, bias)
         outputs = {"sequence_output": x}
@@ -107,6 +108,7 @@ class XLMRobertaBackbone(keras.Model):
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
         self.use_pooler = use_pooler
+        self.mask_bias = mask_bias
 
     def get_config(self):
         return {
@@ -125,12 +127,15 @@ class XLMRobertaBackbone(keras.Model):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "initializer_range": self.initializer_range,
             "use_pooler": self.use_pooler,
+            "mask_bias": self.mask_bias,
         }
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class XLMRobertaMaskedLM(TaskModel):
     """Masked LM: logits [B, S, V]. Transformers' `XLMRobertaForMaskedLM` (no pooler)."""
+
+    uses_pooler = False
 
     def __init__(self, backbone, **kwargs):
         inputs = backbone.input
@@ -147,6 +152,9 @@ class XLMRobertaMaskedLM(TaskModel):
 class XLMRobertaClassifier(TaskModel):
     """Sequence classification on `<s>`: dropout -> dense -> tanh -> dropout -> out_proj."""
 
+    uses_pooler = False
+    config_keys = ("num_classes", "classifier_dropout")
+
     def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
         x = backbone(inputs)["sequence_output"][:, 0, :]
@@ -158,18 +166,3 @@ class XLMRobertaClassifier(TaskModel):
         self.backbone = backbone
         self.num_classes = num_classes
         self.classifier_dropout = classifier_dropout
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "classifier_dropout": self.classifier_dropout}
-
-
-TASKS = {"masked_lm": XLMRobertaMaskedLM, "classifier": XLMRobertaClassifier}
-
-
-def build(task, backbone_config, **task_config):
-    """Builds an XLM-RoBERTa model for `task` from plain config dicts (the model dir's format)."""
-    backbone = XLMRobertaBackbone(**{**backbone_config, "use_pooler": task == "backbone"}, name="xlm_roberta")
-    if task == "backbone":
-        return backbone
-    return TASKS[task](backbone, **task_config)

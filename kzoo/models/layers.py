@@ -9,15 +9,17 @@ generation needs a key/value cache; everything else reuses Keras/keras-hub layer
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import keras
 from keras import ops
 
-# Additive attention bias for masked keys. Large enough that exp() underflows to
-# exactly 0 in fp32 (as Transformers' finfo.min does), small enough to stay finite
-# in fp16 and to keep int8 activation ranges usable after clipping.
+from kzoo.io.keras_internals import first_call_outputs
+
+# Additive attention bias for masked keys, the backbones' `mask_bias` default. Large enough that
+# exp() underflows to exactly 0 in fp32 (as Transformers' finfo.min does), small enough to stay
+# finite in fp16. Full-integer TFLite exports build with -100 instead: -6e4 would stretch the
+# quantized range of the attention scores until the real scores round to a few levels.
 MASK_BIAS = -6e4  # fits fp16 (max 65504)
 
 ACTIVATIONS = {
@@ -36,8 +38,8 @@ def get_activation(name: str):
     return ACTIVATIONS[name]
 
 
-def attention_bias(padding_mask, dtype="float32", causal=False):
-    """[B, S] 0/1 mask -> additive bias [B, 1, 1 or S, S]: 0 where a key is visible."""
+def attention_bias(padding_mask, mask_bias=MASK_BIAS, dtype="float32", causal=False):
+    """[B, S] 0/1 mask -> additive bias [B, 1, 1 or S, S]: 0 where a key is visible, else `mask_bias`."""
     # expand_dims, not `[:, None]`: new-axis slicing of a dynamic shape becomes a Flex
     # StridedSlice in TFLite, expand_dims a builtin.
     visible = ops.expand_dims(ops.expand_dims(ops.cast(padding_mask, dtype), 1), 1)
@@ -46,22 +48,7 @@ def attention_bias(padding_mask, dtype="float32", causal=False):
         idx = ops.arange(length)
         lower = ops.cast(ops.expand_dims(idx, 1) >= ops.expand_dims(idx, 0), dtype)  # key j <= query i
         visible = visible * ops.expand_dims(ops.expand_dims(lower, 0), 0)
-    return (1.0 - visible) * MASK_BIAS
-
-
-@contextlib.contextmanager
-def mask_bias(value):
-    """Models built and traced inside the block add `value` at masked keys instead of MASK_BIAS.
-
-    For full-integer TFLite export: -6e4 would stretch the quantized range of the attention
-    scores until the real scores round to a few levels; -100 still gives exp() == 0 in effect.
-    """
-    global MASK_BIAS
-    old, MASK_BIAS = MASK_BIAS, float(value)
-    try:
-        yield
-    finally:
-        MASK_BIAS = old
+    return (1.0 - visible) * mask_bias
 
 
 def dense(units, name, initializer_range=0.02, activation=None):
@@ -195,10 +182,19 @@ class Bias(keras.layers.Layer):
 
 
 class TaskModel(keras.Model):
-    """A head on a backbone, taking the backbone's inputs; `get_config` round-trips."""
+    """A head on a backbone, taking the backbone's inputs; `get_config` round-trips.
+
+    uses_pooler: whether the backbone is built with its pooler for this head (Transformers'
+    `add_pooling_layer`); None for a backbone that has none (XLM). config_keys: the head's own
+    constructor arguments, saved by `get_config`.
+    """
+
+    uses_pooler = None
+    config_keys = ()
 
     def get_config(self):
-        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone)}
+        return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),
+                **{k: getattr(self, k) for k in self.config_keys}}
 
     @classmethod
     def from_config(cls, config):
@@ -207,12 +203,15 @@ class TaskModel(keras.Model):
         return cls(**config)
 
 
-def masked_lm_head(model):
-    """The masked-LM head of a kzoo task model as a Keras model from the backbone's sequence_output
-    to the logits (the same layers and weights), so that it runs at the mask positions only: at
-    sequence 128 XLM-R's 250k-wide decoder costs twice the backbone at every position, and its
-    logits take 1 GB for 8 such texts."""
-    node = model.backbone._inbound_nodes[0]  # the task model's own call (later ones: user graphs)
-    (sequence,) = [t for t in node.outputs if len(t.shape) == 3]  # sequence_output (pooled is 2-D)
-    logits = model.output["mlm_logits"] if isinstance(model.output, dict) else model.output
-    return keras.Model(sequence, logits)
+def per_position_head(model):
+    """The per-position outputs of a task model (rank 3: [B, S, ...]) as a Keras model taking the
+    backbone's sequence_output (the same layers and weights), so that a head runs at a few positions
+    only: at sequence 128 XLM-R's 250k-wide decoder costs twice the backbone at every position, and
+    its logits take 1 GB for 8 texts. The head returns a dict ({"logits": ...} for a single output);
+    None when the model has no per-position output."""
+    (sequence,) = [t for t in first_call_outputs(model.backbone) if len(t.shape) == 3]  # (pooled: 2-D)
+    outputs = model.output if isinstance(model.output, dict) else {"logits": model.output}
+    per_position = {name: t for name, t in outputs.items() if len(t.shape) == 3}
+    if not per_position:
+        return None
+    return keras.Model(sequence, per_position)

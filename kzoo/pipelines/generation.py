@@ -4,7 +4,7 @@
     kzoo.generate("out/xlm-clm-enfr-1024", "Le chat", lang="fr", max_new_tokens=20)
     # {"generated_text", "text", "token_ids", "prompt_length", "generated_ids", "finished"}
 
-    gen = kzoo.generation.Generator("out/xlm-clm-enfr-1024")   # keeps its compiled programs
+    gen = kzoo.pipeline("text-generation", "out/xlm-clm-enfr-1024")   # a Generator: keeps its programs
     gen(["Hello", "Bonjour"], lang="fr", sampler="top-p", p=0.9, seed=0)
 
 What Transformers 5.23 does, and kzoo with it
@@ -41,6 +41,8 @@ keras-hub's samplers run the loop with their `next(buffer, cache, index) -> logi
 protocol (prompt tokens are kept where prompts of a batch differ in length: every row gets
 what Transformers gives for that prompt alone), and the whole loop, prefill included, is one
 `tf.function(jit_compile=True)` program per (batch, max_length, sampler, k or num_beams).
+The model runs through XLMMaskedLM's own entry points (`call_with_cache`, `generation_logits`);
+this module holds the search loops only.
   causal attention: a key/value cache per layer, [B, 2, heads, max_length, head_dim]. Step
     `index` runs two tokens: the real token at index-1 (its keys/values stay) and the mask
     token at index (overwritten by the real one at the next step). A text holding <pad>
@@ -66,9 +68,8 @@ import secrets
 import numpy as np
 from keras import ops
 
-from kzoo import layers as kl
 from kzoo.errors import KzooError, TokenizerError
-from kzoo.xlm import XLMBackbone, _optional_embedding
+from kzoo.pipelines.base import as_runner, as_tokenizer
 
 SAMPLERS = ("greedy", "top-k", "top-p", "beam")
 BUCKET = 32  # buffer lengths are rounded up to a multiple of this: fewer programs to compile
@@ -124,94 +125,47 @@ class Generator:
     docstring). Compiled programs are kept, so reuse a Generator for repeated calls.
     """
 
+    name = "text-generation"
+
     def __init__(self, model, tokenizer=None, causal=None, jit_compile=True):
-        if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-            from pathlib import Path
-
-            from kzoo import modeldir
-            from kzoo.tasks import load_tokenizer
-
-            path = model
-            model = modeldir.load(path)
-            if tokenizer is None and (Path(path) / "kzoo_tokenizer.json").is_file():
-                tokenizer = load_tokenizer(path)
-        backbone = getattr(model, "backbone", None)
-        if not isinstance(backbone, XLMBackbone) or "lm_bias" not in [layer.name for layer in model.layers]:
-            kind = getattr(model, "kzoo_config", {}).get("task") or type(model).__name__
-            raise GenerationError(f"generation needs an XLM model with its LM head (masked_lm); this is {kind!r}")
-        self.model, self.backbone, self.tokenizer = model, backbone, tokenizer
-        self.causal = bool(backbone.causal or backbone.trained_causal) if causal is None else bool(causal)
+        runner = as_runner(model)
+        model = getattr(runner, "model", None)  # a Keras model: generation compiles its own programs
+        if not hasattr(model, "call_with_cache"):
+            what = runner.config.get("architecture") or type(model or runner).__name__
+            task = runner.config.get("task")
+            raise GenerationError(f"generation needs an XLM model with its LM head (masked_lm) as a model dir; "
+                                  f"this is {what!r}" + (f" ({task})" if task else ""))
+        self.model, self.backbone = model, model.backbone
+        try:
+            self.tokenizer = as_tokenizer(tokenizer, runner)
+        except KzooError:
+            self.tokenizer = None  # token-id prompts only
+        self.causal = bool(self.backbone.causal or self.backbone.trained_causal) if causal is None else bool(causal)
         self.jit_compile = jit_compile
-        self.mask_token_id = int(backbone.generation_mask_token_id)
-        self._head_bias = model.get_layer("lm_bias")
         self._programs = {}
 
     # ---- the model, step by step ---------------------------------------------------------------
 
-    def _embed(self, token_ids, lang_ids, start=0):
-        """XLMBackbone's embeddings for positions start.. (no token types: generate gives none)."""
-        b = self.backbone
-        tokens = b.token_embedding(token_ids)
-        x = tokens + b.position_embedding(tokens, start_index=start)
-        if b.language_embedding is not None:
-            x = x + _optional_embedding(b.language_embedding, lang_ids)
-        return b.embeddings_layer_norm(x)
-
-    def _logits(self, hidden):
-        return self._head_bias(self.backbone.token_embedding(hidden, reverse=True))
-
     def _full_logits(self, buffer, index, lang_id):
-        """Logits at `index` for buffer[:, :index] + the mask token, the whole buffer re-run
-        exactly as Transformers runs `[*ids, mask]` (XLM's `get_masks`, <pad> rule included)."""
-        positions = ops.expand_dims(ops.arange(ops.shape(buffer)[1], dtype="int32"), 0)
-        tokens = ops.where(ops.equal(positions, index), self.mask_token_id, buffer)
-        seen = ops.less_equal(positions, index)
-        n_pad = ops.sum(ops.cast(ops.logical_and(ops.equal(tokens, self.backbone.pad_token_id), seen), "int32"),
-                        axis=1, keepdims=True)
-        padding_mask = ops.cast(ops.less(positions, index + 1 - n_pad), "int32")  # Transformers' `lengths`
-        keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
-        if self.causal:  # the triangle alone (keys after index are hidden by it), as XLMAttentionBias
-            bias = kl.attention_bias(ops.ones_like(padding_mask[:1]), causal=True)
-        else:
-            bias = kl.attention_bias(padding_mask)
-        x = self._embed(tokens, ops.full_like(tokens, lang_id)) * keep
-        for layer in self.backbone.transformer_layers:
-            x = layer(x, bias) * keep
-        return self._logits(ops.take(x, index, axis=1))
+        return self.model.generation_logits(buffer, index, lang_id, self.causal)
 
     def _new_cache(self, buffer):
-        b = self.backbone
-        layer = b.transformer_layers[0]
-        shape = (ops.shape(buffer)[0], 2, layer.num_heads, ops.shape(buffer)[1], layer.head_dim)
-        return tuple(ops.zeros(shape, "float32") for _ in b.transformer_layers)
-
-    def _cached_run(self, token_ids, cache, start, lang_id):
-        """token_ids at positions start.. through the causal layers, their keys/values written
-        into `cache` (a tuple, one [B, 2, heads, max_length, head_dim] per layer)."""
-        queries = start + ops.arange(ops.shape(token_ids)[1], dtype="int32")
-        keys = ops.arange(ops.shape(cache[0])[3], dtype="int32")
-        visible = ops.cast(ops.less_equal(keys[None, :], queries[:, None]), "float32")
-        bias = (1.0 - visible)[None, None] * kl.MASK_BIAS  # [1, 1, queries, keys]
-        x = self._embed(token_ids, ops.full_like(token_ids, lang_id), start)
-        new_cache = []
-        for layer, layer_cache in zip(self.backbone.transformer_layers, cache):
-            x, layer_cache = layer(x, bias, cache=layer_cache, cache_index=start)
-            new_cache.append(layer_cache)
-        return x, tuple(new_cache)
+        return self.model.new_cache(ops.shape(buffer)[0], ops.shape(buffer)[1])
 
     def _cached_logits(self, buffer, cache, index, lang_id):
         """Logits at `index` from the cache: runs buffer[:, index-1] and the mask token."""
         previous = ops.expand_dims(ops.take(buffer, index - 1, axis=1), 1)
-        tokens = ops.concatenate([previous, ops.full_like(previous, self.mask_token_id)], axis=1)
-        x, cache = self._cached_run(tokens, cache, index - 1, lang_id)
-        return self._logits(x[:, 1]), cache
+        mask_token = ops.full_like(previous, self.backbone.generation_mask_token_id)
+        x, cache = self.model.call_with_cache(ops.concatenate([previous, mask_token], axis=1), cache, index - 1,
+                                              lang_id)
+        return self.model.lm_logits(x[:, 1]), cache
 
     def _next(self, lang_id):
         """keras-hub's `next(buffer, cache, index) -> (logits, hidden_states, cache)`."""
         if not self.causal:
             return lambda buffer, cache, index: (self._full_logits(buffer, index, lang_id), None, cache)
         pad = self.backbone.pad_token_id
-        if self.mask_token_id == pad:  # the appended token is a <pad>: the full re-run at every step
+        if self.backbone.generation_mask_token_id == pad:  # the appended token is a <pad>: a full re-run
             return lambda buffer, cache, index: (self._full_logits(buffer, index, lang_id), None, cache)
 
         def next(buffer, cache, index):
@@ -224,6 +178,10 @@ class Generator:
             return logits, None, cache
 
         return next
+
+    def _prefill(self, buffer, lang_id):
+        """Every position's keys and values, causally (the cache a causal search starts from)."""
+        return self.model.call_with_cache(buffer, self._new_cache(buffer), 0, lang_id)[1]
 
     # ---- compiled programs ---------------------------------------------------------------------
 
@@ -238,9 +196,7 @@ class Generator:
 
             def run(buffer, prompt_mask, lang_id, start, end, eos, temperature, p):
                 chosen.end, chosen.temperature, chosen.p = end, temperature, p  # tensors, while tracing
-                cache = None
-                if self.causal:  # prefill: every position's keys/values, causally
-                    _, cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)
+                cache = self._prefill(buffer, lang_id) if self.causal else None
                 return chosen(self._next(lang_id), buffer, cache=cache, index=start, mask=prompt_mask,
                               stop_token_ids=(eos,))  # eos -1: never stops early
 
@@ -264,7 +220,7 @@ class Generator:
             def run(buffer, lang_id, start, end, eos, length_penalty):
                 # buffer [n, L]: the prompt in every row, <pad> after; start: its length
                 step = self._next(lang_id)
-                cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)[1] if self.causal else ()
+                cache = self._prefill(buffer, lang_id) if self.causal else ()
                 columns = tf.range(tf.shape(buffer)[1])[None, :]
                 top_n = tf.range(keep) < n
 
@@ -469,7 +425,7 @@ class Generator:
 
         def run(buffer):  # eagerly: a traced loop of n steps takes long to build
             out = []
-            cache = self._cached_run(buffer, self._new_cache(buffer), 0, lang_id)[1] if cached else None
+            cache = self._prefill(buffer, lang_id) if cached else None
             for index in range(1, n):
                 if cached:  # `next` as the samplers call it (with its fall-back for <pad>)
                     logits, _, cache = self._next(lang_id)(buffer, cache, tf.constant(index))

@@ -36,7 +36,7 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from kzoo.layers import Bias, TaskModel, TransformerLayer, attention_bias
+from kzoo.models.layers import MASK_BIAS, Bias, TaskModel, TransformerLayer, attention_bias
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -58,18 +58,19 @@ class XLMAttentionBias(keras.layers.Layer):
     """padding_mask [B, S] -> additive attention bias: the padding mask, or with `causal`
     the lower triangle alone (Transformers' `get_masks`). A layer: the triangle needs S."""
 
-    def __init__(self, causal=False, **kwargs):
+    def __init__(self, causal=False, mask_bias=MASK_BIAS, **kwargs):
         super().__init__(**kwargs)
         self.causal = causal
+        self.mask_bias = mask_bias
 
     def call(self, padding_mask):
         if not self.causal:
-            return attention_bias(padding_mask)
+            return attention_bias(padding_mask, self.mask_bias)
         # Transformers' causal mask ignores the padding: the triangle over all-visible keys.
-        return attention_bias(ops.ones_like(padding_mask), causal=True)
+        return attention_bias(ops.ones_like(padding_mask), self.mask_bias, causal=True)
 
     def get_config(self):
-        return {**super().get_config(), "causal": self.causal}
+        return {**super().get_config(), "causal": self.causal, "mask_bias": self.mask_bias}
 
 
 def _optional_embedding(embedding, ids):
@@ -107,6 +108,7 @@ class XLMBackbone(keras.Model):
         trained_causal=False,
         generation_mask_token_id=0,
         generation_lang_id=0,
+        mask_bias=MASK_BIAS,
         **kwargs,
     ):
         intermediate_dim = intermediate_dim or 4 * hidden_dim
@@ -131,7 +133,7 @@ class XLMBackbone(keras.Model):
             epsilon=layer_norm_epsilon, name="embeddings_layer_norm"
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout)
-        self.attention_bias = XLMAttentionBias(causal, name="attention_bias")
+        self.attention_bias = XLMAttentionBias(causal, mask_bias, name="attention_bias")
         self.transformer_layers = [
             TransformerLayer(
                 hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
@@ -147,12 +149,7 @@ class XLMBackbone(keras.Model):
         padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
         lang_ids = keras.Input((None,), dtype="int32", name="lang_ids")
 
-        tokens = self.token_embedding(token_ids)
-        x = tokens + self.position_embedding(tokens)
-        if has_languages:
-            x = x + _optional_embedding(self.language_embedding, lang_ids)
-        x = x + _optional_embedding(self.token_embedding, segment_ids)  # token types: token table
-        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
+        x = self.embeddings_dropout(self.embed(token_ids, lang_ids, segment_ids))
         keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)  # expand_dims: TFLite builtin
         x = x * keep
         bias = self.attention_bias(padding_mask)
@@ -188,6 +185,19 @@ class XLMBackbone(keras.Model):
         self.trained_causal = trained_causal
         self.generation_mask_token_id = generation_mask_token_id
         self.generation_lang_id = generation_lang_id
+        self.mask_bias = mask_bias
+
+    def embed(self, token_ids, lang_ids, segment_ids=None, start_index=0):
+        """Embeddings of the positions start_index.. (LayerNorm applied, no dropout): token +
+        position + language (with a language table) + token type (the *token* table), the last
+        two left out where their ids are negative ("not given")."""
+        tokens = self.token_embedding(token_ids)
+        x = tokens + self.position_embedding(tokens, start_index=start_index)
+        if self.language_embedding is not None:
+            x = x + _optional_embedding(self.language_embedding, lang_ids)
+        if segment_ids is not None:
+            x = x + _optional_embedding(self.token_embedding, segment_ids)
+        return self.embeddings_layer_norm(x)
 
     def get_config(self):
         return {
@@ -214,6 +224,7 @@ class XLMBackbone(keras.Model):
             "trained_causal": self.trained_causal,
             "generation_mask_token_id": self.generation_mask_token_id,
             "generation_lang_id": self.generation_lang_id,
+            "mask_bias": self.mask_bias,
         }
 
 
@@ -222,7 +233,8 @@ class XLMMaskedLM(TaskModel):
     """LM head: logits [B, S, V] = sequence_output · token_embeddingᵀ + bias.
 
     Transformers' `XLMWithLMHeadModel` (`pred_layer.proj`, tied to the token embedding);
-    used for fill-mask and, with causal attention, for generation."""
+    used for fill-mask and, with causal attention, for generation (kzoo.pipelines.generation runs
+    the search loops on `call_with_cache` and `generation_logits`)."""
 
     def __init__(self, backbone, **kwargs):
         inputs = backbone.input
@@ -231,13 +243,51 @@ class XLMMaskedLM(TaskModel):
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.backbone = backbone
 
+    def lm_logits(self, hidden):
+        """The LM head on hidden states [..., H] -> logits [..., V]."""
+        return self.get_layer("lm_bias")(self.backbone.token_embedding(hidden, reverse=True))
 
-def build(task, backbone_config, **task_config):
-    """Builds an XLM model for `task` from plain config dicts (the model dir's format)."""
-    backbone = XLMBackbone(**backbone_config, name="xlm")
-    if task == "backbone":
-        return backbone
-    return TASKS[task](backbone, **task_config)
+    def new_cache(self, batch_size, max_length):
+        """An empty key/value cache: one [B, 2, heads, max_length, head_dim] tensor per layer."""
+        layer = self.backbone.transformer_layers[0]
+        shape = (batch_size, 2, layer.num_heads, max_length, layer.head_dim)
+        return tuple(ops.zeros(shape, "float32") for _ in self.backbone.transformer_layers)
 
+    def call_with_cache(self, token_ids, cache, cache_update_index, lang_id):
+        """token_ids [B, n] at positions cache_update_index.. through the layers with causal attention,
+        their keys and values written into `cache` (see `new_cache`); `lang_id` is every position's
+        language (-1: none). Returns (hidden states [B, n, H], cache): keras-hub's `call_with_cache`,
+        but hidden states instead of logits, as generation needs the logits at one position only."""
+        b = self.backbone
+        queries = cache_update_index + ops.arange(ops.shape(token_ids)[1], dtype="int32")
+        keys = ops.arange(ops.shape(cache[0])[3], dtype="int32")
+        visible = ops.cast(ops.less_equal(keys[None, :], queries[:, None]), "float32")
+        bias = (1.0 - visible)[None, None] * b.mask_bias  # [1, 1, queries, keys]
+        x = b.embed(token_ids, ops.full_like(token_ids, lang_id), start_index=cache_update_index)
+        new_cache = []
+        for layer, layer_cache in zip(b.transformer_layers, cache):
+            x, layer_cache = layer(x, bias, cache=layer_cache, cache_index=cache_update_index)
+            new_cache.append(layer_cache)
+        return x, tuple(new_cache)
 
-TASKS = {"masked_lm": XLMMaskedLM}
+    def generation_logits(self, buffer, index, lang_id, causal):
+        """Logits [B, V] at `index` for buffer[:, :index] followed by the generation mask token, the
+        whole buffer run as Transformers' `generate` runs `[*ids, mask]` (no cache): XLM's `get_masks`
+        with its `lengths` (a text holding n <pad> tokens has its *last* n positions as padding), the
+        causal triangle alone when `causal`, no token types, `lang_id` at every position."""
+        b = self.backbone
+        positions = ops.expand_dims(ops.arange(ops.shape(buffer)[1], dtype="int32"), 0)
+        tokens = ops.where(ops.equal(positions, index), b.generation_mask_token_id, buffer)
+        seen = ops.less_equal(positions, index)
+        n_pad = ops.sum(ops.cast(ops.logical_and(ops.equal(tokens, b.pad_token_id), seen), "int32"),
+                        axis=1, keepdims=True)
+        padding_mask = ops.cast(ops.less(positions, index + 1 - n_pad), "int32")  # Transformers' `lengths`
+        keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)
+        if causal:  # the triangle alone (keys after index are hidden by it), as XLMAttentionBias
+            bias = attention_bias(ops.ones_like(padding_mask[:1]), b.mask_bias, causal=True)
+        else:
+            bias = attention_bias(padding_mask, b.mask_bias)
+        x = b.embed(tokens, ops.full_like(tokens, lang_id)) * keep
+        for layer in b.transformer_layers:
+            x = layer(x, bias) * keep
+        return self.lm_logits(ops.take(x, index, axis=1))

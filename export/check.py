@@ -1,0 +1,113 @@
+"""The parity check both export formats share: what an export computes against Keras fp32, on the ids
+path and on the text path, and the report written beside it (kzoo.io.layout.report_path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kzoo.export.common import ExportError, input_names, text_signature
+from kzoo.models import outputs
+
+
+def compare(ours, reference, padding_mask):
+    """Per output: max abs diff, cosine (per position / per example, over real tokens) and top-1
+    agreement (argmax of the last axis), of `ours` against `reference` (Keras fp32)."""
+    rows = {}
+    keep = np.asarray(padding_mask).astype(bool)
+    for name, want in reference.items():
+        want = np.asarray(want, np.float64)
+        got = np.asarray(ours[name], np.float64)
+        if got.shape != want.shape:
+            raise ExportError(f"output {name}: shape {got.shape} != Keras {want.shape}")
+        if want.ndim == 3 and want.shape[:2] == keep.shape:  # [B, S, X]: real positions only
+            got, want = got[keep], want[keep]
+        width = want.shape[-1] if want.ndim > 1 else 1  # rows: one vector per position / example
+        got, want = got.reshape(-1, width), want.reshape(-1, width)
+        norm = np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1)
+        cosine = np.sum(got * want, axis=-1) / np.maximum(norm, 1e-30)
+        both_zero = (np.abs(got).max(-1) == 0) & (np.abs(want).max(-1) == 0)  # e.g. unused fill-mask slots
+        cosine = np.where(both_zero, 1.0, cosine)
+        rows[name] = {
+            "max_abs_diff": float(np.max(np.abs(got - want))) if got.size else 0.0,
+            "cosine_min": float(cosine.min()) if cosine.size else 1.0,
+            "cosine_mean": float(cosine.mean()) if cosine.size else 1.0,
+            "top1_agreement": float(np.mean(got.argmax(-1) == want.argmax(-1))) if got.size else 1.0,
+            "finite": bool(np.all(np.isfinite(got))),
+        }
+    return rows
+
+
+def merge_comparisons(parts):
+    """One row per output over several batches: worst max diff / min cosine, mean of the means."""
+    merged = {}
+    for part in parts:
+        for name, row in part.items():
+            m = merged.setdefault(name, {"max_abs_diff": 0.0, "cosine_min": 1.0, "_cos": [], "_top1": [],
+                                         "finite": True})
+            m["max_abs_diff"] = max(m["max_abs_diff"], row["max_abs_diff"])
+            m["cosine_min"] = min(m["cosine_min"], row["cosine_min"])
+            m["_cos"].append(row["cosine_mean"])
+            m["_top1"].append(row["top1_agreement"])
+            m["finite"] = m["finite"] and row["finite"]
+    for m in merged.values():
+        m["cosine_mean"] = float(np.mean(m.pop("_cos")))
+        m["top1_agreement"] = float(np.mean(m.pop("_top1")))
+    return merged
+
+
+def ids_rows(run, model, batches):
+    """`run(batch)` (an export's ids signature) against the Keras model, merged over the batches."""
+    parts = []
+    for batch in batches:
+        want = {k: np.asarray(v) for k, v in outputs(model, batch).items()}
+        parts.append(compare(run(batch), want, batch["padding_mask"]))
+    return merge_comparisons(parts)
+
+
+def text_report(run_text, model, config, tokenizer, texts, longest, options):
+    """`run_text(texts)` (an export's text signature) against the same ids through the Python tokenizer
+    and the task's text signature run by Keras: float outputs compared, integer outputs' agreement
+    (top ids and label ids may differ only where two scores tie within float error)."""
+    got = run_text(texts)
+    width = got["token_ids"].shape[1]  # the bucket the graph chose
+    batch = tokenizer(texts, max_length=longest, truncation=True, padding="max_length")
+    batch = {k: np.asarray(v, "int32")[:, :width] for k, v in batch.items()}
+    batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
+    numeric, _ = text_signature(model, config, tokenizer, options)
+    want = {k: np.asarray(v) for k, v in numeric(batch).items()}
+    floats = {k: v for k, v in want.items() if v.dtype.kind == "f"}
+    ids_equal = bool(np.array_equal(got["token_ids"], batch["token_ids"])
+                     and np.array_equal(got["padding_mask"], batch["padding_mask"]))
+    return {"texts": len(texts), "bucket": width, "ids_equal_python_tokenizer": ids_equal,
+            "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"]),
+            "integer_agreement": {k: float(np.mean(got[k] == v)) for k, v in want.items() if v.dtype.kind != "f"}}
+
+
+def passes(rows, metric="max_abs_diff", bound=1e-4):
+    """Every output finite and within the bound (max_abs_diff: at most; cosine: at least)."""
+    return all(r["finite"] and (r[metric] <= bound if metric == "max_abs_diff" else r[metric] >= bound)
+               for r in rows.values())
+
+
+def write_report(path, report):
+    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(type(x).__name__)
+
+
+def human_size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024

@@ -1,0 +1,191 @@
+"""What both export formats build on: the model, its signatures' inputs, the text signature the
+model dir's task declares (kzoo.tasks), length buckets and the tokenizer inside the graph."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kzoo.errors import KzooError
+from kzoo.io import modeldir
+from kzoo.models import outputs
+from kzoo.tasks import TASKS
+
+BATCH_BUCKETS = tuple(2**i for i in range(11))  # 1, 2, 4, ..., 1024
+
+
+class ExportError(KzooError):
+    """A one-line, user-facing problem with an export."""
+
+
+def load_model(model_dir, mask_bias=None):
+    """(Keras model, config) of a kzoo model dir; with `mask_bias`, built with that attention-mask
+    bias instead of the exact one (a backbone argument: kzoo.models.layers.MASK_BIAS)."""
+    config = modeldir.read_config(model_dir)
+    model = modeldir.load(model_dir, **({} if mask_bias is None else {"mask_bias": float(mask_bias)}))
+    return model, config
+
+
+def text_options(config, **given):
+    """The model dir's task's text-signature options: the declared ones (kzoo.tasks), each given value
+    or its default, checked (whole numbers >= 1) before any slow work."""
+    task = TASKS.get(config.get("task"))
+    declared = dict(task.text_options) if task else {}
+    options = {name: given.get(name) if given.get(name) is not None else default
+               for name, default in declared.items()}
+    for name, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ExportError(f"{flag} must be a whole number >= 1, got {value!r}")
+    return options
+
+
+def text_signature(model, config, tokenizer, options):
+    """The task's `(numeric, strings)` text functions (kzoo.tasks), or an ExportError when it has none."""
+    task = TASKS.get(config.get("task"))
+    if task is None or task.text_signature is None:
+        raise ExportError(f"no text signature for task {config.get('task')!r}; export ids in")
+    try:
+        return task.text_signature(model, config, tokenizer, **options)
+    except KzooError as e:
+        raise ExportError(f"text signature: {e}") from None
+
+
+def load_text_tokenizer(model_dir):
+    """The model dir's tokenizer, if it can run inside a TF graph (`tf_encode`); else an ExportError."""
+    from kzoo.tokenizers import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(model_dir)
+    except KzooError as e:
+        raise ExportError(f"text signatures need the model dir's tokenizer: {e}") from None
+    if not hasattr(tokenizer, "tf_encode"):
+        raise ExportError(
+            f"{model_dir}: its {type(tokenizer).__name__} runs in Python only (not a TF graph op), so it "
+            "cannot go inside an export; export ids in (the default) and tokenize with kzoo.load_tokenizer"
+        )
+    return tokenizer
+
+
+def input_names(model):
+    """The model's declared inputs, all int32 [B, S], sorted."""
+    inputs = model.input
+    if not isinstance(inputs, dict):
+        raise ExportError(f"{model.name}: expected a model with named inputs (token_ids, padding_mask, ...)")
+    return sorted(inputs)
+
+
+def input_signature(model):
+    import tensorflow as tf
+
+    # [None, None]: dynamic batch and sequence length (TFLite: shape_signature [-1, -1]).
+    return {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names(model)}
+
+
+def variable_holder(model):
+    """A tf.Module tracking the model's variables.
+
+    Tracking the Keras 3 variables themselves (`model.variables`) is not enough: the TFLite
+    converter, which goes through a SavedModel, then kept them as resource variables without
+    values (VAR_HANDLE / READ_VARIABLE ops, all-NaN outputs). Tracking the underlying tf.Variables
+    (`.value`, as Keras' own ExportArchive does) saves them, and the converter freezes them.
+    """
+    import tensorflow as tf
+
+    holder = tf.Module()
+    holder.model_variables = [v.value for v in model.variables]
+    return holder
+
+
+def ids_function(model):
+    """The ids signature's function: the model's inputs -> its outputs (named)."""
+    return lambda inputs: outputs(model, inputs)
+
+
+def max_tokens(model):
+    """The longest input the model's position table takes.
+
+    `max_sequence_length` when positions count from 0 (ALBERT, XLM); fewer when they start further
+    on (XLM-R counts from pad_token_id + 1, so 514 positions take 512 tokens). Found by running the
+    backbone at decreasing lengths on CPU (where an out-of-range gather raises) instead of knowing
+    each family.
+    """
+    import tensorflow as tf
+
+    backbone = getattr(model, "backbone", model)
+    longest = int(backbone.max_sequence_length)
+    token = int(getattr(backbone, "vocabulary_size", 2)) - 1  # a real token: no family pads with the last id
+    for length in range(longest, max(longest - 8, 0), -1):
+        inputs = {name: np.zeros((1, length), "int32") for name in input_names(backbone)}
+        inputs["token_ids"] = np.full((1, length), token, "int32")
+        inputs["padding_mask"] = np.ones((1, length), "int32")
+        try:
+            with tf.device("/CPU:0"):
+                backbone(inputs, training=False)
+            return length
+        except (tf.errors.InvalidArgumentError, ValueError):
+            continue
+    raise ExportError(f"{model.name}: could not find the longest input its position table takes")
+
+
+def length_buckets(longest, smallest=16):
+    """Padded lengths a text signature uses: 16, 32, ..., up to and including `longest`."""
+    buckets = []
+    b = smallest
+    while b < longest:
+        buckets.append(b)
+        b *= 2
+    return buckets + [longest]
+
+
+def pad_values(model):
+    """What each input is padded with: the model's pad id for token_ids, 0 for the others."""
+    return {"token_ids": int(getattr(getattr(model, "backbone", model), "pad_token_id", 0) or 0)}
+
+
+def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
+    """`compiled(inputs)`, the inputs padded up to a batch bucket (and a length bucket when `lengths`
+    is given) first, and the outputs cut back to the request's batch (and length: rank-3 outputs).
+
+    Runs outside XLA, which compiles one program per input shape: a server then compiles a handful
+    of programs instead of one per request shape. The padding is masked (padding_mask 0, <pad>
+    tokens), so real positions compute what they would unpadded; sizes past the last bucket pass
+    as they are.
+    """
+    import tensorflow as tf
+
+    def up(table, n):
+        table = tf.constant(table, tf.int32)
+        return tf.reduce_min(tf.where(table >= n, table, tf.maximum(n, table[-1])))
+
+    shape = tf.shape(inputs["token_ids"])
+    size, length = shape[0], shape[1]
+    pad_rows = up(batches, size) - size
+    pad_columns = up(lengths, length) - length if lengths else 0
+    padded = {name: tf.pad(value, [[0, pad_rows], [0, pad_columns]], constant_values=pad_values.get(name, 0))
+              for name, value in inputs.items()}
+    out = compiled(padded)
+    # Every model output with a sequence axis is [B, S, ...] of rank 3 (sequence_output, MLM
+    # logits); rank-2 outputs are per text ([B, H], [B, C]). A [B, S] output would need its name here.
+    return {name: value[:size, :length] if lengths and value.shape.rank == 3 else value[:size]
+            for name, value in out.items()}
+
+
+def encode_in_graph(tokenizer, model, text, longest, buckets=None):
+    """strings [B] -> the model's inputs [B, L] inside the graph.
+
+    `tf_encode` pads to `longest`; the batch is then cut to its longest row, rounded up to a bucket
+    when `buckets` is given (XLA compiles one program per shape, so a server sees a handful of
+    lengths instead of one per request). Inputs the tokenizer does not make (XLM's `lang_ids`) are 0.
+    """
+    import tensorflow as tf
+
+    batch = tokenizer.tf_encode(text, longest)
+    needed = tf.reduce_max(tf.reduce_sum(batch["padding_mask"], axis=1))
+    if buckets:
+        table = tf.constant(buckets, tf.int32)
+        index = tf.minimum(tf.reduce_sum(tf.cast(table < needed, tf.int32)), len(buckets) - 1)
+        needed = tf.gather(table, index)
+    batch = {name: value[:, :needed] for name, value in batch.items()}
+    for name in input_names(model):
+        batch.setdefault(name, tf.zeros_like(batch["token_ids"]))
+    return {name: batch[name] for name in input_names(model)}

@@ -1,0 +1,156 @@
+"""Reading and repairing .tflite flatbuffers (LiteRT's schema): the op list an export is checked with,
+and the two repairs the int16x8 quantizer needs."""
+
+from __future__ import annotations
+
+from kzoo.export.common import ExportError
+
+
+def quantize_int16x8(float_model, dataset, registerers):
+    """int16 activations, int8 weights, through TF's (older) 16x8 quantizer, with two repairs.
+
+    1. The quantizer asks for a calibrated range on every input of certain ops, integer ones
+       included, and aborts ("Empty min/max for tensor serving_default_token_ids:0") where Keras'
+       embedding lookup adds/compares int32 ids. Integer tensors get a placeholder range; they stay
+       int32 (checked below), the range is never used.
+    2. It quantizes SQUARED_DIFFERENCE (LayerNorm's variance) to int16, for which LiteRT has no
+       kernel; that op runs in float between a DEQUANTIZE and a QUANTIZE.
+    This is the converter's own path (`TFLiteConverter` with the 16x8 op set) with the repairs between
+    its calibrate and quantize steps, which it does not expose: hence its private Calibrator.
+    """
+    import tensorflow as tf
+    from ai_edge_litert import schema_py_generated as schema
+    from tensorflow.lite.python.optimize import calibrator
+
+    model = _unpack(float_model)
+    int32_before = {t.name for g in model.subgraphs for t in g.tensors if t.type == schema.TensorType.INT32}
+    for g in model.subgraphs:
+        for t in g.tensors:
+            if t.type == schema.TensorType.INT32 and not _has_data(model, t):
+                t.quantization = t.quantization or schema.QuantizationParametersT()
+                t.quantization.min, t.quantization.max = [0.0], [1.0]
+    quantized = calibrator.Calibrator(_pack(model), [], registerers).calibrate_and_quantize(
+        dataset, tf.float32, tf.float32, True, tf.int16, tf.int64)
+    model = _unpack(quantized)
+    _float_islands(model, {schema.BuiltinOperator.SQUARED_DIFFERENCE})
+    changed = sorted(t.name.decode() for g in model.subgraphs for t in g.tensors
+                     if t.name in int32_before and t.type != schema.TensorType.INT32)
+    if changed:
+        raise ExportError(f"int16x8: integer tensors were quantized ({', '.join(changed[:3])}, ...)")
+    return _pack(model)
+
+
+def _unpack(content):
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+
+
+def _pack(model):
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _has_data(model, tensor):
+    data = model.buffers[tensor.buffer].data if 0 <= tensor.buffer < len(model.buffers) else None
+    return data is not None and len(data) > 0
+
+
+def _float_islands(model, codes):
+    """Runs ops in `codes` that were given int16 tensors in float: DEQUANTIZE in, QUANTIZE out
+    (into the original output tensor, keeping its calibrated scale)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    dequantize = _opcode(model, schema.BuiltinOperator.DEQUANTIZE)
+    quantize = _opcode(model, schema.BuiltinOperator.QUANTIZE)
+    for g in model.subgraphs:
+        operators = []
+        for op in g.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            int16 = [i for i in list(op.inputs) + list(op.outputs)
+                     if i >= 0 and g.tensors[i].type == schema.TensorType.INT16]
+            if max(code.builtinCode, code.deprecatedBuiltinCode) not in codes or not int16:
+                operators.append(op)
+                continue
+            op.inputs, op.outputs = list(op.inputs), list(op.outputs)
+            for k, i in enumerate(op.inputs):
+                if i >= 0 and g.tensors[i].type == schema.TensorType.INT16:
+                    op.inputs[k] = _float_twin(g, i)
+                    operators.append(_operator(dequantize, [i], [op.inputs[k]]))
+            tail = []
+            for k, o in enumerate(op.outputs):
+                if g.tensors[o].type == schema.TensorType.INT16:
+                    op.outputs[k] = _float_twin(g, o)
+                    tail.append(_operator(quantize, [op.outputs[k]], [o]))
+            operators += [op, *tail]
+        g.operators = operators
+
+
+def _opcode(model, builtin):
+    from ai_edge_litert import schema_py_generated as schema
+
+    for i, c in enumerate(model.operatorCodes):
+        if max(c.builtinCode, c.deprecatedBuiltinCode) == builtin:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _float_twin(subgraph, index):
+    from ai_edge_litert import schema_py_generated as schema
+
+    t = subgraph.tensors[index]
+    twin = schema.TensorT()
+    twin.name = t.name + b"_float"
+    twin.shape = None if t.shape is None else list(t.shape)
+    twin.shapeSignature = None if t.shapeSignature is None else list(t.shapeSignature)
+    twin.type, twin.buffer = schema.TensorType.FLOAT32, 0
+    subgraph.tensors.append(twin)
+    return len(subgraph.tensors) - 1
+
+
+def _operator(opcode, inputs, outputs):
+    from ai_edge_litert import schema_py_generated as schema
+
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, inputs, outputs
+    return op
+
+
+def read_ops(content):
+    """The operators in a .tflite file: {"all", "counts", "custom", "integer_fraction"}.
+
+    Builtins by name (ADD, GELU, ...), custom ops by their custom code (Flex ops are custom ops named
+    "Flex..."). integer_fraction: of the ops computing on real values, the share with int8/int16
+    outputs (how much of a quantized model actually runs integer kernels).
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(content, 0)
+    codes = []
+    for i in range(model.OperatorCodesLength()):
+        c = model.OperatorCodes(i)
+        code = max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
+        codes.append(c.CustomCode().decode() if code == schema.BuiltinOperator.CUSTOM else names.get(code, str(code)))
+    counts, real, integer = {}, 0, 0
+    quantized = (schema.TensorType.INT8, schema.TensorType.INT16)
+    for s in range(model.SubgraphsLength()):
+        g = model.Subgraphs(s)
+        for j in range(g.OperatorsLength()):
+            op = g.Operators(j)
+            name = codes[op.OpcodeIndex()]
+            counts[name] = counts.get(name, 0) + 1
+            if op.OutputsLength() and name not in ("QUANTIZE", "DEQUANTIZE"):
+                kind = g.Tensors(op.Outputs(0)).Type()
+                if kind in quantized or kind == schema.TensorType.FLOAT32:
+                    real += 1
+                    integer += kind in quantized
+    custom = sorted({n for n in codes if n not in names.values()})
+    return {"all": sorted(set(codes)), "counts": dict(sorted(counts.items())), "custom": custom,
+            "integer_fraction": round(integer / real, 3) if real else 0.0}

@@ -1,0 +1,141 @@
+"""The `kzoo` command line (also `python -m kzoo`): the composition root, the one part of kzoo that
+imports every other (the converters, the exports, the core). Choices come from the declarations
+(kzoo.families, kzoo.tasks); each command is a function in kzoo.cli.commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kzoo.cli import commands
+from kzoo.cli.output import import_tensorflow_quietly
+from kzoo.errors import KzooError
+from kzoo.tasks import TASKS
+
+FILL_MASK = dict(TASKS["masked_lm"].text_options)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="kzoo", description="ALBERT, XLM-RoBERTa and XLM for TensorFlow/Keras: convert, run, verify."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, fn, help):
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(fn=fn)
+        return p
+
+    _convert(command)
+    _pipelines(command)
+    _generate(command)
+    _export(sub)
+    p = command("verify", commands.cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
+    p.add_argument("model", help="kzoo model dir")
+    p.add_argument("--reference", required=True, help="the Hugging Face checkpoint it was converted from")
+    return parser
+
+
+def _convert(command):
+    p = command("convert", commands.cmd_convert, "convert a Hugging Face PyTorch checkpoint into a kzoo model dir")
+    p.add_argument("src", help="checkpoint dir (config.json + safetensors / pytorch_model.bin), or a hub id")
+    p.add_argument("out", help="the kzoo model dir to write (written aside, then renamed into place)")
+    p.add_argument("--task", choices=list(TASKS), metavar="TASK",
+                   help="head to build (default: the checkpoint's own class): "
+                        + "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()))
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--pretokenize-by-lang", action="store_true",
+                   help="XLM: apply the language's own Moses rules / segmenter (Transformers 5 does not)")
+
+
+def _pipelines(command):
+    p = command("fill-mask", commands.cmd_fill_mask, "predict the masked token(s) in a text")
+    p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
+    p.add_argument("text", help="text with the model's mask token, e.g. [MASK] for ALBERT")
+    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
+    p.add_argument("--lang", help="XLM: the text's language, e.g. fr (default: none given, as Transformers)")
+
+    p = command("embed", commands.cmd_embed, "sequence and pooled features of texts")
+    p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+
+
+def _generate(command):
+    p = command("generate", commands.cmd_generate, "continue a text with an XLM language model (greedy, sampling, beam)")
+    p.add_argument("model", help="kzoo model dir (XLM with its LM head)")
+    p.add_argument("prompt", help="the text to continue (encoded as <s> text </s>, as Transformers does)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="at most this many new tokens (default 20)")
+    p.add_argument("--lang", help="language of the text and of the new tokens, e.g. fr (default: the "
+                   "config's lang_id, as Transformers)")
+    p.add_argument("--sampler", choices=["greedy", "top-k", "top-p", "beam"],
+                   help="default: greedy, or what --top-k / --top-p / --num-beams / --length-penalty imply")
+    p.add_argument("--top-k", type=int, help="top-k: sample among the K likeliest tokens (default 5)")
+    p.add_argument("--top-p", type=float, help="top-p: sample from the likeliest tokens up to mass P (default 0.9)")
+    p.add_argument("--num-beams", type=int, help="beam: beams to keep (default 4)")
+    p.add_argument("--length-penalty", type=float, help="beam: ended beams score summed log-probability / "
+                   "length ** L (default 1, as Transformers)")
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits first (default 1; greedy and beam search "
+                   "ignore it, as Transformers does without sampling)")
+    p.add_argument("--seed", type=int, help="seed for top-k / top-p draws (default: a fresh one)")
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at </s>")
+    p.add_argument("--no-special-tokens", action="store_true", help="encode the prompt without <s> ... </s>")
+    attention = p.add_mutually_exclusive_group()
+    attention.add_argument("--causal", dest="attention", action="store_const", const="causal",
+                           help="attend causally whatever the config says")
+    attention.add_argument("--bidirectional", dest="attention", action="store_const", const="bidirectional",
+                           help="attend bidirectionally even where the model was trained causally "
+                                "(Transformers' behaviour when the config says causal=false)")
+
+
+def _export(sub):
+    from kzoo.export.tflite import QUANTIZE
+
+    p = sub.add_parser("export", help="export a model dir as a SavedModel (XLA) or a .tflite file",
+                       description="export a model dir as a SavedModel (XLA) or a .tflite file")
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+
+    def export_command(name, fn, help):
+        q = formats.add_parser(name, help=help, description=help)
+        q.add_argument("model", help="kzoo model dir")
+        q.add_argument("--json", action="store_true", help="machine-readable output (the report)")
+        q.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+        q.add_argument("--top-k", type=int, help=f"text signature, fill-mask: predictions per mask "
+                       f"(default {FILL_MASK['top_k']})")
+        q.add_argument("--max-masks", type=int, help=f"text signature, fill-mask: masks per text "
+                       f"(default {FILL_MASK['max_masks']})")
+        q.set_defaults(fn=fn)
+        return q
+
+    q = export_command("savedmodel", commands.cmd_export_savedmodel,
+                       "SavedModel for TensorFlow Serving: OUT/1/saved_model.pb, XLA-compiled signatures")
+    q.add_argument("out", help="the SavedModel base dir to write (written aside, then renamed into place)")
+    q.add_argument("--ids-only", action="store_true", help="no serve_text signature (strings in)")
+    q = export_command("tflite", commands.cmd_export_tflite, "LiteRT .tflite file, builtin ops, optionally quantized")
+    q.add_argument("out", help="the .tflite file to write (+ OUT.report.json and OUT.kzoo/ beside it)")
+    q.add_argument("--quantize", default="none", metavar="{" + ",".join(QUANTIZE) + "}",
+                   help="weights / activations precision (default none: fp32)")
+    q.add_argument("--calibration", metavar="FILE",
+                   help="int8 / int16x8: calibration texts, one per line (default: built-in multilingual text)")
+    q.add_argument("--with-tokenizer", action="store_true",
+                   help="strings in: the SentencePiece tokenizer inside the model (ALBERT, XLM-R)")
+    q.add_argument("--mask-bias", type=float, metavar="B",
+                   help="attention-mask bias to build with (default: -100 for int8 / int16x8, else exact)")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import_tensorflow_quietly()
+    try:
+        return args.fn(args) or 0
+    except KzooError as e:
+        print(f"kzoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kzoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""What each `kzoo` command does: one function per command, `args` from kzoo.cli's parser."""
+
+from __future__ import annotations
+
+import sys
+
+from kzoo.cli.output import print_json, progress_bar
+
+
+def cmd_convert(args):
+    from kzoo.converters.convert import convert
+
+    with progress_bar("converting", enabled=not args.json) as progress:
+        options = {"pretokenize_by_lang": True} if args.pretokenize_by_lang else None
+        summary = convert(args.src, args.out, task=args.task, overwrite=args.overwrite, progress=progress,
+                          tokenizer_options=options)
+    if args.json:
+        return print_json(summary)
+    preset = f" ({summary['preset']})" if summary["preset"] else ""
+    print(f"{summary['out']}: {summary['architecture']} {summary['task']}{preset}, "
+          f"{summary['parameters']:,} parameters from {summary['checkpoint_format']}; {summary['report']}")
+    if not summary["tokenizer"]:
+        print("note: the source has no tokenizer files; text commands will need them", file=sys.stderr)
+
+
+def cmd_fill_mask(args):
+    from kzoo.pipelines import FillMask
+
+    result = FillMask(args.model)(args.text, top_k=args.top_k, lang=args.lang)
+    if args.json:
+        return print_json(result)
+    groups = result if result and isinstance(result[0], list) else [result]
+    for i, rows in enumerate(groups):
+        if len(groups) > 1:
+            print(f"mask {i + 1}:")
+        for r in rows:
+            print(f"  {r['score']:.4f}  {r['token_str']!r:<20} {r['sequence']}")
+
+
+def cmd_embed(args):
+    from kzoo.pipelines import Features
+
+    results = Features(args.model)(args.text, lang=args.lang)
+    if args.json:
+        return print_json(results)
+    for text, r in zip(args.text, results):
+        seq = r["sequence_output"]
+        line = f"{text!r}: {len(r['tokens'])} tokens, sequence_output {list(seq.shape)}"
+        if "pooled_output" in r:
+            p = r["pooled_output"]
+            line += f", pooled_output [{p.shape[0]}] = [{', '.join(f'{v:.4f}' for v in p[:4])}, ...]"
+        print(line)
+
+
+def cmd_generate(args):
+    from kzoo.pipelines.generation import GenerationError, Generator
+
+    causal = {"causal": True, "bidirectional": False}.get(args.attention)
+    beam = args.num_beams is not None or args.length_penalty is not None
+    if beam and args.sampler not in (None, "beam"):
+        raise GenerationError(f"--num-beams / --length-penalty are for beam search, not --sampler {args.sampler}")
+    sampler = args.sampler or ("beam" if beam else "top-p" if args.top_p is not None
+                               else "top-k" if args.top_k is not None else "greedy")
+    result = Generator(args.model, causal=causal)(
+        args.prompt, max_new_tokens=args.max_new_tokens, lang=args.lang, sampler=sampler,
+        k=args.top_k if args.top_k is not None else 5, p=args.top_p if args.top_p is not None else 0.9,
+        num_beams=args.num_beams if args.num_beams is not None else 4, temperature=args.temperature,
+        seed=args.seed, ignore_eos=args.ignore_eos, add_special_tokens=not args.no_special_tokens,
+        length_penalty=args.length_penalty if args.length_penalty is not None else 1.0)
+    if args.json:
+        return print_json(result)
+    print(result["generated_text"])
+
+
+def cmd_verify(args):
+    from kzoo.converters.verify import verify
+
+    try:
+        import torch, transformers  # noqa: F401,E401
+    except ImportError as e:
+        print(f"kzoo: error: verify needs the PyTorch reference ({e}): pip install 'kzoo[reference]'",
+              file=sys.stderr)
+        return 2
+
+    report = verify(args.model, args.reference)
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{report['model']} against {report['reference']} (PyTorch), bound {report['bound']:g}")
+        for r in report["rows"]:
+            mark = "ok  " if r["ok"] else "FAIL"
+            print(f"  {mark} {r['batch']:<13} {r['output']:<16} {str(r['shape']):<16} "
+                  f"max abs diff {r['max_abs_diff']:.3e}")
+        print("PASS" if report["ok"] else "FAIL")
+    return 0 if report["ok"] else 1
+
+
+def cmd_export_savedmodel(args):
+    from kzoo.export import export_savedmodel
+
+    with progress_bar("exporting SavedModel", enabled=not args.json) as progress:
+        report = export_savedmodel(args.model, args.out, text=False if args.ids_only else None,
+                                   top_k=args.top_k, max_masks=args.max_masks, overwrite=args.overwrite,
+                                   progress=progress)
+    if args.json:
+        print_json(report)
+        return 0 if report["ok"] else 1
+    from kzoo.export.check import human_size
+
+    print(f"{report['path']}: SavedModel (XLA), {human_size(report['bytes'])}")
+    for name, sig in report["signatures"].items():
+        print(f"  {name:<16} {', '.join(sig['inputs'])} -> {', '.join(sig['outputs'])}")
+    evaluation = report["evaluation"]
+    rows = {f"serving_default {k}": r for k, r in evaluation["serving_default"].items()}
+    rows.update({f"serve_text {k}": r for k, r in evaluation.get("serve_text", {}).get("outputs", {}).items()})
+    for name, r in rows.items():
+        print(f"  against Keras fp32: {name:<28} max abs diff {r['max_abs_diff']:.2e}")
+    if "serve_text" in evaluation:
+        same = evaluation["serve_text"]["ids_equal_python_tokenizer"]
+        print(f"  serve_text ids {'==' if same else '!='} the Python tokenizer's")
+    print(f"{'PASS' if report['ok'] else 'FAIL'} (bound {evaluation['bound']:g}); report: {report['out']}.report.json")
+    return 0 if report["ok"] else 1
+
+
+def cmd_export_tflite(args):
+    from kzoo.export import export_tflite
+
+    with progress_bar(f"exporting TFLite ({args.quantize})", enabled=not args.json) as progress:
+        report = export_tflite(args.model, args.out, quantize=args.quantize, calibration=args.calibration,
+                               with_tokenizer=args.with_tokenizer, mask_bias=args.mask_bias, top_k=args.top_k,
+                               max_masks=args.max_masks, overwrite=args.overwrite, progress=progress)
+    if args.json:
+        print_json(report)
+        return 0 if report["ok"] else 1
+    evaluation = report["evaluation"]
+    custom = f" + custom {', '.join(report['custom_ops'])}" if report["custom_ops"] else ""
+    print(f"{report['out']}: {report['quantize']}, {report['size']}, {len(report['ops'])} ops, "
+          f"builtin{custom}")
+    for name, sig in report["signatures"].items():
+        print(f"  {name:<16} {', '.join(sig['inputs'])} -> {', '.join(sig['outputs'])}")
+    for name, r in evaluation["outputs"].items():
+        print(f"  against Keras fp32 ({evaluation['texts']} held-out texts): {name:<12} "
+              f"max abs diff {r['max_abs_diff']:.2e}  cosine {r['cosine_min']:.5f} (min)  "
+              f"top-1 {100 * r['top1_agreement']:.1f}%")
+    if "ids_equal_python_tokenizer" in evaluation:
+        same = evaluation["ids_equal_python_tokenizer"]
+        print(f"  ids in the model {'==' if same else '!='} the Python tokenizer's")
+    sense = "<=" if evaluation["metric"] == "max_abs_diff" else ">="
+    print(f"{'PASS' if report['ok'] else 'FAIL'} ({evaluation['metric']} {sense} {evaluation['bound']:g}); "
+          f"report: {report['out']}.report.json")
+    return 0 if report["ok"] else 1

@@ -1,0 +1,38 @@
+"""The Keras models: one file per family (albert.py, xlm_roberta.py, xlm.py) on shared layers.
+
+`build_model(config)` builds any of them from a model dir's config, reading the family's
+declaration (kzoo.families); `outputs(model, inputs)` calls one and names its outputs.
+"""
+
+from __future__ import annotations
+
+from kzoo.errors import ModelDirError
+from kzoo.families import get_family
+
+
+def build_model(config, **backbone_overrides):
+    """A freshly initialised Keras model for a model-dir config dict ({"architecture", "task",
+    "backbone", "task_config"}). backbone_overrides: build options such as `mask_bias`."""
+    family = get_family(config.get("architecture"))
+    task = config.get("task")
+    backbone_config = {**config["backbone"], **backbone_overrides}
+    if task == "backbone":
+        return family.backbone_class()(**backbone_config, name=family.keras_name)
+    if task not in family.tasks:
+        raise ModelDirError(f"{family.name} has no task {task!r}; it has {', '.join(family.task_names)}")
+    task_class = family.task_class(task)
+    if task_class.uses_pooler is not None:  # Transformers' add_pooling_layer, per head
+        backbone_config["use_pooler"] = task_class.uses_pooler
+    backbone = family.backbone_class()(**backbone_config, name=family.keras_name)
+    return task_class(backbone, **config.get("task_config", {}))
+
+
+def outputs(model, inputs, training=False) -> dict:
+    """The model's outputs as a dict: its own names, or {"logits": ...} for a single tensor."""
+    out = model(inputs, training=training)
+    return dict(out) if isinstance(out, dict) else {"logits": out}
+
+
+def output_names(model) -> list:
+    out = model.output
+    return sorted(out) if isinstance(out, dict) else ["logits"]

@@ -1,0 +1,26 @@
+"""Pipelines, named and shaped as Transformers' are: text in, Transformers' output formats out.
+
+Each runs on a kzoo.runtime Runner, so it takes a model dir, a SavedModel, a .tflite file or a Keras
+model alike. A model's task (kzoo.tasks) lists the pipelines that run it.
+"""
+
+from __future__ import annotations
+
+from kzoo.pipelines.base import Pipeline, PipelineError
+from kzoo.pipelines.features import Features
+from kzoo.pipelines.fill_mask import FillMask
+from kzoo.pipelines.generation import Generator
+
+PIPELINES = {cls.name: cls for cls in (FillMask, Features, Generator)}
+ALIASES = {"embed": "features", "generate": "text-generation"}
+
+__all__ = ["PIPELINES", "Pipeline", "PipelineError", "FillMask", "Features", "Generator", "pipeline"]
+
+
+def pipeline(name, model, tokenizer=None, **kwargs):
+    """`pipeline("fill-mask", "out/albert")`: the named pipeline on a model dir, a SavedModel, a
+    .tflite file or a Keras model (with `tokenizer=`, a tokenizer or a dir holding one)."""
+    cls = PIPELINES.get(ALIASES.get(name, name))
+    if cls is None:
+        raise PipelineError(f"unknown pipeline {name!r}; kzoo has {', '.join(PIPELINES)}")
+    return cls(model, tokenizer, **kwargs)

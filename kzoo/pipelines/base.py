@@ -1,0 +1,71 @@
+"""What every pipeline shares: a runner (kzoo.runtime) for whatever it was given, the tokenizer, and
+a check that the model's task is one the pipeline runs (kzoo.tasks)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from kzoo.errors import KzooError
+from kzoo.tasks import TASKS
+
+
+class PipelineError(KzooError, ValueError):
+    """A one-line, user-facing problem with a pipeline's input."""
+
+
+def as_runner(model):
+    """A kzoo.runtime Runner for a path (model dir, SavedModel, .tflite), a Keras model or a Runner."""
+    from kzoo import runtime
+
+    if isinstance(model, runtime.Runner):
+        return model
+    if isinstance(model, (str, bytes, os.PathLike)):
+        return runtime.load(os.fsdecode(model))
+    return runtime.from_keras(model, getattr(model, "kzoo_config", None))
+
+
+def as_tokenizer(tokenizer, runner):
+    """A tokenizer for a path (model dir or export sidecar) or a tokenizer; None: the model's own."""
+    from kzoo.tokenizers import load_tokenizer
+
+    if tokenizer is None:
+        return runner.tokenizer()
+    if isinstance(tokenizer, (str, bytes, os.PathLike)):
+        return load_tokenizer(os.fsdecode(tokenizer))
+    return tokenizer
+
+
+class Pipeline:
+    """A pipeline on a model dir, a SavedModel, a .tflite, a Keras model or a runner; `name` is
+    the pipeline's name (kzoo.pipelines.PIPELINES), which the model's task must list (kzoo.tasks)."""
+
+    name = "?"
+
+    def __init__(self, model, tokenizer=None):
+        self.runner = as_runner(model)
+        task = self.runner.task
+        if task in TASKS and self.name not in TASKS[task].pipelines:
+            runs = [t.name for t in TASKS.values() if self.name in t.pipelines]
+            raise PipelineError(f"{self.name} runs {', '.join(runs)} models; this one is a {task!r} model")
+        self.tokenizer = as_tokenizer(tokenizer, self.runner)
+
+    @property
+    def architecture(self):
+        return self.runner.config.get("architecture")
+
+    def _batch(self, texts, lang=None):
+        """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no
+        language ids, as Transformers' pipelines call XLM (they never pass `langs`)."""
+        if lang is None:
+            batch = self.tokenizer(texts)
+            if "lang_ids" in batch:
+                batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
+            return batch
+        if not getattr(self.tokenizer, "languages", None):
+            if self.architecture == "xlm":
+                raise PipelineError(f"lang={lang!r}: this XLM model has no languages")
+            raise PipelineError(f"lang={lang!r}: {self.architecture or 'this'} models have no languages "
+                                "(lang is for XLM)")
+        return self.tokenizer(texts, lang=lang)

@@ -1,0 +1,133 @@
+"""One callable over every form a kzoo model takes: a model dir, a SavedModel export, a .tflite export.
+
+    from kzoo import runtime
+    run = runtime.load("out/albert.tflite")       # or "out/albert-sm" (SavedModel), or "out/albert"
+    out = run(tokenizer(["Hello [MASK]."]))       # ids in: dict of int32 [B, S] -> dict of numpy
+    out = run(["Hello [MASK]."])                  # text in, when the export has a text signature
+
+Every pipeline runs on a Runner. The config and tokenizer of an export are the copies `kzoo export`
+stores beside it (its sidecar, kzoo.io.layout). TFLite runs on ai-edge-litert (LiteRT) signature
+runners, with tf-text's custom ops registered (a `--with-tokenizer` model needs them).
+This package never imports kzoo.export: running an export needs none of the export machinery.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kzoo.errors import KzooError
+from kzoo.io import layout
+
+
+class RunnerError(KzooError):
+    """A one-line, user-facing problem with running a model or an export."""
+
+
+def load(path, *, num_threads=None) -> "Runner":
+    """A Runner for a model dir, a SavedModel dir or a .tflite file."""
+    from kzoo.runtime import runners
+
+    kind = layout.kind_of(path)
+    return {"modeldir": runners.KerasRunner, "savedmodel": runners.SavedModelRunner,
+            "tflite": runners.TFLiteRunner}[kind](path, num_threads=num_threads)
+
+
+def from_keras(model, config=None) -> "Runner":
+    """A Runner for a Keras model in memory (a kzoo model; `config`: its model-dir config)."""
+    from kzoo.runtime import runners
+
+    return runners.KerasRunner(None, model=model, config=config)
+
+
+class Runner:
+    """`runner(inputs)`: a dict of int32 [B, S] arrays -> the model's outputs (dict of numpy);
+    `runner(texts)`: str or list of str -> the export's text signature (when it has one).
+
+    `config` is the model dir's config (architecture, task, labels, ...), `task` its task.
+    """
+
+    kind = "?"
+    input_names: list = []  # the ids signature's inputs; [] when there is none
+    output_names: list = []
+    takes_text = False
+
+    def __init__(self, path, config=None):
+        self.path = Path(str(path))
+        self.config = config if config is not None else _read_config(layout.sidecar_of(path) / "config.json")
+        self._tokenizer = None
+
+    @property
+    def task(self):
+        return self.config.get("task")
+
+    @property
+    def kzoo_config(self):  # the name Keras models loaded by kzoo.load carry
+        return self.config
+
+    def tokenizer(self):
+        """The tokenizer stored with the model (a model dir's own, an export's sidecar copy)."""
+        if self._tokenizer is None:
+            from kzoo.tokenizers import load_tokenizer
+
+            self._tokenizer = load_tokenizer(layout.sidecar_of(self.path))
+        return self._tokenizer
+
+    def __call__(self, inputs, positions=None):
+        """ids -> outputs; with `positions` ([B, M] int), the per-position outputs ([B, S, ...]) at
+        those positions only ([B, M, ...]), per-text outputs left out. texts -> the text signature."""
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+            if not self.takes_text:
+                raise RunnerError(f"{self.path}: takes ids, not text (export it with a text signature, or "
+                                  "tokenize first: kzoo.load_tokenizer)")
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            return self._run_text(np.asarray(texts, dtype=object))
+        if not self.input_names:
+            raise RunnerError(f"{self.path}: takes text only (exported --with-tokenizer); call it with strings")
+        batch = self._ids(inputs)
+        if positions is None:
+            return self._run_ids(batch)
+        return self._run_at(batch, np.asarray(positions, np.int32))
+
+    def _ids(self, inputs):
+        batch = {k: np.asarray(v) for k, v in dict(inputs).items()}
+        if "token_ids" not in batch:
+            raise RunnerError(f"expected token_ids among the inputs, got {sorted(batch)}")
+        zeros = np.zeros_like(batch["token_ids"], dtype=np.int32)
+        # Inputs the caller's tokenizer does not make (e.g. XLM's lang_ids) are 0; extras are dropped.
+        return {name: np.asarray(batch.get(name, zeros), np.int32) for name in self.input_names}
+
+    def backbone_outputs(self, inputs):
+        """The backbone's outputs (sequence_output, and pooled_output with a pooler) for ids."""
+        out = self(inputs)
+        if "sequence_output" not in out:
+            raise RunnerError("features need a backbone's sequence_output; this export has only its head's "
+                              "outputs (export the model dir converted with --task backbone)")
+        return out
+
+    def predict_on_batch(self, inputs):
+        """Keras' `predict_on_batch` answer: the array for a single "logits" output, else the dict."""
+        out = self(inputs)
+        return out["logits"] if list(out) == ["logits"] else out
+
+    def _run_ids(self, batch):
+        raise NotImplementedError
+
+    def _run_at(self, batch, positions):
+        rows = np.arange(len(positions))[:, None]
+        return {k: v[rows, positions] for k, v in self._run_ids(batch).items() if v.ndim == 3}
+
+    def _run_text(self, texts):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.path} inputs={self.input_names} outputs={self.output_names}>"
+
+
+def _read_config(file: Path):
+    try:
+        return json.loads(file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

@@ -1,0 +1,51 @@
+"""The tasks (heads) kzoo builds, each declared once.
+
+A task is a model dir's "task" and a `--task` choice. Its declaration says what the Keras model
+outputs, which pipelines run it (kzoo.pipelines), and what its export's text signature computes
+(a function here, in TF, shared with the pipelines; kzoo.export reads it). Each family declares
+which tasks it has, with a class per task in its model file (kzoo.families). Adding a head means
+its class in each family file, its weight-table rows, a `Task` here and its pipeline;
+docs/architecture.md says how.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Callable
+
+from kzoo.errors import ModelDirError
+from kzoo.tasks import classification, features, fill_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str  # what the head computes, in one line (help text)
+    outputs: tuple  # the Keras model's outputs ("logits": one tensor)
+    pipelines: tuple  # names of the pipelines that run it (kzoo.pipelines.PIPELINES)
+    # The export's text signature: (model, config, tokenizer, **options) -> (numeric, strings); see
+    # kzoo.tasks.fill_mask. None: the task has no text signature.
+    text_signature: Callable | None = None
+    text_options: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    # (the text signature's options and their defaults)
+
+
+TASKS = MappingProxyType({t.name: t for t in [
+    Task("backbone", "the encoder alone: sequence_output [B, S, H] (and pooled_output [B, H])",
+         ("sequence_output", "pooled_output"), ("features",), features.text_signature),
+    Task("masked_lm", "the masked-LM head: logits [B, S, V]",
+         ("logits",), ("fill-mask", "features", "text-generation"), fill_mask.text_signature,
+         MappingProxyType(fill_mask.OPTIONS)),
+    Task("pretraining", "both pretraining heads: mlm_logits [B, S, V], sop_logits [B, 2] (ALBERT)",
+         ("mlm_logits", "sop_logits"), ("fill-mask", "features"), fill_mask.text_signature,
+         MappingProxyType(fill_mask.OPTIONS)),
+    Task("classifier", "sequence classification: logits [B, num_classes]",
+         ("logits",), ("features",), classification.text_signature),
+]})
+
+
+def get_task(name) -> Task:
+    if name not in TASKS:
+        raise ModelDirError(f"unknown task {name!r}; kzoo has {', '.join(TASKS)}")
+    return TASKS[name]

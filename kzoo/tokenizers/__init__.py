@@ -1,0 +1,46 @@
+"""Tokenizers giving Transformers' ids: one base (kzoo.tokenizers.base) and a subclass per format.
+
+    kzoo-sentencepiece  ALBERT, XLM-RoBERTa: a folded SentencePiece model run by tf-text (Python,
+                        tf.function, SavedModel and TFLite alike)
+    kzoo-xlm-bpe        XLM: Moses + BPE, in Python
+
+A model dir's kzoo_tokenizer.json names its format; `load_tokenizer` dispatches on it. Building one
+from a Hugging Face checkpoint's files is the converters' work (kzoo.converters.tokenizers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from kzoo.errors import TokenizerError
+from kzoo.tokenizers.base import Tokenizer
+
+META_FILE = Tokenizer.META_FILE
+FORMATS = {  # stored format -> (module, class)
+    "kzoo-sentencepiece": ("kzoo.tokenizers.sentencepiece", "SentencePieceTokenizer"),
+    "kzoo-xlm-bpe": ("kzoo.tokenizers.xlm", "XLMTokenizer"),
+}
+
+
+def tokenizer_class(format_name):
+    if format_name not in FORMATS:
+        raise TokenizerError(f"unknown tokenizer format {format_name!r}; kzoo reads {', '.join(FORMATS)}")
+    module, name = FORMATS[format_name]
+    return getattr(importlib.import_module(module), name)
+
+
+def load_tokenizer(path) -> Tokenizer:
+    """The tokenizer stored in a model dir (or in an export's sidecar), of whatever format it names."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.is_file():
+        raise TokenizerError(f"{path}: no tokenizer ({META_FILE}); the checkpoint it was converted "
+                             "from had no tokenizer files")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{meta_file}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise TokenizerError(f"{meta_file}: not a kzoo tokenizer description (a JSON object)")
+    return tokenizer_class(meta.get("format")).load(path, meta)

@@ -1,0 +1,241 @@
+"""What every kzoo tokenizer does as Transformers' tokenizers do, written once.
+
+A format (SentencePiece, XLM's Moses + BPE) subclasses `Tokenizer` and supplies the text -> ids
+step (`_tokenize`), its vocabulary and its special tokens; this class adds the rest exactly as
+Transformers 5.23 does it: special-token templates, pairs, truncation, padding, batches, decode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kzoo.errors import TokenizerError
+
+# Order of Transformers' special token attributes (that of `all_special_tokens`).
+SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# Transformers' `clean_up_tokenization` replacements.
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+             (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+def longest_first(a, b, max_tokens):
+    """The `tokenizers` library's "longest_first" truncation of a (pair of) id list(s) to max_tokens."""
+    if max_tokens < 0:
+        raise TokenizerError("max_length is too short for the special tokens")
+    if b is None:
+        return a[:max_tokens], None
+    if len(a) + len(b) <= max_tokens:
+        return a, b
+    n1, n2 = len(a), len(b)
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > max_tokens else max(n1, max_tokens - n1)
+    if n1 + n2 > max_tokens:
+        n1 = max_tokens // 2
+        n2 = n1 + max_tokens % 2
+    if swap:
+        n1, n2 = n2, n1
+    return a[:n1], b[:n2]
+
+
+def longest_first_python(a, b, max_tokens, left=False):
+    """Transformers' Python ("slow") tokenizers' "longest_first": another tie rule than
+    `longest_first` (which side loses the odd token), and `truncation_side`."""
+    remove = len(a) + len(b or []) - max_tokens
+    if remove <= 0:
+        return a, b
+    if b is None:
+        return (a[remove:], None) if left else (a[:-remove], None)
+    first = min(abs(len(b) - len(a)), remove)
+    second = remove - first
+    if len(a) > len(b):
+        cut_a, cut_b = first + second // 2, second - second // 2
+    else:
+        cut_a, cut_b = second // 2, first + second - second // 2
+    if left:  # (Transformers turns an empty pair into no pair here)
+        return a[cut_a:], (b[cut_b:] if b else None)
+    return (a[:-cut_a] if cut_a > 0 else a), (b[:-cut_b] if b and cut_b > 0 else b)
+
+
+class Tokenizer:
+    """Transformers' tokenizer API over a format's `_tokenize` (see the module docstring).
+
+    A subclass sets `FORMAT`, `template` and `python_truncation` (Transformers' Python tokenizer rule
+    instead of the `tokenizers` library's), and implements `_tokenize`,
+    `convert_ids_to_tokens`, `convert_tokens_to_ids`, `_decode_tokens` and `_join`; it fills
+    `self._specials` (attr -> token) and `self._all_special` (tokens, Transformers' order).
+    """
+
+    FORMAT = "?"
+    META_FILE = "kzoo_tokenizer.json"
+    # "bert": [CLS] A [SEP] and [CLS] A [SEP] B [SEP], B with segment 1 (ALBERT, XLM);
+    # "roberta": <s> A </s> and <s> A </s></s> B </s>, all segment 0 (XLM-RoBERTa)
+    template = "bert"
+    python_truncation = False
+    languages: list = []  # XLM: language codes by id
+    model_max_length = None  # truncation's default max_length (Python tokenizers only)
+    padding_side = "right"
+    truncation_side = "right"
+    clean_up_tokenization_spaces = False
+
+    # ---- what a format supplies --------------------------------------------------------------
+
+    def _tokenize(self, texts, lang) -> list:
+        """Ids without special tokens, one list per text."""
+        raise NotImplementedError
+
+    def _decode_tokens(self, ids, skip_special_tokens) -> list:
+        raise NotImplementedError
+
+    def _join(self, tokens) -> str:
+        raise NotImplementedError
+
+    # ---- special tokens ------------------------------------------------------------------------
+
+    def _special_id(self, attr):
+        token = self._specials.get(attr)
+        return None if token is None else self.convert_tokens_to_ids(token)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._special_id("pad_token")
+
+    @property
+    def unk_token_id(self) -> int:
+        return self._special_id("unk_token")
+
+    @property
+    def cls_token_id(self) -> int:
+        """The first token of every sequence."""
+        return self._special_id("cls_token")
+
+    @property
+    def sep_token_id(self) -> int:
+        return self._special_id("sep_token")
+
+    @property
+    def mask_token(self) -> str:
+        return self._specials.get("mask_token")
+
+    @property
+    def mask_token_id(self) -> int:
+        return self._special_id("mask_token")
+
+    @property
+    def all_special_tokens(self) -> list:
+        return list(self._all_special)
+
+    @property
+    def all_special_ids(self) -> list:
+        return [self.convert_tokens_to_ids(t) for t in self._all_special]
+
+    # ---- ids -------------------------------------------------------------------------------------
+
+    def _num_special(self, pair: bool) -> int:
+        return 2 if not pair else 4 if self.template == "roberta" else 3
+
+    def _with_specials(self, a, b=None):
+        """(ids, segment ids, where the pair part starts) with the template's special tokens."""
+        cls, sep = self.cls_token_id, self.sep_token_id
+        ids = [cls, *a, sep]
+        first = len(ids)
+        if b is None:
+            return ids, [0] * first, first
+        if self.template == "roberta":  # <s> A </s></s> B </s>, all segment 0
+            ids += [sep, *b, sep]
+            return ids, [0] * len(ids), first
+        ids += [*b, sep]  # [CLS] A [SEP] B [SEP], the B part segment 1
+        return ids, [0] * first + [1] * (len(ids) - first), first
+
+    def _build(self, a, b, add_special_tokens, max_length, truncation):
+        """(ids, segment ids, where the pair part starts), as Transformers' `prepare_for_model`."""
+        if truncation and max_length is None:
+            max_length = self.model_max_length
+        special = self._num_special(b is not None) if add_special_tokens else 0
+        if truncation and max_length is not None:
+            if not self.python_truncation:
+                a, b = longest_first(a, b, max_length - special)
+            elif max_length and len(a) + len(b or []) + special > max_length:
+                a, b = longest_first_python(a, b, max_length - special, left=self.truncation_side == "left")
+        if add_special_tokens:
+            return self._with_specials(a, b)
+        ids = a + (b or [])
+        pair_segment = 1 if self.template == "bert" else 0
+        return ids, [0] * len(a) + [pair_segment] * len(b or []), len(a)
+
+    def _check_texts(self, texts, pairs):
+        single = isinstance(texts, str)
+        texts = [texts] if single else list(texts)
+        if pairs is not None:
+            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            if len(pairs) != len(texts):
+                raise TokenizerError(f"{len(texts)} texts but {len(pairs)} pairs")
+        for text in texts + (pairs or []):
+            if not isinstance(text, str):
+                raise TokenizerError(f"expected a string, got {type(text).__name__}")
+        return texts, pairs
+
+    def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=False, lang=None) -> list:
+        """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`."""
+        texts, pairs = self._check_texts(text, pair)
+        a, b = self._tokenize_pairs(texts, pairs, lang)
+        return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation)[0]
+
+    def _tokenize_pairs(self, texts, pairs, lang):
+        """(ids of the texts, ids of the pairs or None); `lang` (XLM): a code or (text's, pair's)."""
+        lang_a, lang_b = self._pair_langs(lang)
+        if pairs is None or lang_a == lang_b:
+            ids = self._tokenize(texts + (pairs or []), lang_a)
+            return ids[:len(texts)], (ids[len(texts):] if pairs is not None else None)
+        return self._tokenize(texts, lang_a), self._tokenize(pairs, lang_b)
+
+    def _pair_langs(self, lang):
+        if lang is not None:
+            raise TokenizerError(f"lang={lang!r}: this tokenizer has no languages (lang is for XLM)")
+        return None, None
+
+    def __call__(self, texts, pairs=None, max_length=None, truncation=True, padding="longest", lang=None) -> dict:
+        """Batch encoding like Transformers' `tokenizer(texts, pairs, ...)`, as numpy int32 arrays:
+        token_ids, padding_mask (1 = token, 0 = padding) and segment_ids, padded with the pad id to
+        the longest row (padding="longest") or to max_length (padding="max_length")."""
+        texts, pairs = self._check_texts(texts, pairs)
+        a, b = self._tokenize_pairs(texts, pairs, lang)
+        rows = [self._build(a[i], b[i] if b else None, True, max_length, truncation) for i in range(len(texts))]
+        longest = max((len(ids) for ids, _, _ in rows), default=0)
+        if padding in (True, "longest"):
+            width = longest
+        elif padding == "max_length":
+            target = max_length if max_length is not None else self.model_max_length
+            if target is None:
+                raise TokenizerError('padding="max_length" needs max_length')
+            width = max(target, longest)
+        else:
+            raise TokenizerError(f'padding must be "longest" or "max_length", not {padding!r}')
+        batch = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
+                 "padding_mask": np.zeros((len(rows), width), np.int32),
+                 "segment_ids": np.zeros((len(rows), width), np.int32)}
+        for r, (ids, segments, _) in enumerate(rows):
+            start = width - len(ids) if self.padding_side == "left" else 0
+            batch["token_ids"][r, start:start + len(ids)] = ids
+            batch["padding_mask"][r, start:start + len(ids)] = 1
+            batch["segment_ids"][r, start:start + len(ids)] = segments
+        return self._finish_batch(batch, rows, lang)
+
+    def _finish_batch(self, batch, rows, lang):
+        """A format's extra inputs (XLM: lang_ids)."""
+        return batch
+
+    # ---- text --------------------------------------------------------------------------------------
+
+    def decode(self, ids, skip_special_tokens=False):
+        """== Transformers' `tokenizer.decode`; a batch ([[ids], ...] or 2-D) gives a list."""
+        if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple, np.ndarray)):
+            return [self.decode(row, skip_special_tokens) for row in ids]
+        ids = np.asarray(ids)
+        if ids.ndim == 2:
+            return [self.decode(row, skip_special_tokens) for row in ids]
+        text = self._join(self._decode_tokens(ids, skip_special_tokens))
+        if self.clean_up_tokenization_spaces:
+            for a, b in _CLEAN_UP:
+                text = text.replace(a, b)
+        return text

@@ -1,0 +1,246 @@
+"""SentencePiece tokenizers (ALBERT, XLM-RoBERTa) giving Transformers' ids, in Python and in TF graphs.
+
+One graph serves every path: tf-text's `FastSentencepieceTokenizer` custom op on a *folded* model
+(Transformers' whole normaliser, its special tokens and its piece scores compiled into one
+SentencePiece model at conversion time: kzoo.converters.sentencepiece says how and why), then one
+`tf.gather` from the folded model's ids to Transformers' ids. Eager Python (`encode`, `__call__`),
+`tf.function`, SavedModel and TFLite all run that graph: it is the only SentencePiece op TFLite runs.
+
+Files in a model dir: kzoo_tokenizer.model (the folded model), kzoo_tokenizer.json (special and added
+tokens, the id table) and copies of the Hugging Face files it came from. Loading needs neither
+Transformers, torch nor the `tokenizers` library.
+
+Known differences from Transformers (adversarial input only) are listed in
+kzoo.converters.sentencepiece.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kzoo.errors import TokenizerError
+from kzoo.tokenizers.base import Tokenizer
+
+MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
+FORMAT = "kzoo-sentencepiece"
+FORMAT_VERSION = 1
+SPACE = "\u2581"  # ▁
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """A folded tokenizer's plain (non-TF) data, saved in kzoo_tokenizer.json."""
+
+    family: str
+    template: str  # Tokenizer.template: "bert" or "roberta"
+    specials: dict  # attr ("cls_token", ...) -> token
+    special_ids: dict  # attr -> id
+    all_special_tokens: list
+    added: dict  # content -> [id, special]
+    id_to_token: list
+    clean_up_tokenization_spaces: bool
+    source_files: list  # the Hugging Face files it came from (copied by `save`)
+    token_to_id: dict = dataclasses.field(default_factory=dict)  # built lazily
+
+
+class SentencePieceTokenizer(Tokenizer, tf.Module):
+    """Transformers-exact ALBERT / XLM-RoBERTa tokenizer on tf-text's FastSentencepieceTokenizer.
+
+    Python (`encode`, `__call__`, `decode`) and graph (`tf_tokenize`, `tf_encode`) share the graph path.
+    """
+
+    FORMAT = FORMAT
+
+    def __init__(self, folded_model: bytes, id_map, vocabulary: Vocabulary, name=None):
+        tf.Module.__init__(self, name=name or "sentencepiece_tokenizer")
+        import tensorflow_text as tf_text
+
+        self._folded_model = bytes(folded_model)
+        self._info = vocabulary  # a plain dataclass: not wrapped by tf.Module's tracking
+        self._id_map_np = np.asarray(id_map, np.int32)
+        with self.name_scope:
+            self._sp = tf_text.FastSentencepieceTokenizer(self._folded_model)
+            self._id_map = tf.constant(self._id_map_np, name="id_map")
+        self._tokenize_fn = tf.function(
+            self.tf_tokenize, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+
+    @property
+    def template(self):
+        return self._info.template
+
+    @property
+    def clean_up_tokenization_spaces(self):
+        return self._info.clean_up_tokenization_spaces
+
+    @property
+    def _specials(self):
+        return self._info.specials
+
+    @property
+    def _all_special(self):
+        return self._info.all_special_tokens
+
+    # ---- persistence -------------------------------------------------------------------------------
+
+    def save(self, out_dir):
+        """Writes kzoo_tokenizer.model (folded), kzoo_tokenizer.json and copies of the HF tokenizer files."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MODEL_FILE).write_bytes(self._folded_model)
+        info = self._info
+        base = next((i for i, v in enumerate(self._id_map_np) if i != v), len(self._id_map_np))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "family": info.family,
+            "template": info.template,
+            "model_file": MODEL_FILE,
+            "vocab_size": len(info.id_to_token),
+            "special_tokens": info.specials,
+            "special_token_ids": info.special_ids,
+            "all_special_tokens": info.all_special_tokens,
+            "added_tokens": [{"content": c, "id": i, "special": s}
+                             for c, (i, s) in sorted(info.added.items(), key=lambda kv: kv[1][0])],
+            # folded model id -> Transformers id: identity below `identity_below`, then `tail`
+            "id_map": {"identity_below": int(base), "tail": self._id_map_np[base:].tolist()},
+            # Transformers tokens of ids the folded model has no piece for (added tokens past the vocab)
+            "extra_tokens": {str(i): t for i, t in enumerate(info.id_to_token) if i >= base},
+            "clean_up_tokenization_spaces": info.clean_up_tokenization_spaces,
+            "source_files": [Path(f).name for f in info.source_files],
+        }
+        (out / self.META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        for f in map(Path, info.source_files):
+            if f.is_file() and (out / f.name).resolve() != f.resolve():
+                shutil.copyfile(f, out / f.name)
+
+    @classmethod
+    def load(cls, model_dir, meta=None) -> "SentencePieceTokenizer":
+        """The tokenizer of a kzoo model dir (meta: its kzoo_tokenizer.json, when already read)."""
+        from google.protobuf.message import DecodeError
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        d = Path(model_dir)
+        try:
+            meta = meta or json.loads((d / cls.META_FILE).read_text())
+            model_file = d / meta.get("model_file", MODEL_FILE)
+            folded = model_file.read_bytes()
+        except FileNotFoundError as e:
+            raise TokenizerError(f"{d}: no kzoo tokenizer ({Path(e.filename).name} is missing)") from None
+        except json.JSONDecodeError as e:
+            raise TokenizerError(f"{d / cls.META_FILE}: not valid JSON ({e})") from None
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise TokenizerError(f"{d / cls.META_FILE}: format_version {meta['format_version']} is newer than this kzoo")
+        proto = pb.ModelProto()
+        try:
+            proto.ParseFromString(folded)
+        except DecodeError:
+            raise TokenizerError(f"{model_file}: not a SentencePiece model (corrupt or truncated)") from None
+        base = meta["id_map"]["identity_below"]
+        id_map = list(range(base)) + list(meta["id_map"]["tail"])
+        id_to_token = [p.piece for p in proto.pieces[:base]]
+        id_to_token += [None] * (meta["vocab_size"] - len(id_to_token))
+        for i, t in meta.get("extra_tokens", {}).items():
+            id_to_token[int(i)] = t
+        vocabulary = Vocabulary(
+            family=meta["family"],
+            # (tokenizers saved before the template was stored: XLM-R's is "roberta")
+            template=meta.get("template") or ("roberta" if meta["family"] == "xlm-roberta" else "bert"),
+            specials=meta["special_tokens"],
+            special_ids=meta["special_token_ids"],
+            all_special_tokens=meta["all_special_tokens"],
+            added={t["content"]: [t["id"], t["special"]] for t in meta["added_tokens"]},
+            id_to_token=id_to_token,
+            clean_up_tokenization_spaces=meta.get("clean_up_tokenization_spaces", False),
+            source_files=[str(d / f) for f in meta.get("source_files", [])],
+        )
+        return cls(folded, id_map, vocabulary)
+
+    # ---- vocabulary -----------------------------------------------------------------------------
+
+    @property
+    def family(self) -> str:
+        return self._info.family
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._info.id_to_token)
+
+    def _special_id(self, attr):
+        return self._info.special_ids.get(attr)
+
+    def convert_ids_to_tokens(self, ids) -> list:
+        if isinstance(ids, (int, np.integer)):
+            return self._info.id_to_token[int(ids)]
+        return [self._info.id_to_token[int(i)] for i in ids]
+
+    def convert_tokens_to_ids(self, tokens):
+        lookup = self._info.token_to_id
+        if not lookup:
+            for i, t in enumerate(self._info.id_to_token):
+                lookup.setdefault(t, i)
+            lookup.update({t: i for t, (i, _) in self._info.added.items()})
+        if isinstance(tokens, str):
+            return lookup.get(tokens, self.unk_token_id)
+        return [lookup.get(t, self.unk_token_id) for t in tokens]
+
+    # ---- in graph ---------------------------------------------------------------------------------
+
+    def tf_tokenize(self, strings) -> tf.RaggedTensor:
+        """Transformers ids without special tokens, int32 RaggedTensor [batch, (tokens)], for 1-D strings."""
+        folded = self._sp.tokenize(tf.convert_to_tensor(strings, tf.string))
+        if isinstance(folded, tf.RaggedTensor):
+            return folded.with_flat_values(tf.gather(self._id_map, folded.flat_values))
+        return tf.gather(self._id_map, folded)  # a scalar string: a 1-D tensor of ids
+
+    def tf_encode(self, strings, sequence_length: int) -> dict:
+        """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials.
+
+        `<cls> tokens <sep>` (truncated to fit), right-padded with the pad id; single sequences.
+        Built from concatenation and selects only, so it converts to TFLite as well.
+        """
+        length = int(sequence_length)
+        if length < 2:
+            raise ValueError("sequence_length must be at least 2 (room for the special tokens)")
+        tokens = self.tf_tokenize(strings)
+        pad, cls, sep = self.pad_token_id, self.cls_token_id, self.sep_token_id
+        body = tokens.to_tensor(default_value=pad, shape=[None, length - 2])  # [B, L-2], truncated
+        n = tf.minimum(tf.cast(tokens.row_lengths(), tf.int32), length - 2)[:, None]  # [B, 1]
+        batch = tf.shape(body)[:1]
+        column = lambda value: tf.fill(tf.concat([batch, [1]], 0), tf.constant(value, tf.int32))  # noqa: E731
+        ids = tf.concat([column(cls), body, column(pad)], axis=1)  # [B, L]
+        positions = tf.range(length, dtype=tf.int32)[None, :]
+        ids = tf.where(tf.equal(positions, n + 1), tf.constant(sep, tf.int32), ids)
+        mask = tf.cast(positions < n + 2, tf.int32)
+        return {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
+
+    # ---- Python ------------------------------------------------------------------------------------
+
+    def _tokenize(self, texts, lang=None) -> list:
+        """Ids without specials for a list of str, through the graph path."""
+        if not texts:
+            return []
+        ragged = self._tokenize_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
+        values, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
+        return [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
+
+    def _decode_tokens(self, ids, skip_special_tokens) -> list:
+        special = {i for _, (i, s) in self._info.added.items() if s}
+        tokens = []
+        for i in ids.reshape(-1).tolist():
+            if not 0 <= i < len(self._info.id_to_token) or self._info.id_to_token[i] is None:
+                continue
+            if skip_special_tokens and i in special:
+                continue
+            tokens.append(self._info.id_to_token[i])
+        return tokens
+
+    def _join(self, tokens) -> str:
+        """Transformers' Metaspace decoder: ▁ -> space, the first one dropped."""
+        text = "".join(tokens).replace(SPACE, " ")
+        return text[1:] if text.startswith(" ") else text
