@@ -19,23 +19,53 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` from a checkout
 THREADS = 2
 SEED = 0
 
-# preset -> how the reference is built and fed. `torch_class` is Transformers' backbone class (the
-# encoder every task shares); `head` is the masked-LM head used only to score top-1 agreement.
-MODELS = {
-    "albert-base-v2": dict(
-        converter="kzoo.converters.albert", config_class="AlbertConfig", torch_class="AlbertModel",
-        pad_id=0, first_id=5, torch_inputs=("input_ids", "attention_mask", "token_type_ids"), head="albert",
-    ),
-    "xlm-roberta-base": dict(
-        converter="kzoo.converters.xlm_roberta", config_class="XLMRobertaConfig", torch_class="XLMRobertaModel",
-        pad_id=1, first_id=5, torch_inputs=("input_ids", "attention_mask", "token_type_ids"), head="xlm-roberta",
-    ),
-    "xlm-mlm-enfr-1024": dict(
-        converter="kzoo.converters.xlm", config_class="XLMConfig", torch_class="XLMModel",
-        pad_id=2, first_id=5, torch_inputs=("input_ids", "attention_mask", "langs"), head="xlm",
-    ),
-}
+# The presets benchmarked (one per family) and how each one's reference is built and fed: read from
+# the declarations (kzoo.families, the family's converter). `torch_class` is Transformers' backbone
+# class (the encoder every task shares); `head` (the family's name) picks the masked-LM head used
+# only to score top-1 agreement (run.py).
+BENCHMARKED = ("albert-base-v2", "xlm-roberta-base", "xlm-mlm-enfr-1024")
 CONVERSION_PRESET = "xlm-roberta-large"
+
+
+def family(preset):
+    from kzoo.families import FAMILIES, PRESETS
+
+    return FAMILIES[PRESETS[preset]["architecture"]]
+
+
+def describe(preset):
+    from kzoo.converters import spec_of
+
+    fam = family(preset)
+    spec = spec_of(fam)
+    hf = spec.hf_config(backbone(preset))
+    return dict(
+        converter=spec.__name__, model_type=spec.MODEL_TYPE,
+        torch_class=next(cls for cls, task in spec.TASK_OF_CLASS.items() if task == "backbone"),
+        pad_id=int(hf.get("pad_token_id") or 0), first_id=5, head=fam.name,
+        # Transformers feeds XLM's languages (`langs`), the others' token types
+        torch_inputs=("input_ids", "attention_mask", "langs" if fam.languages else "token_type_ids"),
+    )
+
+
+class _Models(dict):
+    """preset -> describe(preset), computed on first use (kzoo's declarations import lazily)."""
+
+    def __missing__(self, preset):
+        self[preset] = describe(preset)
+        return self[preset]
+
+    def __iter__(self):
+        return iter(BENCHMARKED)
+
+    def __len__(self):
+        return len(BENCHMARKED)
+
+    def __contains__(self, preset):
+        return preset in BENCHMARKED
+
+
+MODELS = _Models()
 
 
 def backbone(preset):
@@ -45,17 +75,16 @@ def backbone(preset):
 
 
 def hf_config(preset):
-    import importlib
+    from kzoo.converters import spec_of
 
-    return importlib.import_module(MODELS.get(preset, {}).get("converter") or _converter(preset)).hf_config(
-        backbone(preset))
+    return spec_of(family(preset)).hf_config(backbone(preset))
 
 
-def _converter(preset):
-    from kzoo.families import PRESETS
+def config_class(preset):
+    """Transformers' config class for the preset's model_type (e.g. AlbertConfig)."""
+    import transformers
 
-    return {"albert": "kzoo.converters.albert", "xlm-roberta": "kzoo.converters.xlm_roberta",
-            "xlm": "kzoo.converters.xlm"}[PRESETS[preset]["architecture"]]
+    return transformers.CONFIG_MAPPING[describe(preset)["model_type"]]
 
 
 # --- inputs -------------------------------------------------------------------------------------

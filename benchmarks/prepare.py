@@ -33,10 +33,11 @@ FORMAT = 1  # bump to rebuild every cached artifact
 
 # What each TensorFlow-side artifact is made from; edits elsewhere (CLI, tokenizers, tasks, loading)
 # do not invalidate the cached artifacts.
-MODEL_SOURCES = ("kzoo/layers.py", "kzoo/albert.py", "kzoo/xlm_roberta.py", "kzoo/xlm.py")
-CONVERT_SOURCES = MODEL_SOURCES + ("converters/convert.py", "converters/weights.py", "converters/readers.py",
-                                   "converters/albert.py", "converters/xlm_roberta.py", "converters/xlm.py")
-EXPORT_SOURCES = MODEL_SOURCES + ("export/__init__.py", "export/savedmodel.py", "export/tflite.py")
+MODEL_SOURCES = tuple(sorted(str(p.relative_to(common.ROOT)) for p in (common.ROOT / "kzoo" / "models").glob("*.py")))
+CONVERT_SOURCES = MODEL_SOURCES + tuple(sorted(str(p.relative_to(common.ROOT))
+                                               for p in (common.ROOT / "converters").glob("*.py")))
+EXPORT_SOURCES = MODEL_SOURCES + tuple(sorted(str(p.relative_to(common.ROOT))
+                                              for p in (common.ROOT / "export").glob("*.py")))
 
 
 def _sources_hash(files):
@@ -97,17 +98,15 @@ def read_stamp(cache, preset, step):
 # --- steps --------------------------------------------------------------------------------------
 
 
-def build_reference(preset, out: Path, head_file: Path | None = None, torch_class=None, config_class=None):
+def build_reference(preset, out: Path, head_file: Path | None = None, torch_class=None):
     import numpy as np
     import torch
     import transformers
 
-    spec = common.MODELS.get(preset, {})
-    torch_class = torch_class or spec["torch_class"]
-    config_class = config_class or spec["config_class"]
+    spec = common.describe(preset)
     torch.manual_seed(common.SEED)
-    config = getattr(transformers, config_class)(**common.hf_config(preset))
-    model = getattr(transformers, torch_class)(config).eval()
+    config = common.config_class(preset)(**common.hf_config(preset))
+    model = getattr(transformers, torch_class or spec["torch_class"])(config).eval()
     if out.exists():
         shutil.rmtree(out)
     model.save_pretrained(str(out))

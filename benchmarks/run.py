@@ -344,7 +344,7 @@ def bench_conversion(cache, logs, rebuild, measure=True):
         log(f"building the {preset} reference checkpoint (XLMRobertaForMaskedLM, random weights)")
         code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import prepare, pathlib; "
                 f"print(prepare.build_reference({preset!r}, pathlib.Path({str(src)!r}), "
-                "torch_class='XLMRobertaForMaskedLM', config_class='XLMRobertaConfig'))")
+                "torch_class='XLMRobertaForMaskedLM'))")
         with open(logs / "conversion-reference.log", "w") as err:
             subprocess.run([PY, "-c", code], check=True, stdout=err, stderr=err)
         common.write_json(stamp, {"key": key})

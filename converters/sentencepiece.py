@@ -139,10 +139,38 @@ def _content(token):
 
 
 def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokenizer:
+    """What Transformers' AlbertTokenizer / XLMRobertaTokenizer build from a tokenizer dir."""
+    src = Path(src_dir)
+    config, tok_json, proto = _read_files(src, spec)
+    vocab, charsmap, added_entries = _vocabulary(src, config, tok_json, proto, spec)
+    for id_, tok in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
+        added_entries.append((_content(tok), int(id_), tok.get("special", False) if isinstance(tok, dict) else True))
+    specials = {k: _content(config.get(k, v)) for k, v in spec.specials.items()}
+    specials = {k: v for k, v in specials.items() if v is not None}
+    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
+    extra = [_content(t) for t in (list(extra.values()) if isinstance(extra, dict) else extra)]
+    added_entries += [(t, None, True) for t in list(specials.values()) + extra]
+    return _HFTokenizer(
+        family=family,
+        spec=spec,
+        vocab=vocab,
+        unk_id=spec.unk_id,
+        charsmap=charsmap,
+        do_lower_case=bool(config.get("do_lower_case", True)),
+        keep_accents=bool(config.get("keep_accents", False)),
+        clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
+        specials=specials,
+        added=_added_ids(vocab, added_entries),
+        all_special_tokens=list(dict.fromkeys([specials[k] for k in SPECIAL_ATTRS if k in specials] + extra)),
+        files=[src / f for f in HF_FILES if (src / f).is_file()],
+    )
+
+
+def _read_files(src, spec):
+    """(tokenizer_config.json's dict, tokenizer.json's dict or None, the SentencePiece model or None)."""
     from google.protobuf.message import DecodeError
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    src = Path(src_dir)
     if not src.is_dir():
         raise TokenizerError(f"{src}: not a directory")
     config_path, json_path, spm_path = src / "tokenizer_config.json", src / "tokenizer.json", src / spec.spm_file
@@ -155,7 +183,6 @@ def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokeniz
         raise TokenizerError(f"{src}: neither tokenizer.json nor {spec.spm_file} found")
     if config.get("add_prefix_space", True) is False:
         raise TokenizerError(f"{src}: add_prefix_space=False is not supported")
-
     proto = None
     if spm_path.is_file():
         proto = pb.ModelProto()
@@ -163,47 +190,40 @@ def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokeniz
             proto.ParseFromString(spm_path.read_bytes())
         except DecodeError:
             raise TokenizerError(f"{spm_path}: not a SentencePiece model (corrupt or truncated)") from None
+    return config, tok_json, proto
 
-    # Like Transformers: tokenizer.json wins (vocab, scores, charsmap, added tokens); without it the
-    # SentencePiece model is converted. Either way AlbertTokenizer / XLMRobertaTokenizer rebuild the
-    # normaliser and pre-tokenizer themselves, from tokenizer_config.json's flags.
-    added_entries = []  # (content, id or None, special)
+
+def _vocabulary(src, config, tok_json, proto, spec):
+    """(vocab [(piece, score)] in Transformers' id order, charsmap, added entries (content, id or None,
+    special)). Like Transformers: tokenizer.json wins (vocab, scores, charsmap, added tokens); without
+    it the SentencePiece model is converted. Either way AlbertTokenizer / XLMRobertaTokenizer rebuild
+    the normaliser and pre-tokenizer themselves, from tokenizer_config.json's flags."""
     if tok_json is not None:
         model = tok_json.get("model", {})
         if model.get("type") != "Unigram":
-            raise TokenizerError(f"{json_path}: expected a Unigram model, found {model.get('type')!r}")
-        vocab = [(p, float(s)) for p, s in model["vocab"]]
-        charsmap = _json_charsmap(tok_json.get("normalizer"))
-        added_entries += [(t["content"], t["id"], t.get("special", False)) for t in tok_json.get("added_tokens", [])]
-    else:
-        pieces = [(p.piece, float(p.score)) for p in proto.pieces]
-        if spec.fairseq:  # fairseq layout: <s> <pad> </s> <unk>, spm pieces 3.., <mask>
-            sp = {k: _content(config.get(k, v)) for k, v in spec.specials.items()}
-            vocab = [(sp["bos_token"], 0.0), (sp["pad_token"], 0.0), (sp["eos_token"], 0.0), (sp["unk_token"], 0.0)]
-            vocab += pieces[3:] + [(sp["mask_token"], 0.0)]
-        else:
-            vocab = pieces
-        charsmap = proto.normalizer_spec.precompiled_charsmap or None
-        # SentencePiece control and user-defined pieces are added tokens in Transformers.
-        added_entries += [(p.piece, None, p.type == 3) for p in proto.pieces if p.type in (3, 4)]
+            raise TokenizerError(f"{src / 'tokenizer.json'}: expected a Unigram model, found {model.get('type')!r}")
+        added = [(t["content"], t["id"], t.get("special", False)) for t in tok_json.get("added_tokens", [])]
+        return [(p, float(s)) for p, s in model["vocab"]], _json_charsmap(tok_json.get("normalizer")), added
+    pieces = [(p.piece, float(p.score)) for p in proto.pieces]
+    vocab = pieces
+    if spec.fairseq:  # fairseq layout: <s> <pad> </s> <unk>, spm pieces 3.., <mask>
+        sp = {k: _content(config.get(k, v)) for k, v in spec.specials.items()}
+        vocab = [(sp["bos_token"], 0.0), (sp["pad_token"], 0.0), (sp["eos_token"], 0.0), (sp["unk_token"], 0.0)]
+        vocab += pieces[3:] + [(sp["mask_token"], 0.0)]
+    # SentencePiece control and user-defined pieces are added tokens in Transformers.
+    added = [(p.piece, None, p.type == 3) for p in proto.pieces if p.type in (3, 4)]
+    return vocab, proto.normalizer_spec.precompiled_charsmap or None, added
 
-    for id_, tok in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
-        added_entries.append((_content(tok), int(id_), tok.get("special", False) if isinstance(tok, dict) else True))
-    specials = {k: _content(config.get(k, v)) for k, v in spec.specials.items()}
-    specials = {k: v for k, v in specials.items() if v is not None}
-    extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
-    if isinstance(extra, dict):
-        extra = list(extra.values())
-    extra = [_content(t) for t in extra]
-    added_entries += [(t, None, True) for t in list(specials.values()) + extra]
 
-    # Ids: the vocab's own id where the token is a piece, else its recorded id, else appended.
+def _added_ids(vocab, entries) -> dict:
+    """{content: (id, special)}: the vocab's own id where the token is a piece, else its recorded id,
+    else appended; a token listed twice is special if either listing says so."""
     piece_ids = {}
     for i, (p, _) in enumerate(vocab):
         piece_ids.setdefault(p, i)
     added = {}
     next_id = len(vocab)
-    for content, id_, special in added_entries:
+    for content, id_, special in entries:
         if not content:
             continue
         if content in added:
@@ -216,26 +236,7 @@ def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokeniz
             id_ = next_id
         next_id = max(next_id, id_ + 1)
         added[content] = (id_, special)
-
-    all_special = []
-    for t in [specials[k] for k in SPECIAL_ATTRS if k in specials] + extra:
-        if t not in all_special:
-            all_special.append(t)
-
-    return _HFTokenizer(
-        family=family,
-        spec=spec,
-        vocab=vocab,
-        unk_id=spec.unk_id,
-        charsmap=charsmap,
-        do_lower_case=bool(config.get("do_lower_case", True)),
-        keep_accents=bool(config.get("keep_accents", False)),
-        clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
-        specials=specials,
-        added=added,
-        all_special_tokens=all_special,
-        files=[src / f for f in HF_FILES if (src / f).is_file()],
-    )
+    return added
 
 
 def _json_charsmap(normalizer):

@@ -44,6 +44,30 @@ def _compile(pattern):
     return re.compile(regex + r"\Z")
 
 
+def _target(rules, local):
+    """(the Keras variable path a checkpoint name maps to, its transform); (None, None) for none."""
+    for regex, dst, fn in rules:
+        match = regex.match(local)
+        if match:
+            return dst.format(**match.groupdict()), fn
+    return None, None
+
+
+def _fill(variable, checkpoint, name, fn):
+    """Creates (or assigns) `variable` from the checkpoint's tensor `name`, its shape checked."""
+    value = checkpoint.get(name)
+    if fn is not None:
+        value = fn(value)
+    want = tuple(variable.shape)
+    if tuple(value.shape) != want:
+        raise CheckpointError(
+            f"{name}: shape {tuple(checkpoint.shape(name))} in the checkpoint does not fit "
+            f"{variable.path} {want} (after transform: {tuple(value.shape)}); is config.json the one "
+            "this checkpoint was saved with?"
+        )
+    keras_internals.initialize_from(variable, as_tensor(value, variable.dtype))  # (value adopted: one copy)
+
+
 def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), progress=None):
     """Fills `model`'s variables from `checkpoint` following `table`. A model built under
     `keras_internals.deferred_variables()` gets each variable created from its tensor (one copy).
@@ -70,31 +94,11 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
             continue
         if any(p.fullmatch(local) for p in ignored):
             continue
-        for regex, dst, fn in rules:
-            match = regex.match(local)
-            if match:
-                break
-        else:
-            report.unexpected.append(name)
-            continue
-        path = dst.format(**match.groupdict())
+        path, fn = _target(rules, local)
         if path not in variables:
             report.unexpected.append(name)
             continue
-        value = checkpoint.get(name)
-        if fn is not None:
-            value = fn(value)
-        want = tuple(variables[path].shape)
-        if tuple(value.shape) != want:
-            raise CheckpointError(
-                f"{name}: shape {tuple(checkpoint.shape(name))} in the checkpoint does not fit "
-                f"{path} {want} (after transform: {tuple(value.shape)}); is config.json the one "
-                "this checkpoint was saved with?"
-            )
-        tensor = as_tensor(value, variables[path].dtype)
-        del value
-        keras_internals.initialize_from(variables[path], tensor)
-        del tensor
+        _fill(variables[path], checkpoint, name, fn)
         filled[path] = name
         report.loaded.append(name)
         if progress:

@@ -38,6 +38,27 @@ def _lang_table(config: dict) -> dict:
     return {code: int(i) for i, code in (config.get("id2lang") or {}).items()}
 
 
+def _legacy_files(src, named, extra):
+    """Older tokenizer dirs: special_tokens_map.json (into `named`, `extra`) and added_tokens.json.
+    Returns ({id: added token}, the extra special tokens)."""
+    map_additional = None
+    for key, value in (read_json(src / "special_tokens_map.json") or {}).items():
+        if key == "additional_special_tokens":
+            map_additional = list(value)
+        elif key == "extra_special_tokens" and isinstance(value, list):
+            have = [_content(t) for t in extra or []]
+            extra = list(extra or []) + [t for t in value if _content(t) not in have]
+        elif key.endswith("_token") and (value is None or isinstance(value, (str, dict))):
+            named[key] = value
+    if extra is None:
+        extra = map_additional
+    specials = {_content(v) for k, v in named.items() if v and k in SPECIAL_ATTRS}
+    specials |= {_content(v) for v in extra or []}
+    added = {int(id_): added_token(content, id_, content in specials)
+             for content, id_ in (read_json(src / "added_tokens.json") or {}).items()}
+    return added, extra
+
+
 def _resolve_hf_dir(src: Path) -> dict:
     """Settings of the Transformers tokenizer in `src`, resolved as Transformers 5.23 resolves them."""
     if not (src / VOCAB_FILE).is_file() or not (src / MERGES_FILE).is_file():
@@ -53,28 +74,13 @@ def _resolve_hf_dir(src: Path) -> dict:
     if isinstance(extra, dict):  # named model-specific tokens
         named.update(extra)
         extra = None
-    added = {}  # id -> added token
     if "added_tokens_decoder" in config:
-        for id_, tok in config["added_tokens_decoder"].items():
-            tok = {"content": tok} if isinstance(tok, str) else tok
-            added[int(id_)] = added_token(tok["content"], id_, tok.get("special", False), **{
-                k: tok.get(k, False) for k in ("lstrip", "rstrip", "single_word")})
-    else:  # legacy files: special_tokens_map.json, added_tokens.json
-        map_additional = None
-        for key, value in (read_json(src / "special_tokens_map.json") or {}).items():
-            if key == "additional_special_tokens":
-                map_additional = list(value)
-            elif key == "extra_special_tokens" and isinstance(value, list):
-                have = [_content(t) for t in extra or []]
-                extra = list(extra or []) + [t for t in value if _content(t) not in have]
-            elif key.endswith("_token") and (value is None or isinstance(value, (str, dict))):
-                named[key] = value
-        if extra is None:
-            extra = map_additional
-        specials = {_content(v) for k, v in named.items() if v and k in SPECIAL_ATTRS}
-        specials |= {_content(v) for v in extra or []}
-        for content, id_ in (read_json(src / "added_tokens.json") or {}).items():
-            added[int(id_)] = added_token(content, id_, content in specials)
+        added = {int(id_): added_token(tok["content"], id_, tok.get("special", False), **{
+                     k: tok.get(k, False) for k in ("lstrip", "rstrip", "single_word")})
+                 for id_, tok in ((i, {"content": t} if isinstance(t, str) else t)
+                                  for i, t in config["added_tokens_decoder"].items())}
+    else:
+        added, extra = _legacy_files(src, named, extra)
     # ... over XLMTokenizer's defaults.
     named = {**_DEFAULT_SPECIALS, **named}
     if extra is None:

@@ -28,21 +28,14 @@ import_tensorflow_quietly()
 
 TEXT = "Hello I'm a {mask} model."
 
-# What the offline reference is built from, per preset: Transformers classes and an
-# ALBERT-like (unigram) or fairseq-like (BPE) SentencePiece model.
-REFERENCES = {
-    "albert-base-v2": dict(
-        weights="kzoo.converters.albert", config="AlbertConfig", model="AlbertForMaskedLM",
-        tokenizer="AlbertTokenizer", spm_file="spiece", lowercase=True,
-        spm=dict(model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
-                 user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"]),
-    ),
-    "xlm-roberta-base": dict(
-        weights="kzoo.converters.xlm_roberta", config="XLMRobertaConfig", model="XLMRobertaForMaskedLM",
-        tokenizer="XLMRobertaTokenizer", spm_file="sentencepiece.bpe", lowercase=False,
-        spm=dict(model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1),
-    ),
+# How the offline reference's tokenizer is trained, per family (an ALBERT-like unigram or a
+# fairseq-like BPE SentencePiece model); everything else comes from the declarations.
+SENTENCEPIECE = {
+    "albert": dict(lowercase=True, spm=dict(model_type="unigram", pad_id=0, unk_id=1, bos_id=-1, eos_id=-1,
+                                            user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"])),
+    "xlm-roberta": dict(lowercase=False, spm=dict(model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1)),
 }
+PRESETS = ("albert-base-v2", "xlm-roberta-base")
 
 
 def step(title):
@@ -54,7 +47,7 @@ def done(t0):
     print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def train_sentencepiece(out_dir: Path, ref: dict, vocab_size=30000):
+def train_sentencepiece(out_dir: Path, spm_file: str, ref: dict, vocab_size=30000):
     """A SentencePiece model trained on the stdlib's source text (no corpus download)."""
     import sentencepiece as spm
 
@@ -73,7 +66,7 @@ def train_sentencepiece(out_dir: Path, ref: dict, vocab_size=30000):
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as corpus:
         corpus.write("\n".join(lines))
     spm.SentencePieceTrainer.train(
-        input=corpus.name, model_prefix=str(out_dir / ref["spm_file"]), vocab_size=vocab_size,
+        input=corpus.name, model_prefix=str(out_dir / Path(spm_file).stem), vocab_size=vocab_size,
         hard_vocab_limit=False, input_sentence_size=2_000_000, shuffle_input_sentence=True,
         minloglevel=2, **ref["spm"],
     )
@@ -82,21 +75,22 @@ def train_sentencepiece(out_dir: Path, ref: dict, vocab_size=30000):
 
 def build_reference(out_dir: Path, preset: str):
     """Transformers' masked-LM model with the preset's exact config and random weights."""
-    import importlib
-
     import torch
     import transformers
 
-    from kzoo.families import PRESETS
+    from kzoo.converters import spec_of
+    from kzoo.families import FAMILIES, PRESETS
 
-    ref = REFERENCES[preset]
+    family = FAMILIES[PRESETS[preset]["architecture"]]
+    spec = spec_of(family)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_sentencepiece(out_dir, ref)
-    getattr(transformers, ref["tokenizer"]).from_pretrained(str(out_dir)).save_pretrained(str(out_dir))
-    hf = importlib.import_module(ref["weights"]).hf_config(PRESETS[preset]["backbone"])
+    train_sentencepiece(out_dir, spec.TOKENIZER.spm_file, SENTENCEPIECE[family.name])
+    tokenizer = transformers.TOKENIZER_MAPPING[transformers.CONFIG_MAPPING[spec.MODEL_TYPE]]  # e.g. AlbertTokenizer
+    tokenizer.from_pretrained(str(out_dir)).save_pretrained(str(out_dir))
+    hf = transformers.CONFIG_MAPPING[spec.MODEL_TYPE](**spec.hf_config(PRESETS[preset]["backbone"]))
+    masked_lm = next(cls for cls, task in spec.TASK_OF_CLASS.items() if task == "masked_lm")
     torch.manual_seed(0)
-    model = getattr(transformers, ref["model"])(getattr(transformers, ref["config"])(**hf)).eval()
-    model.save_pretrained(str(out_dir))
+    getattr(transformers, masked_lm)(hf).eval().save_pretrained(str(out_dir))
     return out_dir
 
 
@@ -110,7 +104,7 @@ def reference_fill_mask(src, text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="HF checkpoint dir or hub id (default: build --preset offline)")
-    parser.add_argument("--preset", default="albert-base-v2", choices=sorted(REFERENCES),
+    parser.add_argument("--preset", default="albert-base-v2", choices=PRESETS,
                         help="architecture of the offline reference (default: albert-base-v2)")
     parser.add_argument("--out", default="out", help="working folder (default: out/)")
     parser.add_argument("--text", help="fill-mask input (default: %r with the model's mask token)" % TEXT)
@@ -120,7 +114,7 @@ def main(argv=None):
     from kzoo.converters.verify import verify
     from kzoo import runtime
     from kzoo.export import export_savedmodel, export_tflite
-    from kzoo.tasks import FillMask
+    from kzoo.pipelines import FillMask
 
     out = Path(args.out)
     src = args.checkpoint

@@ -1,7 +1,7 @@
 """Tiny XLM checkpoints with a tokenizer, for the task and generation tests.
 
 Like xlm-mlm-enfr-1024 in miniature: two languages (en, fr) with language embeddings, the
-XLM tokenizer of tests/test_xlm_tokenizer.py (lowercase + accent removal, mask `<special1>`).
+XLM tokenizer of tests/bpe_fixtures.py (lowercase + accent removal, mask `<special1>`).
 Weights are random but "lively" (LayerNorm scales near 1, small biases, larger matrices), so
 that predictions depend on the context and the language: with every parameter drawn at
 std 0.2 (tests/reference.py) an LM head predicts the same token whatever the text.
@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from kzoo.converters.convert import convert
-from test_xlm_tokenizer import corpus_words, learn_bpe, write_dir
+from bpe_fixtures import corpus_words, learn_bpe, write_dir
 
 TINY_ENFR = dict(
     emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=96, n_langs=2, use_lang_emb=True,

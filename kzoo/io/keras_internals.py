@@ -49,8 +49,8 @@ def check() -> list:
     initialize_from(probe, np.ones(2, "float32"))
     if not np.array_equal(np.asarray(probe), np.ones(2)):
         problems.append("a deferred variable did not take its initial tensor")
-    layer = keras.layers.Dense(1)
-    keras.Model(keras.Input((1,)), layer(keras.Input((1,))))
+    layer, inputs = keras.layers.Dense(1), keras.Input((1,))
+    keras.Model(inputs, layer(inputs))
     if not getattr(layer, "_inbound_nodes", None) or not hasattr(layer._inbound_nodes[0], "outputs"):
         problems.append("Layer._inbound_nodes[0].outputs")
     clear_uninitialized()

@@ -181,6 +181,23 @@ class Bias(keras.layers.Layer):
         return x + self.bias
 
 
+class Backbone(keras.Model):
+    """A functional backbone whose constructor arguments are its config: `arguments(locals())` first
+    thing in `__init__`, `remember(config)` last; `get_config` returns them (Keras round-trips it)."""
+
+    @staticmethod
+    def arguments(local_variables) -> dict:
+        return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}
+
+    def remember(self, config):
+        for key, value in config.items():
+            setattr(self, key, value)
+        self.config_keys = tuple(config)
+
+    def get_config(self):
+        return {"name": self.name, **{k: getattr(self, k) for k in self.config_keys}}
+
+
 class TaskModel(keras.Model):
     """A head on a backbone, taking the backbone's inputs; `get_config` round-trips.
 

@@ -36,7 +36,7 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from kzoo.models.layers import MASK_BIAS, Bias, TaskModel, TransformerLayer, attention_bias
+from kzoo.models.layers import MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -80,7 +80,7 @@ def _optional_embedding(embedding, ids):
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class XLMBackbone(keras.Model):
+class XLMBackbone(Backbone):
     """XLM encoder. Inputs `token_ids`, `segment_ids`, `padding_mask`, `lang_ids` ([B, S]
     int32). Returns {"sequence_output": [B, S, H]}, zero at padding positions."""
 
@@ -112,6 +112,10 @@ class XLMBackbone(keras.Model):
         **kwargs,
     ):
         intermediate_dim = intermediate_dim or 4 * hidden_dim
+        languages = list(languages) if languages is not None else None
+        # One constructor in keras-hub's sections (layers, functional model, config), so that the
+        # architecture reads top to bottom; its length is the argument list and the layers.
+        config = Backbone.arguments(locals())
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         has_languages = num_languages > 1 and use_lang_emb
 
@@ -163,29 +167,7 @@ class XLMBackbone(keras.Model):
         )
 
         # === Config ===
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.hidden_dim = hidden_dim
-        self.intermediate_dim = intermediate_dim
-        self.activation = activation
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.max_sequence_length = max_sequence_length
-        self.num_languages = num_languages
-        self.use_lang_emb = use_lang_emb
-        self.causal = causal
-        self.sinusoidal_embeddings = sinusoidal_embeddings
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.initializer_range = initializer_range
-        self.pad_token_id = pad_token_id
-        self.bos_token_id = bos_token_id
-        self.eos_token_id = eos_token_id
-        self.languages = list(languages) if languages is not None else None
-        self.trained_causal = trained_causal
-        self.generation_mask_token_id = generation_mask_token_id
-        self.generation_lang_id = generation_lang_id
-        self.mask_bias = mask_bias
+        self.remember(config)
 
     def embed(self, token_ids, lang_ids, segment_ids=None, start_index=0):
         """Embeddings of the positions start_index.. (LayerNorm applied, no dropout): token +
@@ -198,34 +180,6 @@ class XLMBackbone(keras.Model):
         if segment_ids is not None:
             x = x + _optional_embedding(self.token_embedding, segment_ids)
         return self.embeddings_layer_norm(x)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "vocabulary_size": self.vocabulary_size,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "hidden_dim": self.hidden_dim,
-            "intermediate_dim": self.intermediate_dim,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "max_sequence_length": self.max_sequence_length,
-            "num_languages": self.num_languages,
-            "use_lang_emb": self.use_lang_emb,
-            "causal": self.causal,
-            "sinusoidal_embeddings": self.sinusoidal_embeddings,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "initializer_range": self.initializer_range,
-            "pad_token_id": self.pad_token_id,
-            "bos_token_id": self.bos_token_id,
-            "eos_token_id": self.eos_token_id,
-            "languages": self.languages,
-            "trained_causal": self.trained_causal,
-            "generation_mask_token_id": self.generation_mask_token_id,
-            "generation_lang_id": self.generation_lang_id,
-            "mask_bias": self.mask_bias,
-        }
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

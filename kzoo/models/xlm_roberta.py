@@ -16,11 +16,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kzoo.models.layers import MASK_BIAS, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.models.layers import MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
-class XLMRobertaBackbone(keras.Model):
+class XLMRobertaBackbone(Backbone):
     """XLM-RoBERTa encoder. Inputs `token_ids`, `segment_ids`, `padding_mask` ([B, S] int32).
 
     Returns {"sequence_output": [B, S, H]} plus "pooled_output" [B, H] with `use_pooler`.
@@ -45,6 +45,9 @@ class XLMRobertaBackbone(keras.Model):
         mask_bias=MASK_BIAS,
         **kwargs,
     ):
+        # One constructor in keras-hub's sections (layers, functional model, config), so that the
+        # architecture reads top to bottom; its length is the argument list and the layers.
+        config = Backbone.arguments(locals())
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
 
         # === Layers ===
@@ -94,41 +97,7 @@ class XLMRobertaBackbone(keras.Model):
         )
 
         # === Config ===
-        self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
-        self.num_heads = num_heads
-        self.hidden_dim = hidden_dim
-        self.intermediate_dim = intermediate_dim
-        self.activation = activation
-        self.dropout = dropout
-        self.attention_dropout = attention_dropout
-        self.max_sequence_length = max_sequence_length
-        self.num_segments = num_segments
-        self.pad_token_id = pad_token_id
-        self.layer_norm_epsilon = layer_norm_epsilon
-        self.initializer_range = initializer_range
-        self.use_pooler = use_pooler
-        self.mask_bias = mask_bias
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "vocabulary_size": self.vocabulary_size,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "hidden_dim": self.hidden_dim,
-            "intermediate_dim": self.intermediate_dim,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "attention_dropout": self.attention_dropout,
-            "max_sequence_length": self.max_sequence_length,
-            "num_segments": self.num_segments,
-            "pad_token_id": self.pad_token_id,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "initializer_range": self.initializer_range,
-            "use_pooler": self.use_pooler,
-            "mask_bias": self.mask_bias,
-        }
+        self.remember(config)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

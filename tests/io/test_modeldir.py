@@ -7,8 +7,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 import kzoo
-from kzoo.io import keras_internals, modeldir
-from kzoo.models import build_model
+from kzoo.io import keras_internals
 from kzoo.converters.convert import convert
 from reference import TINY_ALBERT, make_checkpoint
 

@@ -207,7 +207,7 @@ def test_load_needs_neither_transformers_nor_torch_nor_tokenizers(build, tmp_pat
         f"print(json.dumps(t.encode({text!r})))\n"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == tok.encode(text)

@@ -1,0 +1,45 @@
+"""kzoo's import rules (tests/architecture/import_rules.py) hold over the whole tree, and the check
+fails on a violation of each kind."""
+
+import import_rules as rules
+
+
+def test_the_tree_follows_the_rules():
+    sources = rules.kzoo_sources()
+    assert {"kzoo.models.albert", "kzoo.converters.convert", "kzoo.export.tflite", "kzoo.cli"} <= set(sources)
+    assert rules.violations(sources) == []
+
+
+def test_tests_benchmarks_and_scripts_use_no_private_kzoo_name():
+    known = rules.kzoo_sources()
+    assert rules.violations(rules.outside_sources(), known_modules=known) == []
+
+
+def check(module, source, others=("kzoo.export.common", "kzoo.converters.readers", "kzoo.io.modeldir")):
+    sources = {**{m: (f"{m}.py", "") for m in others}, module: (f"{module}.py", source)}
+    return rules.violations(sources)
+
+
+def test_a_core_module_importing_export_fails_also_inside_a_function():
+    found = check("kzoo.models.albert", "def build():\n    from kzoo.export.common import ExportError\n")
+    assert len(found) == 1 and "kzoo.models.albert (core) imports kzoo.export.common (export)" in found[0]
+    assert found[0].startswith("kzoo.models.albert.py:2:")
+
+
+def test_converters_and_export_must_not_import_each_other():
+    assert check("kzoo.converters.convert", "import kzoo.export.common\n")
+    assert check("kzoo.export.tflite", "from kzoo.converters import readers\n")
+    assert check("kzoo.export.tflite", "from ..converters import readers\n")  # relative
+    assert check("kzoo.io.modeldir", "import importlib\nimportlib.import_module('kzoo.converters.readers')\n")
+
+
+def test_only_the_cli_imports_everything():
+    assert check("kzoo.cli.commands", "from kzoo.converters import readers\nfrom kzoo.export import common\n") == []
+    assert check("kzoo.runtime", "from kzoo.cli import main\n")
+    assert check("kzoo.converters.convert", "from kzoo.cli.output import print_json\n")
+
+
+def test_private_names_across_modules_fail():
+    assert check("kzoo.pipelines.base", "from kzoo.io.modeldir import _secret\n")
+    assert check("kzoo.pipelines.base", "from kzoo.io import modeldir\nmodeldir._secret()\n")
+    assert check("kzoo.pipelines.base", "from kzoo.io import modeldir\nmodeldir.__name__\n") == []

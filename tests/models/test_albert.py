@@ -1,0 +1,13 @@
+"""ALBERT's own options against the PyTorch reference (the classes: tests/models/test_parity.py)."""
+
+from reference import TINY_ALBERT, convert_and_verify
+
+
+def test_shared_groups_every_head(tmp_path):
+    """Two groups of two inner layers each over four passes (num_hidden_groups=2, inner_group_num=2)."""
+    summary, report = convert_and_verify(tmp_path, "AlbertForPreTraining", TINY_ALBERT)
+    assert {r["output"] for r in report["rows"]} == {"mlm_logits", "sop_logits", "sequence_output"}
+
+
+def test_exact_gelu_v1(tmp_path):
+    convert_and_verify(tmp_path, "AlbertForPreTraining", {**TINY_ALBERT, "hidden_act": "gelu"})
