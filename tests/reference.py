@@ -43,6 +43,24 @@ def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safe
     return out_dir
 
 
+def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir, out="out"):
+    """A random `cls_name` checkpoint with the tokenizer files of `tokenizer_dir` (its vocabulary size
+    when it has a tokenizer.json), converted at tmp/out; returns (checkpoint dir, model dir)."""
+    import json
+    import shutil
+
+    from kzoo.converters.convert import convert
+
+    tokenizer_json = tokenizer_dir / "tokenizer.json"
+    if tokenizer_json.exists():
+        config = {**config, "vocab_size": len(json.loads(tokenizer_json.read_text())["model"]["vocab"])}
+    src = make_checkpoint(tmp / "ref", cls_name, config)
+    for f in tokenizer_dir.iterdir():
+        shutil.copy(f, src / f.name)
+    convert(src, tmp / out)
+    return src, tmp / out
+
+
 def convert_and_verify(tmp_path, cls_name, config, **kwargs):
     """A random `cls_name` checkpoint, converted, then run beside PyTorch on right- and
     left-padded batches (left padding shifts RoBERTa's positions, so both matter)."""

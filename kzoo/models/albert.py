@@ -17,7 +17,9 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from kzoo.models.layers import MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.models.layers import (
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation, int_inputs,
+)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -72,23 +74,13 @@ class AlbertBackbone(Backbone):
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout)
         self.embedding_projection = dense(hidden_dim, "embedding_projection", initializer_range)
-        self.groups = [
-            [
-                TransformerLayer(
-                    hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
-                    attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
-                    initializer_range=initializer_range, name=f"group_{g}_inner_{i}",
-                )
-                for i in range(num_inner_repetitions)
-            ]
-            for g in range(num_groups)
-        ]
+        self.groups = [[TransformerLayer.of(config, f"group_{g}_inner_{i}") for i in range(num_inner_repetitions)]
+                       for g in range(num_groups)]
         self.pooler = dense(hidden_dim, "pooler", initializer_range, activation="tanh") if use_pooler else None
 
         # === Functional model ===
-        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
-        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
-        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+        inputs = int_inputs("token_ids", "segment_ids", "padding_mask")
+        token_ids, segment_ids, padding_mask = inputs.values()
 
         tokens = self.token_embedding(token_ids)
         x = tokens + self.segment_embedding(segment_ids) + self.position_embedding(tokens)
@@ -102,14 +94,15 @@ class AlbertBackbone(Backbone):
         outputs = {"sequence_output": x}
         if use_pooler:
             outputs["pooled_output"] = self.pooler(x[:, 0, :])
-        super().__init__(
-            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
-            outputs=outputs,
-            **kwargs,
-        )
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.remember(config)
+
+
+def _pooled_logits(backbone, pooled, units, dropout, name):
+    """dropout -> dense on the pooled output (the sentence-order and the classification heads)."""
+    return dense(units, name, backbone.initializer_range)(keras.layers.Dropout(dropout)(pooled))
 
 
 def _mlm_logits(backbone, sequence_output):
@@ -130,7 +123,7 @@ class AlbertMaskedLM(TaskModel):
         inputs = backbone.input
         logits = _mlm_logits(backbone, backbone(inputs)["sequence_output"])
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
+        self.keep(backbone)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -138,18 +131,14 @@ class AlbertPreTraining(TaskModel):
     """Both pretraining heads: {"mlm_logits": [B, S, V], "sop_logits": [B, 2]}."""
 
     uses_pooler = True
-    config_keys = ("num_sop_labels", "classifier_dropout")
 
     def __init__(self, backbone, num_sop_labels=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
         outputs = backbone(inputs)
-        pooled = keras.layers.Dropout(classifier_dropout)(outputs["pooled_output"])
-        sop = dense(num_sop_labels, "sop_classifier", backbone.initializer_range)(pooled)
+        sop = _pooled_logits(backbone, outputs["pooled_output"], num_sop_labels, classifier_dropout, "sop_classifier")
         mlm = _mlm_logits(backbone, outputs["sequence_output"])
         super().__init__(inputs=inputs, outputs={"mlm_logits": mlm, "sop_logits": sop}, **kwargs)
-        self.backbone = backbone
-        self.num_sop_labels = num_sop_labels
-        self.classifier_dropout = classifier_dropout
+        self.keep(backbone, num_sop_labels=num_sop_labels, classifier_dropout=classifier_dropout)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -157,13 +146,10 @@ class AlbertClassifier(TaskModel):
     """Sequence classification on the pooled output: logits [B, num_classes]."""
 
     uses_pooler = True
-    config_keys = ("num_classes", "classifier_dropout")
 
     def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
-        pooled = keras.layers.Dropout(classifier_dropout)(backbone(inputs)["pooled_output"])
-        logits = dense(num_classes, "classifier", backbone.initializer_range)(pooled)
+        logits = _pooled_logits(backbone, backbone(inputs)["pooled_output"], num_classes, classifier_dropout,
+                                "classifier")
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.classifier_dropout = classifier_dropout
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)

@@ -51,6 +51,11 @@ def attention_bias(padding_mask, mask_bias=MASK_BIAS, dtype="float32", causal=Fa
     return (1.0 - visible) * mask_bias
 
 
+def int_inputs(*names) -> dict:
+    """The backbone's inputs: int32 [batch, length] each, by name (keras-hub's names)."""
+    return {name: keras.Input((None,), dtype="int32", name=name) for name in names}
+
+
 def dense(units, name, initializer_range=0.02, activation=None):
     return keras.layers.Dense(
         units,
@@ -110,6 +115,13 @@ class TransformerLayer(keras.layers.Layer):
         )
         self.attention_dropout = keras.layers.Dropout(attention_dropout)
         self.dropout = keras.layers.Dropout(dropout)
+
+    @classmethod
+    def of(cls, config, name):
+        """A block with a backbone config's sizes and options (hidden_dim, num_heads, ...)."""
+        keys = ("activation", "dropout", "attention_dropout", "layer_norm_epsilon", "initializer_range")
+        return cls(config["hidden_dim"], config["num_heads"], config["intermediate_dim"],
+                   **{k: config[k] for k in keys}, name=name)
 
     def build(self, input_shape):
         hidden = (None, None, self.hidden_dim)
@@ -181,33 +193,42 @@ class Bias(keras.layers.Layer):
         return x + self.bias
 
 
-class Backbone(keras.Model):
-    """A functional backbone whose constructor arguments are its config: `arguments(locals())` first
-    thing in `__init__`, `remember(config)` last; `get_config` returns them (Keras round-trips it)."""
+class Configured(keras.Model):
+    """A functional model whose constructor arguments are attributes, saved by `get_config`."""
 
-    @staticmethod
-    def arguments(local_variables) -> dict:
-        return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}
+    config_keys = ()
 
     def remember(self, config):
         for key, value in config.items():
             setattr(self, key, value)
         self.config_keys = tuple(config)
 
+
+class Backbone(Configured):
+    """A backbone: `config = Backbone.arguments(locals())` first thing in `__init__`,
+    `self.remember(config)` last; `get_config` returns them (Keras round-trips it)."""
+
+    @staticmethod
+    def arguments(local_variables) -> dict:
+        return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}
+
     def get_config(self):
         return {"name": self.name, **{k: getattr(self, k) for k in self.config_keys}}
 
 
-class TaskModel(keras.Model):
+class TaskModel(Configured):
     """A head on a backbone, taking the backbone's inputs; `get_config` round-trips.
 
     uses_pooler: whether the backbone is built with its pooler for this head (Transformers'
-    `add_pooling_layer`); None for a backbone that has none (XLM). config_keys: the head's own
-    constructor arguments, saved by `get_config`.
+    `add_pooling_layer`); None for a backbone that has none (XLM). A subclass's `__init__` ends with
+    `keep(backbone, **its own arguments)`: `get_config` saves them.
     """
 
     uses_pooler = None
-    config_keys = ()
+
+    def keep(self, backbone, **config):
+        self.backbone = backbone
+        self.remember(config)
 
     def get_config(self):
         return {"name": self.name, "backbone": keras.saving.serialize_keras_object(self.backbone),

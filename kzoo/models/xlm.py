@@ -36,7 +36,9 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from kzoo.models.layers import MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias
+from kzoo.models.layers import (
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs,
+)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -138,20 +140,11 @@ class XLMBackbone(Backbone):
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout)
         self.attention_bias = XLMAttentionBias(causal, mask_bias, name="attention_bias")
-        self.transformer_layers = [
-            TransformerLayer(
-                hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
-                attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
-                initializer_range=initializer_range, name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.transformer_layers = [TransformerLayer.of(config, f"transformer_layer_{i}") for i in range(num_layers)]
 
         # === Functional model ===
-        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
-        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
-        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
-        lang_ids = keras.Input((None,), dtype="int32", name="lang_ids")
+        inputs = int_inputs("token_ids", "segment_ids", "padding_mask", "lang_ids")
+        token_ids, segment_ids, padding_mask, lang_ids = inputs.values()
 
         x = self.embeddings_dropout(self.embed(token_ids, lang_ids, segment_ids))
         keep = ops.expand_dims(ops.cast(padding_mask, "float32"), -1)  # expand_dims: TFLite builtin
@@ -159,12 +152,7 @@ class XLMBackbone(Backbone):
         bias = self.attention_bias(padding_mask)
         for layer in self.transformer_layers:
             x = layer(x, bias) * keep
-        super().__init__(
-            inputs={"token_ids": token_ids, "segment_ids": segment_ids,
-                    "padding_mask": padding_mask, "lang_ids": lang_ids},
-            outputs={"sequence_output": x},
-            **kwargs,
-        )
+        super().__init__(inputs=inputs, outputs={"sequence_output": x}, **kwargs)
 
         # === Config ===
         self.remember(config)
@@ -195,7 +183,7 @@ class XLMMaskedLM(TaskModel):
         x = backbone(inputs)["sequence_output"]
         logits = Bias(name="lm_bias")(backbone.token_embedding(x, reverse=True))
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
+        self.keep(backbone)
 
     def lm_logits(self, hidden):
         """The LM head on hidden states [..., H] -> logits [..., V]."""

@@ -16,7 +16,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kzoo.models.layers import MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation
+from kzoo.models.layers import (
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation, int_inputs,
+)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -64,20 +66,12 @@ class XLMRobertaBackbone(Backbone):
             epsilon=layer_norm_epsilon, name="embeddings_layer_norm"
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout)
-        self.transformer_layers = [
-            TransformerLayer(
-                hidden_dim, num_heads, intermediate_dim, activation=activation, dropout=dropout,
-                attention_dropout=attention_dropout, layer_norm_epsilon=layer_norm_epsilon,
-                initializer_range=initializer_range, name=f"transformer_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.transformer_layers = [TransformerLayer.of(config, f"transformer_layer_{i}") for i in range(num_layers)]
         self.pooler = dense(hidden_dim, "pooler", initializer_range, activation="tanh") if use_pooler else None
 
         # === Functional model ===
-        token_ids = keras.Input((None,), dtype="int32", name="token_ids")
-        segment_ids = keras.Input((None,), dtype="int32", name="segment_ids")
-        padding_mask = keras.Input((None,), dtype="int32", name="padding_mask")
+        inputs = int_inputs("token_ids", "segment_ids", "padding_mask")
+        token_ids, segment_ids, padding_mask = inputs.values()
 
         not_pad = ops.cast(ops.not_equal(token_ids, pad_token_id), "int32")
         positions = ops.cumsum(not_pad, axis=1) * not_pad + pad_token_id
@@ -90,11 +84,7 @@ class XLMRobertaBackbone(Backbone):
         outputs = {"sequence_output": x}
         if use_pooler:
             outputs["pooled_output"] = self.pooler(x[:, 0, :])
-        super().__init__(
-            inputs={"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask},
-            outputs=outputs,
-            **kwargs,
-        )
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
         self.remember(config)
@@ -114,7 +104,7 @@ class XLMRobertaMaskedLM(TaskModel):
         x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
         logits = Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
+        self.keep(backbone)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -122,7 +112,6 @@ class XLMRobertaClassifier(TaskModel):
     """Sequence classification on `<s>`: dropout -> dense -> tanh -> dropout -> out_proj."""
 
     uses_pooler = False
-    config_keys = ("num_classes", "classifier_dropout")
 
     def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
         inputs = backbone.input
@@ -132,6 +121,4 @@ class XLMRobertaClassifier(TaskModel):
         x = keras.layers.Dropout(classifier_dropout)(x)
         logits = dense(num_classes, "classifier", backbone.initializer_range)(x)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.classifier_dropout = classifier_dropout
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)

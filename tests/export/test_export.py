@@ -21,32 +21,24 @@ from kzoo.converters import family_of
 from kzoo.converters.convert import convert, read_hf_config
 from kzoo.converters.verify import reference_inputs, run_reference
 from kzoo.export import export_savedmodel, export_tflite
-from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint
+from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint, model_with_tokenizer
 from spm_fixtures import held_out_texts, make_albert_tokenizer_dir, make_xlmr_tokenizer_dir, training_corpus
 
 MODES = ["none", "fp16", "dynamic-int8", "int8", "int16x8"]
 BOUNDS = {"fp16": 1e-2}  # max abs diff vs Keras fp32; int modes: cosine >= 0.99 per position
 
 
-def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir):
-    vocab = len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"])
-    src = make_checkpoint(tmp / "ref", cls_name, {**config, "vocab_size": vocab})
-    for f in tokenizer_dir.iterdir():
-        shutil.copy(f, src / f.name)
-    convert(src, tmp / "model")
-    return src, tmp / "model"
-
-
 @pytest.fixture(scope="module")
 def albert(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("albert")
-    return model_with_tokenizer(tmp, "AlbertForMaskedLM", TINY_ALBERT, make_albert_tokenizer_dir(tmp, True))
+    return model_with_tokenizer(tmp, "AlbertForMaskedLM", TINY_ALBERT, make_albert_tokenizer_dir(tmp, True),
+                                out="model")
 
 
 @pytest.fixture(scope="module")
 def xlmr(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("xlmr")
-    return model_with_tokenizer(tmp, "XLMRobertaForMaskedLM", TINY_XLMR, make_xlmr_tokenizer_dir(tmp))
+    return model_with_tokenizer(tmp, "XLMRobertaForMaskedLM", TINY_XLMR, make_xlmr_tokenizer_dir(tmp), out="model")
 
 
 @pytest.fixture(scope="module")

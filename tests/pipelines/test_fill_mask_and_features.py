@@ -1,26 +1,14 @@
 """fill-mask and embed on converted models, against Transformers' pipelines on the PyTorch reference."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 import kzoo
 from kzoo.cli import main
-from kzoo.converters.convert import convert
-from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint
+from reference import TINY_ALBERT, TINY_XLMR, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
-
-
-def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir):
-    vocab = len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]) \
-        if (tokenizer_dir / "tokenizer.json").exists() else None
-    src = make_checkpoint(tmp / "ref", cls_name, {**config, "vocab_size": vocab or config["vocab_size"]})
-    for f in tokenizer_dir.iterdir():
-        shutil.copy(f, src / f.name)
-    convert(src, tmp / "out")
-    return src, tmp / "out"
 
 
 @pytest.fixture(scope="module")

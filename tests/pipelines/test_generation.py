@@ -23,13 +23,7 @@ from xlm_fixtures import xlm_checkpoint
 PROMPTS = ["Paris is the capital of", "Le petit prince"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On 2 cores, torch's thread pool next to TensorFlow's makes each tiny forward ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference_greedy(ref, prompt_ids, max_new_tokens, lang_id, eos=None):

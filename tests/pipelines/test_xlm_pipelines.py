@@ -20,13 +20,7 @@ from xlm_fixtures import xlm_model_dir
 TEXTS = ["Paris is the <special1> of France.", "L'été dernier, j'ai vu <special1> à Paris."]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """On 2 cores, torch's thread pool next to TensorFlow's makes each tiny forward ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
