@@ -26,7 +26,7 @@ Config keys beyond the architecture:
                   generation should attend causally when either flag is set.
   pad/bos/eos_token_id  the vocabulary's special ids (XLM's `pad_index` & co.).
   generation_mask_token_id, generation_lang_id  what Transformers' `generate` feeds the model
-                  (its config's `mask_token_id`, `lang_id`; see kzoo.generation).
+                  (its config's `mask_token_id`, `lang_id`; see kzoo.pipelines.generation).
 """
 
 from __future__ import annotations

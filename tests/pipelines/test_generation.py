@@ -1,4 +1,4 @@
-"""XLM generation (kzoo.generation) against a step-by-step PyTorch greedy decode of the same weights.
+"""XLM generation (kzoo.pipelines.generation) against a step-by-step PyTorch greedy decode of the same weights.
 
 The reference loop does what Transformers 5.23's `XLMWithLMHeadModel.generate` does at each step
 (`prepare_inputs_for_generation`): the whole sequence so far plus `config.mask_token_id`,
