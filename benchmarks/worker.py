@@ -146,7 +146,7 @@ class Kzoo(_TF):
 
 class SavedModel(_TF):
     def load(self):
-        from kzoo.runtime import savedmodel_version_dir
+        from kzoo.io.layout import savedmodel_version_dir
 
         self.loaded = self.tf.saved_model.load(str(savedmodel_version_dir(self.p["savedmodel"])))
         self.fn = self.loaded.signatures["serving_default"]

@@ -43,3 +43,20 @@ def test_private_names_across_modules_fail():
     assert check("kzoo.pipelines.base", "from kzoo.io.modeldir import _secret\n")
     assert check("kzoo.pipelines.base", "from kzoo.io import modeldir\nmodeldir._secret()\n")
     assert check("kzoo.pipelines.base", "from kzoo.io import modeldir\nmodeldir.__name__\n") == []
+
+
+def test_every_kzoo_import_resolves():
+    """Each `from kzoo... import name` anywhere (benchmarks and scripts too, which no test runs) names
+    something that exists."""
+    import importlib
+
+    known = rules.kzoo_sources()
+    missing = []
+    for module, (file, source) in {**known, **rules.outside_sources()}.items():
+        for line, target, name, _ in rules.imports(module, source, str(file).endswith("__init__.py")):
+            if rules.part(target) is None or target not in known:
+                continue
+            if name is not None and name != "*" and f"{target}.{name}" not in known:
+                if not hasattr(importlib.import_module(target), name):
+                    missing.append(f"{file}:{line}: {target}.{name}")
+    assert missing == []
