@@ -64,17 +64,12 @@ from pathlib import Path
 
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers.base import SPECIAL_ATTRS
-from kzoo.tokenizers.sentencepiece import SPACE, SentencePieceTokenizer, Vocabulary
+from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokenizer, Vocabulary
 
 # Hugging Face tokenizer files copied into a kzoo model dir (so Transformers can load it as well).
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
             "spiece.model", "sentencepiece.bpe.model")
 SCORE_GRID_BITS = 10  # piece scores are rounded to multiples of 2**-10 (see _fold)
-# Rust's char::is_whitespace (Unicode White_Space): what `WhitespaceSplit` splits on.
-_WHITESPACE = frozenset(
-    map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
-              0x2028, 0x2029, 0x202F, 0x205F, 0x3000])
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +101,7 @@ def from_hf_dir(src_dir, family: str, spec: SentencePieceFiles) -> SentencePiece
         special_ids={k: hf.added[v][0] for k, v in hf.specials.items()},
         all_special_tokens=list(hf.all_special_tokens),
         added={k: [int(i), bool(s)] for k, (i, s) in hf.added.items()},
+        strip=dict(hf.strip),
         id_to_token=id_to_token,
         clean_up_tokenization_spaces=hf.clean_up_tokenization_spaces,
         source_files=[str(f) for f in hf.files],
@@ -130,6 +126,7 @@ class _HFTokenizer:
     clean_up_tokenization_spaces: bool
     specials: dict  # attr ("cls_token", ...) -> content
     added: dict  # content -> (id, special): tokens cut out of raw text before normalisation
+    strip: dict  # content -> [lstrip, rstrip], for added tokens with either
     all_special_tokens: list
     files: list  # source files to copy
 
@@ -143,8 +140,13 @@ def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokeniz
     src = Path(src_dir)
     config, tok_json, proto = _read_files(src, spec)
     vocab, charsmap, added_entries = _vocabulary(src, config, tok_json, proto, spec)
-    for id_, tok in sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0])):
+    decoder = sorted((config.get("added_tokens_decoder") or {}).items(), key=lambda kv: int(kv[0]))
+    for id_, tok in decoder:
         added_entries.append((_content(tok), int(id_), tok.get("special", False) if isinstance(tok, dict) else True))
+    # AddedToken's lstrip / rstrip: the token's offsets take in the whitespace beside it
+    listed = (tok_json or {}).get("added_tokens", []) + [tok for _, tok in decoder if isinstance(tok, dict)]
+    strip = {t["content"]: [bool(t.get("lstrip")), bool(t.get("rstrip"))] for t in listed
+             if t.get("lstrip") or t.get("rstrip")}
     specials = {k: _content(config.get(k, v)) for k, v in spec.specials.items()}
     specials = {k: v for k, v in specials.items() if v is not None}
     extra = config.get("extra_special_tokens") or config.get("additional_special_tokens") or []
@@ -161,6 +163,7 @@ def _read_hf_dir(src_dir, family: str, spec: "SentencePieceFiles") -> _HFTokeniz
         clean_up_tokenization_spaces=bool(config.get("clean_up_tokenization_spaces", False)),
         specials=specials,
         added=_added_ids(vocab, added_entries),
+        strip=strip,
         all_special_tokens=list(dict.fromkeys([specials[k] for k in SPECIAL_ATTRS if k in specials] + extra)),
         files=[src / f for f in HF_FILES if (src / f).is_file()],
     )
@@ -269,7 +272,7 @@ def _reference_normalizer(albert: bool, do_lower_case: bool, keep_accents: bool,
 # --- folding: Transformers' normaliser + added tokens + scores -> one SentencePiece model -------
 
 
-_TO_SPACE = {ord(c): " " for c in _WHITESPACE}
+_TO_SPACE = {ord(c): " " for c in WHITESPACE}
 
 
 @functools.lru_cache(maxsize=8)

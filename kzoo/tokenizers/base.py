@@ -1,11 +1,14 @@
 """What every kzoo tokenizer does as Transformers' tokenizers do, written once.
 
 A format (SentencePiece, XLM's Moses + BPE) subclasses `Tokenizer` and supplies the text -> ids
-step (`_tokenize`), its vocabulary and its special tokens; this class adds the rest exactly as
-Transformers 5.23 does it: special-token templates, pairs, truncation, padding, batches, decode.
+step (`_tokenize`), its character offsets (`_offsets`), its vocabulary and its special tokens;
+this class adds the rest exactly as Transformers 5.23 does it: special-token templates, pairs,
+truncation, padding, batches, offsets through all of those, decode.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +19,18 @@ SPECIAL_ATTRS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token"
 # Transformers' `clean_up_tokenization` replacements.
 _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+NO_SPAN = (0, 0)  # the offsets of special tokens and padding (Transformers': (0, 0))
+
+
+class Row(NamedTuple):
+    """One encoded text (or pair): ids, segment ids, where the pair part starts, character spans."""
+
+    ids: list
+    segments: list
+    first: int
+    spans: list
+
 
 def longest_first(a, b, max_tokens):
     """The `tokenizers` library's "longest_first" truncation of a (pair of) id list(s) to max_tokens."""
@@ -84,6 +99,11 @@ class Tokenizer:
         """Ids without special tokens, one list per text."""
         raise NotImplementedError
 
+    def _offsets(self, texts, ids) -> list:
+        """Each token's (start, end) character span in its text (Transformers' offset_mapping)."""
+        raise TokenizerError(f"{type(self).__name__} gives no character offsets (Transformers' Python "
+                             "tokenizers return no offset_mapping either)")
+
     def _decode_tokens(self, ids, skip_special_tokens) -> list:
         raise NotImplementedError
 
@@ -135,20 +155,22 @@ class Tokenizer:
         return 2 if not pair else 4 if self.template == "roberta" else 3
 
     def _with_specials(self, a, b=None):
-        """(ids, segment ids, where the pair part starts) with the template's special tokens."""
-        cls, sep = self.cls_token_id, self.sep_token_id
-        ids = [cls, *a, sep]
-        first = len(ids)
+        """A Row of (id, span) token lists with the template's special tokens (span NO_SPAN)."""
+        cls, sep = (self.cls_token_id, NO_SPAN), (self.sep_token_id, NO_SPAN)
+        tokens = [cls, *a, sep]
+        first = len(tokens)
         if b is None:
-            return ids, [0] * first, first
-        if self.template == "roberta":  # <s> A </s></s> B </s>, all segment 0
-            ids += [sep, *b, sep]
-            return ids, [0] * len(ids), first
-        ids += [*b, sep]  # [CLS] A [SEP] B [SEP], the B part segment 1
-        return ids, [0] * first + [1] * (len(ids) - first), first
+            segments = [0] * first
+        elif self.template == "roberta":  # <s> A </s></s> B </s>, all segment 0
+            tokens += [sep, *b, sep]
+            segments = [0] * len(tokens)
+        else:  # [CLS] A [SEP] B [SEP], the B part segment 1
+            tokens += [*b, sep]
+            segments = [0] * first + [1] * (len(tokens) - first)
+        return Row([t for t, _ in tokens], segments, first, [s for _, s in tokens])
 
     def _build(self, a, b, add_special_tokens, max_length, truncation):
-        """(ids, segment ids, where the pair part starts), as Transformers' `prepare_for_model`."""
+        """A Row for token lists a, b of (id, span), as Transformers' `prepare_for_model`."""
         if truncation and max_length is None:
             max_length = self.model_max_length
         special = self._num_special(b is not None) if add_special_tokens else 0
@@ -159,9 +181,10 @@ class Tokenizer:
                 a, b = longest_first_python(a, b, max_length - special, left=self.truncation_side == "left")
         if add_special_tokens:
             return self._with_specials(a, b)
-        ids = a + (b or [])
+        tokens = a + (b or [])
         pair_segment = 1 if self.template == "bert" else 0
-        return ids, [0] * len(a) + [pair_segment] * len(b or []), len(a)
+        return Row([t for t, _ in tokens], [0] * len(a) + [pair_segment] * len(b or []), len(a),
+                   [s for _, s in tokens])
 
     def _check_texts(self, texts, pairs):
         single = isinstance(texts, str)
@@ -179,29 +202,37 @@ class Tokenizer:
         """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`."""
         texts, pairs = self._check_texts(text, pair)
         a, b = self._tokenize_pairs(texts, pairs, lang)
-        return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation)[0]
+        return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids
 
-    def _tokenize_pairs(self, texts, pairs, lang):
-        """(ids of the texts, ids of the pairs or None); `lang` (XLM): a code or (text's, pair's)."""
+    def _tokenize_pairs(self, texts, pairs, lang, offsets=False):
+        """Token lists of (id, span) for the texts, and for the pairs (None without); `lang` (XLM): a
+        code or (text's, pair's) codes. Spans are NO_SPAN unless `offsets`."""
         lang_a, lang_b = self._pair_langs(lang)
         if pairs is None or lang_a == lang_b:
             ids = self._tokenize(texts + (pairs or []), lang_a)
-            return ids[:len(texts)], (ids[len(texts):] if pairs is not None else None)
-        return self._tokenize(texts, lang_a), self._tokenize(pairs, lang_b)
+        else:
+            ids = self._tokenize(texts, lang_a) + self._tokenize(pairs, lang_b)
+        every = texts + (pairs or [])
+        spans = self._offsets(every, ids) if offsets else [[NO_SPAN] * len(row) for row in ids]
+        tokens = [list(zip(row, row_spans)) for row, row_spans in zip(ids, spans)]
+        return tokens[:len(texts)], (tokens[len(texts):] if pairs is not None else None)
 
     def _pair_langs(self, lang):
         if lang is not None:
             raise TokenizerError(f"lang={lang!r}: this tokenizer has no languages (lang is for XLM)")
         return None, None
 
-    def __call__(self, texts, pairs=None, max_length=None, truncation=True, padding="longest", lang=None) -> dict:
+    def __call__(self, texts, pairs=None, max_length=None, truncation=True, padding="longest", lang=None,
+                 return_offsets_mapping=False) -> dict:
         """Batch encoding like Transformers' `tokenizer(texts, pairs, ...)`, as numpy int32 arrays:
         token_ids, padding_mask (1 = token, 0 = padding) and segment_ids, padded with the pad id to
-        the longest row (padding="longest") or to max_length (padding="max_length")."""
+        the longest row (padding="longest") or to max_length (padding="max_length"); with
+        `return_offsets_mapping`, offset_mapping [B, S, 2]: each token's (start, end) character span
+        in its text (a pair's tokens: in the pair), (0, 0) for special tokens and padding."""
         texts, pairs = self._check_texts(texts, pairs)
-        a, b = self._tokenize_pairs(texts, pairs, lang)
+        a, b = self._tokenize_pairs(texts, pairs, lang, offsets=return_offsets_mapping)
         rows = [self._build(a[i], b[i] if b else None, True, max_length, truncation) for i in range(len(texts))]
-        longest = max((len(ids) for ids, _, _ in rows), default=0)
+        longest = max((len(row.ids) for row in rows), default=0)
         if padding in (True, "longest"):
             width = longest
         elif padding == "max_length":
@@ -214,11 +245,15 @@ class Tokenizer:
         batch = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
                  "padding_mask": np.zeros((len(rows), width), np.int32),
                  "segment_ids": np.zeros((len(rows), width), np.int32)}
-        for r, (ids, segments, _) in enumerate(rows):
-            start = width - len(ids) if self.padding_side == "left" else 0
-            batch["token_ids"][r, start:start + len(ids)] = ids
-            batch["padding_mask"][r, start:start + len(ids)] = 1
-            batch["segment_ids"][r, start:start + len(ids)] = segments
+        if return_offsets_mapping:
+            batch["offset_mapping"] = np.zeros((len(rows), width, 2), np.int32)
+        for r, row in enumerate(rows):
+            span = slice(width - len(row.ids), width) if self.padding_side == "left" else slice(0, len(row.ids))
+            batch["token_ids"][r, span] = row.ids
+            batch["padding_mask"][r, span] = 1
+            batch["segment_ids"][r, span] = row.segments
+            if return_offsets_mapping:
+                batch["offset_mapping"][r, span] = np.asarray(row.spans, np.int32).reshape(-1, 2)
         return self._finish_batch(batch, rows, lang)
 
     def _finish_batch(self, batch, rows, lang):

@@ -31,6 +31,51 @@ MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
 FORMAT = "kzoo-sentencepiece"
 FORMAT_VERSION = 1
 SPACE = "\u2581"  # ▁
+# Rust's char::is_whitespace (Unicode White_Space): what Transformers' tokenizers treat as whitespace.
+WHITESPACE = frozenset(
+    map(chr, [*range(0x09, 0x0E), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+              0x2028, 0x2029, 0x202F, 0x205F, 0x3000])
+)
+
+
+def token_spans(text, normalized, origin, lengths, markers) -> list:
+    """Transformers' offsets of the tokens covering `lengths` normalized characters each, in order.
+
+    origin[i]: where normalized character i starts in `text` (sentencepiece's alignment). As the
+    `tokenizers` library aligns its normalizer: a normalized character spans the first original
+    character it comes from (a composed "é" from "e" + U+0301 spans the "e"; both of "fi" from "ﬁ"
+    span the "ﬁ"), except ALBERT's quote rule, whose '"' spans the second character of `` or '';
+    a word's `▁` spans the word's first character; an added token (a marker) spans its own text, and
+    the whitespace before / after it when it is an lstrip / rstrip AddedToken.
+    markers: {marker character: (the added token's text, lstrip, rstrip)}.
+    """
+
+    def span(i):
+        if normalized[i] == SPACE:  # Metaspace's ▁ points at the word's first character
+            return span(i + 1) if i + 1 < len(normalized) and normalized[i + 1] != SPACE else None
+        start = origin[i]
+        if normalized[i] == '"' and text[start:start + 2] in ("``", "''"):
+            start += 1
+        return start, start + 1
+
+    spans, position = [], 0
+    for length in lengths:
+        chars = range(position, position + length)
+        position += length
+        marker = [i for i in chars if normalized[i] in markers]
+        if marker:
+            content, lstrip, rstrip = markers[normalized[marker[0]]]
+            start = end = origin[marker[0]]
+            end += len(content)
+            while lstrip and start > 0 and text[start - 1] in WHITESPACE:
+                start -= 1
+            while rstrip and end < len(text) and text[end] in WHITESPACE:
+                end += 1
+            spans.append((start, end))
+            continue
+        covered = [s for s in map(span, chars) if s is not None]
+        spans.append((min(s for s, _ in covered), max(e for _, e in covered)) if covered else (0, 0))
+    return spans
 
 
 @dataclasses.dataclass
@@ -43,10 +88,12 @@ class Vocabulary:
     special_ids: dict  # attr -> id
     all_special_tokens: list
     added: dict  # content -> [id, special]
+    strip: dict  # content -> [lstrip, rstrip] of the added tokens with either (their offsets take in whitespace)
     id_to_token: list
     clean_up_tokenization_spaces: bool
     source_files: list  # the Hugging Face files it came from (copied by `save`)
     token_to_id: dict = dataclasses.field(default_factory=dict)  # built lazily
+    alignment: tuple = None  # (sentencepiece processor, markers) for offsets, built lazily
 
 
 class SentencePieceTokenizer(Tokenizer, tf.Module):
@@ -105,7 +152,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             "special_tokens": info.specials,
             "special_token_ids": info.special_ids,
             "all_special_tokens": info.all_special_tokens,
-            "added_tokens": [{"content": c, "id": i, "special": s}
+            "added_tokens": [{"content": c, "id": i, "special": s, **self._strip_flags(c)}
                              for c, (i, s) in sorted(info.added.items(), key=lambda kv: kv[1][0])],
             # folded model id -> Transformers id: identity below `identity_below`, then `tail`
             "id_map": {"identity_below": int(base), "tail": self._id_map_np[base:].tolist()},
@@ -118,6 +165,10 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         for f in map(Path, info.source_files):
             if f.is_file() and (out / f.name).resolve() != f.resolve():
                 shutil.copyfile(f, out / f.name)
+
+    def _strip_flags(self, content):
+        lstrip, rstrip = self._info.strip.get(content, (False, False))
+        return {"lstrip": lstrip, "rstrip": rstrip} if lstrip or rstrip else {}
 
     @classmethod
     def load(cls, model_dir, meta=None) -> "SentencePieceTokenizer":
@@ -155,6 +206,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             special_ids=meta["special_token_ids"],
             all_special_tokens=meta["all_special_tokens"],
             added={t["content"]: [t["id"], t["special"]] for t in meta["added_tokens"]},
+            strip={t["content"]: [t.get("lstrip", False), t.get("rstrip", False)] for t in meta["added_tokens"]
+                   if t.get("lstrip") or t.get("rstrip")},
             id_to_token=id_to_token,
             clean_up_tokenization_spaces=meta.get("clean_up_tokenization_spaces", False),
             source_files=[str(d / f) for f in meta.get("source_files", [])],
@@ -228,6 +281,49 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         ragged = self._tokenize_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
         values, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
         return [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
+
+    def _offsets(self, texts, ids) -> list:
+        """Each token's (start, end) character span in its text, as Transformers' offset_mapping: the
+        `sentencepiece` library's own normalizer, run on the folded model, aligns the normalized text
+        with the original (see `token_spans`)."""
+        processor, markers = self._alignment()
+        spans = []
+        for text, row in zip(texts, ids):
+            normalized, origin = processor.Normalize(text, with_offsets=True)
+            lengths = self._normalized_lengths(processor, text, row, len(normalized))
+            spans.append(token_spans(text, normalized, origin, lengths, markers))
+        return spans
+
+    def _alignment(self):
+        """(a sentencepiece processor of the folded model, {marker character: the added token's text})."""
+        if self._info.alignment is None:
+            import sentencepiece as spm
+
+            processor = spm.SentencePieceProcessor(model_proto=self._folded_model)
+            markers = {}
+            for i in np.flatnonzero(self._id_map_np != np.arange(len(self._id_map_np))):  # the appended pieces
+                piece = processor.IdToPiece(int(i))
+                if len(piece) == 2 and piece[0] == SPACE:  # `▁M`: an added token's marker (a private-use character)
+                    content = self._info.id_to_token[int(self._id_map_np[i])]
+                    markers[piece[1]] = (content, *self._info.strip.get(content, (False, False)))
+            self._info.alignment = (processor, markers)
+        return self._info.alignment
+
+    def _normalized_lengths(self, processor, text, row, total):
+        """How many normalized characters each token of `row` covers: the processor's own segmentation
+        when it gives the same ids as the op (it does on every test text: same pieces and scores); else
+        the op's pieces, an unknown piece taking what the others leave."""
+        found = processor.EncodeAsOffsetMapping(text)
+        if [int(self._id_map_np[i]) for i in found["ids"]] == list(row) and sum(map(len, found["pieces"])) == total:
+            return [len(piece) for piece in found["pieces"]]
+        folded = np.asarray(self._sp.tokenize(tf.constant([text.encode("utf-8")])).flat_values).tolist()
+        lengths = [None if i == processor.unk_id() else len(processor.IdToPiece(i)) for i in folded]
+        unknown = [k for k, n in enumerate(lengths) if n is None]
+        rest = total - sum(n for n in lengths if n is not None)
+        for k in unknown:
+            lengths[k] = rest if k == unknown[-1] else min(1, rest)
+            rest -= lengths[k]
+        return lengths
 
     def _decode_tokens(self, ids, skip_special_tokens) -> list:
         special = {i for _, (i, s) in self._info.added.items() if s}

@@ -363,7 +363,8 @@ class XLMTokenizer(Tokenizer):
         return super().encode(text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
                               truncation=truncation, lang=lang)
 
-    def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=True, padding="longest") -> dict:
+    def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=True, padding="longest",
+                 return_offsets_mapping=False) -> dict:
         """Batch encoding like `tokenizer(texts, pairs, padding=..., truncation=..., max_length=...)`.
 
         numpy int32 [batch, length]: token_ids, padding_mask (1 token / 0 padding), segment_ids,
@@ -373,7 +374,7 @@ class XLMTokenizer(Tokenizer):
         and neither the original XLM nor Transformers' tokenizer (model_input_names) feeds them.
         """
         return super().__call__(texts, pairs, max_length=max_length, truncation=truncation, padding=padding,
-                                lang=lang)
+                                lang=lang, return_offsets_mapping=return_offsets_mapping)
 
     def _finish_batch(self, batch, rows, lang):
         lang_a, lang_b = self._pair_langs(lang)
@@ -381,9 +382,9 @@ class XLMTokenizer(Tokenizer):
         width = batch["token_ids"].shape[1]
         batch["segment_ids"][:] = -1
         batch["lang_ids"] = np.full_like(batch["token_ids"], id_a)
-        for r, (ids, _, first) in enumerate(rows):
-            start = width - len(ids) if self.padding_side == "left" else 0
-            batch["lang_ids"][r, start + first:start + len(ids)] = id_b
+        for r, row in enumerate(rows):
+            start = width - len(row.ids) if self.padding_side == "left" else 0
+            batch["lang_ids"][r, start + row.first:start + len(row.ids)] = id_b
         return batch
 
     # ---- decoding --------------------------------------------------------------------------------

@@ -144,6 +144,22 @@ def test_pairs_truncation_and_padding(case, max_length):
             hf(a, b, max_length=max_length, truncation=truncation)["input_ids"]
 
 
+@pytest.mark.parametrize("max_length", [None, 24])
+def test_offsets_equal_transformers_offset_mapping(case, max_length):
+    """Character spans through the normaliser (NFKD, accents, quotes, charsmap), special tokens in the
+    text, whitespace runs, pairs and truncation: Transformers' `offset_mapping`, span for span."""
+    name, hf, kz, texts = case
+    truncation = max_length is not None
+    for args in ((texts,), (texts[:60], texts[60:120])):
+        ref = hf(*args, return_offsets_mapping=True, truncation=truncation, max_length=max_length)
+        out = kz(*args, return_offsets_mapping=True, truncation=truncation, max_length=max_length)
+        assert out["offset_mapping"].shape == (*out["token_ids"].shape, 2)
+        got = [row[mask == 1].tolist() for row, mask in zip(out["offset_mapping"], out["padding_mask"])]
+        want = [[list(span) for span in row] for row in ref["offset_mapping"]]
+        assert _first_difference(args[0], want, got) is None
+        assert not out["offset_mapping"][out["padding_mask"] == 0].any()  # padding: (0, 0)
+
+
 def test_single_sequences_padding_to_max_length(case):
     name, hf, kz, texts = case
     ref = hf(texts, max_length=32, truncation=True, padding="max_length", return_token_type_ids=True)
@@ -193,6 +209,8 @@ def test_save_and_load(case, tmp_path):
     ids = kz.encode(texts[3])
     assert loaded.decode(ids) == kz.decode(ids)
     assert loaded.convert_ids_to_tokens(ids) == kz.convert_ids_to_tokens(ids)
+    np.testing.assert_array_equal(loaded(sample, return_offsets_mapping=True)["offset_mapping"],
+                                  kz(sample, return_offsets_mapping=True)["offset_mapping"])
 
 
 def test_load_needs_neither_transformers_nor_torch_nor_tokenizers(build, tmp_path):

@@ -391,6 +391,15 @@ def test_language_errors(dirs, tmp_path):
     assert tok.lang_id("fr") == 1
 
 
+def test_no_offsets_as_transformers_python_tokenizer(dirs):
+    """Transformers' XLMTokenizer is a Python tokenizer: it returns no offset_mapping (silently); kzoo's
+    says so."""
+    hf, ours, _ = get(dirs, "enfr")
+    assert "offset_mapping" not in hf(TEXTS[0], return_offsets_mapping=True)
+    with pytest.raises(TokenizerError, match="no character offsets"):
+        ours(TEXTS[0], return_offsets_mapping=True)
+
+
 def test_file_errors(dirs, tmp_path):
     with pytest.raises(TokenizerError, match="merges.txt missing"):
         (tmp_path / "x").mkdir()
