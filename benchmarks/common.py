@@ -22,7 +22,8 @@ SEED = 0
 # The presets benchmarked (one per family) and how each one's reference is built and fed: read from
 # the declarations (kzoo.families, the family's converter). `torch_class` is Transformers' backbone
 # class (the encoder every task shares); `head` (the family's name) picks the masked-LM head used
-# only to score top-1 agreement (run.py).
+# only to score top-1 agreement (run.py), and the per-family formulas of `parameter_count` and
+# `matmul_flops` below (a new family adds its own there).
 BENCHMARKED = ("albert-base-v2", "xlm-roberta-base", "xlm-mlm-enfr-1024")
 CONVERSION_PRESET = "xlm-roberta-large"
 
@@ -48,30 +49,13 @@ def describe(preset):
     )
 
 
-class _Models(dict):
-    """preset -> describe(preset), computed on first use (kzoo's declarations import lazily)."""
-
-    def __missing__(self, preset):
-        self[preset] = describe(preset)
-        return self[preset]
-
-    def __iter__(self):
-        return iter(BENCHMARKED)
-
-    def __len__(self):
-        return len(BENCHMARKED)
-
-    def __contains__(self, preset):
-        return preset in BENCHMARKED
-
-
-MODELS = _Models()
-
-
 def backbone(preset):
     from kzoo.families import PRESETS
 
     return PRESETS[preset]["backbone"]
+
+
+MODELS = {preset: describe(preset) for preset in BENCHMARKED}  # (the declarations import without TF / torch)
 
 
 def hf_config(preset):

@@ -33,11 +33,14 @@ FORMAT = 1  # bump to rebuild every cached artifact
 
 # What each TensorFlow-side artifact is made from; edits elsewhere (CLI, tokenizers, tasks, loading)
 # do not invalidate the cached artifacts.
-MODEL_SOURCES = tuple(sorted(str(p.relative_to(common.ROOT)) for p in (common.ROOT / "kzoo" / "models").glob("*.py")))
-CONVERT_SOURCES = MODEL_SOURCES + tuple(sorted(str(p.relative_to(common.ROOT))
-                                               for p in (common.ROOT / "converters").glob("*.py")))
-EXPORT_SOURCES = MODEL_SOURCES + tuple(sorted(str(p.relative_to(common.ROOT))
-                                              for p in (common.ROOT / "export").glob("*.py")))
+def _sources(*folders):
+    return tuple(sorted(str(p.relative_to(common.ROOT)) for folder in folders for p in (common.ROOT / folder).glob("*.py")))
+
+
+# (kzoo/io: loading, saving and weight adoption; kzoo/tasks: the exports' text signatures)
+MODEL_SOURCES = _sources("kzoo/models", "kzoo/io")
+CONVERT_SOURCES = MODEL_SOURCES + _sources("converters")
+EXPORT_SOURCES = MODEL_SOURCES + _sources("export", "kzoo/tasks")
 
 
 def _sources_hash(files):

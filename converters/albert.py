@@ -1,6 +1,6 @@
 """ALBERT: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
-from kzoo.converters.sentencepiece import SentencePieceFiles
+from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.io.arrays import transpose
 
 T = transpose

@@ -62,6 +62,7 @@ import functools
 import json
 from pathlib import Path
 
+from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers.base import SPECIAL_ATTRS
 from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokenizer, Vocabulary
@@ -70,18 +71,6 @@ from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokeni
 HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
             "spiece.model", "sentencepiece.bpe.model")
 SCORE_GRID_BITS = 10  # piece scores are rounded to multiples of 2**-10 (see _fold)
-
-
-@dataclasses.dataclass(frozen=True)
-class SentencePieceFiles:
-    """What a family's Transformers tokenizer class reads and does (each converter declares one)."""
-
-    spm_file: str  # the SentencePiece model's file name
-    specials: dict  # defaults of the named special tokens
-    unk_id: int  # the unknown piece's id, which Transformers hard-codes
-    template: str  # kzoo.tokenizers.base.Tokenizer.template
-    fairseq: bool = False  # without tokenizer.json, ids in fairseq's layout (XLM-R)
-    normalizer: str | None = None  # "albert": quotes, NFKD + accents, lowercase, per tokenizer_config
 
 
 def from_hf_dir(src_dir, family: str, spec: SentencePieceFiles) -> SentencePieceTokenizer:

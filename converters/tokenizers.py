@@ -3,9 +3,22 @@ family declares (kzoo.families: `Family.tokenizer`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from kzoo.errors import TokenizerError
+
+@dataclasses.dataclass(frozen=True)
+class SentencePieceFiles:
+    """What a family's Transformers tokenizer class reads and does (each converter declares one)."""
+
+    spm_file: str  # the SentencePiece model's file name
+    specials: dict  # defaults of the named special tokens
+    unk_id: int  # the unknown piece's id, which Transformers hard-codes
+    template: str  # kzoo.tokenizers.base.Tokenizer.template
+    fairseq: bool = False  # without tokenizer.json, ids in fairseq's layout (XLM-R)
+    normalizer: str | None = None  # "albert": quotes, NFKD + accents, lowercase, per tokenizer_config
+
 
 # Any of these in a checkpoint dir means it has a tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",

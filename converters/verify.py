@@ -12,16 +12,17 @@ import numpy as np
 from kzoo.converters import family_of
 from kzoo.converters.convert import read_hf_config, resolve_source
 from kzoo.io import modeldir
-from kzoo.models import outputs
+from kzoo.models import load_model, outputs
+from kzoo.tasks import TASKS
 
 BOUND = 1e-4  # the numerical contract: max abs diff on logits and hidden states
 
-# kzoo output name (kzoo.tasks) -> Transformers output attribute, per task
-OUTPUTS = {
-    "backbone": {"sequence_output": "last_hidden_state", "pooled_output": "pooler_output"},
-    "masked_lm": {"logits": "logits"},
-    "pretraining": {"mlm_logits": "prediction_logits", "sop_logits": "sop_logits"},
-    "classifier": {"logits": "logits"},
+# Transformers' output attributes, per task, in the order of its declared outputs (kzoo.tasks)
+HF_OUTPUTS = {
+    "backbone": ("last_hidden_state", "pooler_output"),
+    "masked_lm": ("logits",),
+    "pretraining": ("prediction_logits", "sop_logits"),
+    "classifier": ("logits",),
 }
 
 
@@ -73,7 +74,7 @@ def run_reference(src, task, spec, inputs):
             **({"langs": torch.as_tensor(inputs["lang_ids"], dtype=torch.long)}
                if "lang_ids" in inputs else {}),
         )
-    result = {ours: getattr(out, theirs).numpy() for ours, theirs in OUTPUTS[task].items()
+    result = {ours: getattr(out, theirs).numpy() for ours, theirs in zip(TASKS[task].outputs, HF_OUTPUTS[task])
               if getattr(out, theirs, None) is not None}  # XLMModel has no pooler
     if task != "backbone":
         result["sequence_output"] = out.hidden_states[-1].numpy()
@@ -90,7 +91,7 @@ def run_kzoo(model, task, inputs):
 def verify(model_dir, reference, *, model=None, batches=None):
     """Max abs diff of every output on padded batches; returns a report dict."""
     config = modeldir.read_config(model_dir)
-    model = model or modeldir.load(model_dir)
+    model = model or load_model(model_dir)
     src = resolve_source(reference)
     hf = read_hf_config(src)
     task = config["task"]

@@ -1,6 +1,6 @@
 """XLM-RoBERTa: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
-from kzoo.converters.sentencepiece import SentencePieceFiles
+from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.converters.tensors import CheckpointError
 from kzoo.io.arrays import transpose
 

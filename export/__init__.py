@@ -16,7 +16,8 @@ same functions for all of them:
     common.py      the model, its signatures' inputs, length buckets, the tokenizer in the graph
     data.py        calibration and evaluation texts, and batches of ids from them
     check.py       the parity check and report both formats share (against Keras fp32)
-    savedmodel.py  `kzoo export savedmodel`        tflite.py, quantize.py  `kzoo export tflite`
+    savedmodel.py  `kzoo export savedmodel`
+    tflite.py      `kzoo export tflite`; tflite_model.py reads and repairs .tflite flatbuffers
 The on-disk layout is kzoo.io.layout's, which kzoo.runtime reads.
 """
 

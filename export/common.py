@@ -7,7 +7,7 @@ import numpy as np
 
 from kzoo.errors import KzooError
 from kzoo.io import modeldir
-from kzoo.models import outputs
+from kzoo.models import load_model, outputs
 from kzoo.tasks import TASKS
 
 BATCH_BUCKETS = tuple(2**i for i in range(11))  # 1, 2, 4, ..., 1024
@@ -17,11 +17,19 @@ class ExportError(KzooError):
     """A one-line, user-facing problem with an export."""
 
 
-def load_model(model_dir, mask_bias=None):
+def check_out(out, overwrite):
+    """An ExportError before any slow work when OUT exists and may not be replaced."""
+    from pathlib import Path
+
+    if Path(out).exists() and not overwrite:
+        raise ExportError(f"{out} already exists (pass --overwrite to replace it)")
+
+
+def model_and_config(model_dir, mask_bias=None):
     """(Keras model, config) of a kzoo model dir; with `mask_bias`, built with that attention-mask
     bias instead of the exact one (a backbone argument: kzoo.models.layers.MASK_BIAS)."""
     config = modeldir.read_config(model_dir)
-    model = modeldir.load(model_dir, **({} if mask_bias is None else {"mask_bias": float(mask_bias)}))
+    model = load_model(model_dir, **({} if mask_bias is None else {"mask_bias": float(mask_bias)}))
     return model, config
 
 

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from kzoo.export import check
 from kzoo.export.common import (
-    BATCH_BUCKETS, ExportError, bucketed, encode_in_graph, ids_function, input_signature, length_buckets,
-    load_model, load_text_tokenizer, max_tokens, pad_values, text_options, text_signature, variable_holder,
+    BATCH_BUCKETS, ExportError, bucketed, check_out, encode_in_graph, ids_function, input_signature, length_buckets,
+    model_and_config, load_text_tokenizer, max_tokens, pad_values, text_options, text_signature, variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
-from kzoo.io.atomic import atomic_dir, atomic_file, check_absent
+from kzoo.io.atomic import atomic_dir, atomic_file
 from kzoo.tasks import TASKS
 
 BOUND = 1e-4  # max abs diff against Keras fp32 (the XLA path is exact to float rounding)
@@ -51,10 +51,10 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     import tensorflow as tf
 
     out = Path(out)
-    check_absent(out, overwrite)
+    check_out(out, overwrite)
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)
-    model, config = load_model(model_dir)
+    model, config = model_and_config(model_dir)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
     tokenizer = _text_tokenizer(model_dir, config, text)
     longest = max_tokens(model)
@@ -88,7 +88,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
             "max_tokens": longest,
             "length_buckets": buckets,
             "batch_buckets": list(BATCH_BUCKETS),
-            "text": options if tokenizer is not None else None,
+            "text": {"signature": layout.TEXT_SIGNATURE, **options} if tokenizer is not None else None,
             "evaluation": evaluation,
             "ok": evaluation["ok"],
             "seconds": round(time.time() - started, 1),

@@ -37,13 +37,13 @@ import numpy as np
 from kzoo.errors import KzooError
 from kzoo.export import check
 from kzoo.export.common import (
-    ExportError, encode_in_graph, ids_function, input_names, input_signature, load_model, load_text_tokenizer,
+    ExportError, check_out, encode_in_graph, ids_function, input_names, input_signature, load_text_tokenizer, model_and_config,
     max_tokens, text_options, text_signature, variable_holder,
 )
 from kzoo.export.data import CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, with_masks
 from kzoo.export.tflite_model import quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
-from kzoo.io.atomic import atomic_dir, atomic_file, check_absent
+from kzoo.io.atomic import atomic_dir, atomic_file
 
 QUANTIZE = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
 FULL_INTEGER = ("int8", "int16x8")
@@ -80,10 +80,10 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     options = text_options(config, top_k=top_k, max_masks=max_masks)
     text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
     tokenizer = text_tokenizer or _any_tokenizer(model_dir)
-    reference, _ = load_model(model_dir)  # Keras fp32, exact: what every number is measured against
+    reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against
     if mask_bias is None and quantize in FULL_INTEGER:
         mask_bias = FULL_INTEGER_MASK_BIAS
-    model = load_model(model_dir, mask_bias)[0] if mask_bias is not None else reference
+    model = model_and_config(model_dir, mask_bias)[0] if mask_bias is not None else reference
     longest = max_tokens(reference)
     advance()
 
@@ -123,7 +123,7 @@ def _check_arguments(out, quantize, calibration, overwrite):
         raise ExportError(f"unknown --quantize {quantize!r}; choose from {', '.join(QUANTIZE)}")
     if out.suffix != ".tflite":
         raise ExportError(f"{out}: the output file name must end in .tflite")
-    check_absent(out, overwrite)
+    check_out(out, overwrite)
     if calibration is None:
         return None
     if quantize not in FULL_INTEGER:

@@ -22,9 +22,9 @@ __version__ = "0.1.0"
 
 def load(path):
     """A kzoo model dir as a Keras model (the task model with its head)."""
-    from kzoo.io import modeldir
+    from kzoo.models import load_model
 
-    return modeldir.load(path)
+    return load_model(path)
 
 
 def load_tokenizer(path):

@@ -14,3 +14,11 @@ class TokenizerError(KzooError, ValueError):
 
 class ModelDirError(KzooError):
     """A problem with a model dir, or with where an output goes."""
+
+
+class RunnerError(KzooError):
+    """A problem with running a model or an export (kzoo.runtime)."""
+
+
+class GenerationError(KzooError, ValueError):
+    """A problem with a generation request."""

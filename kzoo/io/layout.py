@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kzoo.errors import ModelDirError
+from kzoo.errors import RunnerError
 
 IDS_SIGNATURE = "serving_default"
 TEXT_SIGNATURE = "serve_text"
@@ -42,7 +42,7 @@ def kind_of(path) -> str:
     path = Path(path)
     if path.suffix == ".tflite":
         if not path.is_file():
-            raise ModelDirError(f"{path}: no such .tflite file")
+            raise RunnerError(f"{path}: no such .tflite file")
         return "tflite"
     if path.is_dir() and ((path / "saved_model.pb").is_file() or _versions(path)):
         return "savedmodel"
@@ -61,7 +61,7 @@ def savedmodel_version_dir(path) -> Path:
         return path
     versions = _versions(path)
     if not versions:
-        raise ModelDirError(f"{path}: no saved_model.pb (nor a numbered version dir holding one)")
+        raise RunnerError(f"{path}: no saved_model.pb (nor a numbered version dir holding one)")
     return versions[-1]
 
 

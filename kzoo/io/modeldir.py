@@ -3,8 +3,9 @@
     config.json  {"format": "kzoo", "format_version": 1, "architecture", "task",
                   "preset", "backbone": {...}, "task_config": {...}, "labels", "source"}
 
-Written by `kzoo convert` (and `save`), read by everything else. Loading creates each variable
-straight from the file's array (kzoo.io.keras_internals): about 1.0x the weights in memory.
+Written by `kzoo convert` (and `save`), read by everything else; kzoo.models.load_model builds the
+model from it. Loading creates each variable straight from the file's array (kzoo.io.keras_internals):
+about 1.0x the weights in memory.
 """
 
 from __future__ import annotations
@@ -40,25 +41,18 @@ def read_config(path) -> dict:
     return config
 
 
-def load(path, **backbone_overrides):
-    """Loads a kzoo model dir as a Keras model (the task model with its head), its config as
-    `model.kzoo_config`. backbone_overrides: build options such as `mask_bias`."""
+def load_weights(model, path):
+    """Fills `model` (built from the dir's config under `keras_internals.deferred_variables()`) from the
+    model dir's weights file: each variable is created from the file's array (about 1.0x the weights)."""
     from kzoo.io import keras_internals
-    from kzoo.models import build_model
 
-    path = Path(path)
-    config = read_config(path)
-    with keras_internals.deferred_variables():  # no random init: each variable comes from the file
-        model = build_model(config, **backbone_overrides)
-    weights = path / WEIGHTS
+    weights = Path(path) / WEIGHTS
     if not weights.is_file():
         raise ModelDirError(f"{path}: {WEIGHTS} is missing")
     try:
         keras_internals.load_weights_adopting(model, weights)
     except Exception as e:  # h5py / Keras errors are long; name the file and the gist
         raise ModelDirError(f"{weights}: could not load weights ({str(e).splitlines()[0]})") from None
-    model.kzoo_config = config
-    return model
 
 
 def save(model, config, out):

@@ -1,13 +1,14 @@
 """The Keras models: one file per family (albert.py, xlm_roberta.py, xlm.py) on shared layers.
 
 `build_model(config)` builds any of them from a model dir's config, reading the family's
-declaration (kzoo.families); `outputs(model, inputs)` calls one and names its outputs.
+declaration (kzoo.families); `load_model(path)` loads a model dir; `outputs(model, inputs)` calls
+one and names its outputs.
 """
 
 from __future__ import annotations
 
-from kzoo.errors import ModelDirError
 from kzoo.families import get_family
+from kzoo.io import keras_internals, modeldir
 
 
 def build_model(config, **backbone_overrides):
@@ -18,13 +19,22 @@ def build_model(config, **backbone_overrides):
     backbone_config = {**config["backbone"], **backbone_overrides}
     if task == "backbone":
         return family.backbone_class()(**backbone_config, name=family.keras_name)
-    if task not in family.tasks:
-        raise ModelDirError(f"{family.name} has no task {task!r}; it has {', '.join(family.task_names)}")
     task_class = family.task_class(task)
     if task_class.uses_pooler is not None:  # Transformers' add_pooling_layer, per head
         backbone_config["use_pooler"] = task_class.uses_pooler
     backbone = family.backbone_class()(**backbone_config, name=family.keras_name)
     return task_class(backbone, **config.get("task_config", {}))
+
+
+def load_model(path, **backbone_overrides):
+    """A kzoo model dir as a Keras model (the task model with its head), its config as
+    `model.kzoo_config`. backbone_overrides: build options such as `mask_bias`."""
+    config = modeldir.read_config(path)
+    with keras_internals.deferred_variables():  # no random init: each variable comes from the file
+        model = build_model(config, **backbone_overrides)
+    modeldir.load_weights(model, path)
+    model.kzoo_config = config
+    return model
 
 
 def outputs(model, inputs, training=False) -> dict:

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from kzoo.errors import KzooError
+from kzoo.families import FAMILIES
 from kzoo.tasks import TASKS
 
 
@@ -31,6 +32,8 @@ def as_tokenizer(tokenizer, runner):
     from kzoo.tokenizers import load_tokenizer
 
     if tokenizer is None:
+        if not runner.has_tokenizer():
+            raise PipelineError("a tokenizer is needed: pass tokenizer=, or a model dir that has one")
         return runner.tokenizer()
     if isinstance(tokenizer, (str, bytes, os.PathLike)):
         return load_tokenizer(os.fsdecode(tokenizer))
@@ -64,8 +67,9 @@ class Pipeline:
                 batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
             return batch
         if not getattr(self.tokenizer, "languages", None):
-            if self.architecture == "xlm":
-                raise PipelineError(f"lang={lang!r}: this XLM model has no languages")
+            family = FAMILIES.get(self.architecture)
+            if family is not None and family.languages:
+                raise PipelineError(f"lang={lang!r}: this {family.name.upper()} model has no languages")
             raise PipelineError(f"lang={lang!r}: {self.architecture or 'this'} models have no languages "
-                                "(lang is for XLM)")
+                                f"(lang is for {', '.join(f.name.upper() for f in FAMILIES.values() if f.languages)})")
         return self.tokenizer(texts, lang=lang)

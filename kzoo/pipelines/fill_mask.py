@@ -34,13 +34,14 @@ class FillMask(Pipeline):
         positions, found = mask_slots(ids, mask, mask_id, int(counts.max()))
         (logits,) = self.runner(batch, positions=positions.numpy()).values()  # [B, M, V]
         top_ids, top_scores = top_predictions(logits, found, min(top_k, logits.shape[-1]))
-        results = [self._format(ids[row][mask[row] == 1], positions[row, :count].numpy(),
-                                top_ids[row].numpy(), top_scores[row].numpy())
+        results = [self._format(ids[row], mask[row] == 1, positions[row, :count].numpy(), top_ids[row].numpy(),
+                                top_scores[row].numpy())
                    for row, count in enumerate(counts)]
         return results[0] if single else results
 
-    def _format(self, ids, positions, top_ids, top_scores):
-        """One text's results: per mask, the candidates with the sequence each one fills in."""
+    def _format(self, ids, real, positions, top_ids, top_scores):
+        """One text's results: per mask, the candidates with the sequence each one fills in (ids: the
+        padded row, `real` its non-padding positions)."""
         single_mask = len(positions) == 1
         per_mask = []
         for pos, best, scores in zip(positions, top_ids, top_scores):
@@ -48,6 +49,7 @@ class FillMask(Pipeline):
             for token, score in zip(best.tolist(), scores.tolist()):
                 filled = ids.copy()
                 filled[pos] = token
+                filled = filled[real]
                 candidates.append({
                     "score": float(score),
                     "token": int(token),

@@ -68,17 +68,13 @@ import secrets
 import numpy as np
 from keras import ops
 
-from kzoo.errors import KzooError, TokenizerError
+from kzoo.errors import GenerationError, TokenizerError
 from kzoo.pipelines.base import as_runner, as_tokenizer
 from kzoo.pipelines.search import BeamSearch, make_sampler
 
 SAMPLERS = ("greedy", "top-k", "top-p", "beam")
 BUCKET = 32  # buffer lengths are rounded up to a multiple of this: fewer programs to compile
-
-
-class GenerationError(KzooError, ValueError):
-    """A one-line, user-facing problem with a generation request."""
-
+__all__ = ["GenerationError", "Generator", "generate"]
 
 
 def generate(model, prompt, *, tokenizer=None, causal=None, **kwargs):
@@ -102,13 +98,11 @@ class Generator:
         if not hasattr(model, "call_with_cache"):
             what = runner.config.get("architecture") or type(model or runner).__name__
             task = runner.config.get("task")
-            raise GenerationError(f"generation needs an XLM model with its LM head (masked_lm) as a model dir; "
-                                  f"this is {what!r}" + (f" ({task})" if task else ""))
+            raise GenerationError(f"generation needs an XLM model with its LM head (masked_lm), as a model dir "
+                                  f"or a Keras model; this is {what!r}" + (f" ({task})" if task else ""))
         self.model, self.backbone = model, model.backbone
-        try:
-            self.tokenizer = as_tokenizer(tokenizer, runner)
-        except KzooError:
-            self.tokenizer = None  # token-id prompts only
+        # no tokenizer stored: token-id prompts only
+        self.tokenizer = as_tokenizer(tokenizer, runner) if tokenizer is not None or runner.has_tokenizer() else None
         self.causal = bool(self.backbone.causal or self.backbone.trained_causal) if causal is None else bool(causal)
         self.jit_compile = jit_compile
         self._programs = {}

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 from keras import ops
 
+from kzoo.errors import GenerationError
+
 
 class _Bounded:
     """Mixed into a keras-hub sampler: its loop also stops once `index` reaches `self.end`
@@ -36,9 +38,9 @@ def make_sampler(sampler="greedy", k=5, p=0.9, temperature=1.0):
         "top-p": (samplers.TopPSampler, {"p": p}),
     }
     if sampler not in table:
-        raise ValueError(f"no keras-hub sampler {sampler!r}; it serves {', '.join(table)}")
+        raise GenerationError(f"no keras-hub sampler {sampler!r}; it serves {', '.join(table)}")
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+        raise GenerationError(f"temperature must be > 0, got {temperature}")
     cls, kwargs = table[sampler]
     return type(f"Bounded{cls.__name__}", (_Bounded, cls), {})(temperature=temperature, **kwargs)
 

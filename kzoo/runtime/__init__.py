@@ -18,12 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kzoo.errors import KzooError
+from kzoo.errors import RunnerError
 from kzoo.io import layout
 
-
-class RunnerError(KzooError):
-    """A one-line, user-facing problem with running a model or an export."""
+__all__ = ["Runner", "RunnerError", "from_keras", "load"]
 
 
 def load(path, *, num_threads=None) -> "Runner":
@@ -55,7 +53,7 @@ class Runner:
     takes_text = False
 
     def __init__(self, path, config=None):
-        self.path = Path(str(path))
+        self.path = Path(str(path)) if path is not None else None  # None: a model in memory
         self.config = config if config is not None else _read_config(layout.sidecar_of(path) / "config.json")
         self._tokenizer = None
 
@@ -67,11 +65,19 @@ class Runner:
     def kzoo_config(self):  # the name Keras models loaded by kzoo.load carry
         return self.config
 
+    def has_tokenizer(self) -> bool:
+        """Whether a tokenizer is stored with the model (a model dir's own, an export's sidecar copy)."""
+        from kzoo.tokenizers import META_FILE
+
+        return self.path is not None and (layout.sidecar_of(self.path) / META_FILE).is_file()
+
     def tokenizer(self):
         """The tokenizer stored with the model (a model dir's own, an export's sidecar copy)."""
         if self._tokenizer is None:
             from kzoo.tokenizers import load_tokenizer
 
+            if self.path is None:
+                raise RunnerError("a model in memory has no stored tokenizer: pass tokenizer=")
             self._tokenizer = load_tokenizer(layout.sidecar_of(self.path))
         return self._tokenizer
 

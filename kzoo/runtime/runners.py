@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from kzoo.io import layout
@@ -9,52 +11,68 @@ from kzoo.runtime import Runner, RunnerError
 
 
 class KerasRunner(Runner):
-    """A kzoo model dir (or a Keras model in memory), run by Keras."""
+    """A kzoo model dir (or a Keras model in memory), run by Keras: each part (the model, its backbone,
+    its per-position head) through one tf.function taking any batch size and length (one trace, no
+    retracing per shape, safe to call from many threads)."""
 
     kind = "keras"
 
     def __init__(self, path, num_threads=None, model=None, config=None):
         if model is None:
-            from kzoo.io import modeldir
+            from kzoo.models import load_model
 
-            model = modeldir.load(path)
+            model = load_model(path)
         from kzoo.models import output_names
 
-        super().__init__(path if path is not None else model.name,
-                         config if config is not None else getattr(model, "kzoo_config", {}))
+        super().__init__(path, config if config is not None else getattr(model, "kzoo_config", {}))
         self.model = model
         self.input_names = sorted(model.input)
         self.output_names = output_names(model)
-        self._head = None  # the per-position head, cut out at the first call with positions
+        self._functions = {}
+        self._lock = threading.Lock()
 
-    def tokenizer(self):
-        if self._tokenizer is None and not (self.path / "config.json").is_file():
-            raise RunnerError("a Keras model in memory has no stored tokenizer: pass tokenizer=")
-        return super().tokenizer()
+    def _function(self, part):
+        """The tf.function of `part`: "model", "backbone" or "head" (the per-position head; None when
+        the model has no per-position output)."""
+        with self._lock:
+            if part not in self._functions:
+                self._functions[part] = self._trace(part)
+        return self._functions[part]
+
+    def _trace(self, part):
+        import tensorflow as tf
+
+        from kzoo.models import outputs
+        from kzoo.models.layers import per_position_head
+
+        ids = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}
+        if part == "head":
+            head = per_position_head(self.model)
+            if head is None:
+                return None
+            hidden = tf.TensorSpec([None, None, self.model.backbone.hidden_dim], tf.float32)
+            return tf.function(lambda x: head(x, training=False), input_signature=[hidden])
+        model = self.model.backbone if part == "backbone" else self.model
+        return tf.function(lambda batch: outputs(model, batch), input_signature=[ids])
 
     def _run_ids(self, batch):
-        out = self.model.predict_on_batch(batch)
-        out = out if isinstance(out, dict) else {"logits": out}
-        return {k: np.asarray(v) for k, v in out.items()}
+        return {k: v.numpy() for k, v in self._function("model")(batch).items()}
 
     def _run_at(self, batch, positions):
         """The backbone at every position, the head at `positions` only (XLM-R's 250k-wide decoder
         costs twice the backbone when run at every position)."""
-        from kzoo.models.layers import per_position_head
-
         if not hasattr(self.model, "backbone"):
             return super()._run_at(batch, positions)
-        if self._head is None:
-            self._head = per_position_head(self.model) or False
-        if self._head is False:
+        head = self._function("head")
+        if head is None:
             return {}
-        sequence = np.asarray(self.model.backbone.predict_on_batch(batch)["sequence_output"])
+        sequence = self._function("backbone")(batch)["sequence_output"].numpy()
         gathered = sequence[np.arange(len(positions))[:, None], positions]  # [B, M, H]
-        return {k: np.asarray(v) for k, v in self._head.predict_on_batch(gathered).items()}
+        return {k: v.numpy() for k, v in head(gathered).items()}
 
     def backbone_outputs(self, inputs):
-        backbone = getattr(self.model, "backbone", self.model)
-        return {k: np.asarray(v) for k, v in backbone.predict_on_batch(self._ids(inputs)).items()}
+        part = "backbone" if hasattr(self.model, "backbone") else "model"
+        return {k: v.numpy() for k, v in self._function(part)(self._ids(inputs)).items()}
 
 
 class SavedModelRunner(Runner):

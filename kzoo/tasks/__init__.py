@@ -14,7 +14,6 @@ import dataclasses
 from types import MappingProxyType
 from typing import Callable
 
-from kzoo.errors import ModelDirError
 from kzoo.tasks import classification, features, fill_mask
 
 
@@ -43,9 +42,3 @@ TASKS = MappingProxyType({t.name: t for t in [
     Task("classifier", "sequence classification: logits [B, num_classes]",
          ("logits",), ("features",), classification.text_signature),
 ]})
-
-
-def get_task(name) -> Task:
-    if name not in TASKS:
-        raise ModelDirError(f"unknown task {name!r}; kzoo has {', '.join(TASKS)}")
-    return TASKS[name]

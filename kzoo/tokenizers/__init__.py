@@ -43,4 +43,6 @@ def load_tokenizer(path) -> Tokenizer:
         raise TokenizerError(f"{meta_file}: not valid JSON ({e})") from None
     if not isinstance(meta, dict):
         raise TokenizerError(f"{meta_file}: not a kzoo tokenizer description (a JSON object)")
-    return tokenizer_class(meta.get("format")).load(path, meta)
+    # (a file without "format" predates it: XLM's said family "xlm", SentencePiece ones their family)
+    format_name = meta.get("format") or ("kzoo-xlm-bpe" if meta.get("family") == "xlm" else "kzoo-sentencepiece")
+    return tokenizer_class(format_name).load(path, meta)

@@ -200,6 +200,9 @@ class Tokenizer:
 
     def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=False, lang=None) -> list:
         """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`."""
+        for value in (text, pair):
+            if value is not None and not isinstance(value, str):
+                raise TokenizerError(f"expected a string, got {type(value).__name__}")
         texts, pairs = self._check_texts(text, pair)
         a, b = self._tokenize_pairs(texts, pairs, lang)
         return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids

@@ -1,11 +1,52 @@
 """XLM's text pre-processing as Transformers 5.23's `XLMTokenizer` runs it: Moses (through sacremoses),
-Transformers' added-token trie, and the `</w>` BPE. Plain functions; kzoo.tokenizers.xlm composes them.
+the zh / th / ja word segmenters, Transformers' added-token trie, and the `</w>` BPE. Plain functions;
+kzoo.tokenizers.xlm composes them.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 import unicodedata
+
+from kzoo.errors import TokenizerError
+
+# --- segmenters: Chinese, Thai, Japanese (optional extras) -------------------------------------------
+
+# Languages with their own word segmenter: module, pip extra, package.
+SEGMENTED = {"zh": ("rjieba", "kzoo[xlm-zh]", "rjieba"),
+             "th": ("pythainlp.tokenize", "kzoo[xlm-th]", "pythainlp"),
+             "ja": ("Mykytea", "kzoo[xlm-ja]", "kytea")}
+# Transformers hard-codes where the KyTea model lives.
+KYTEA_MODEL = os.path.join(os.path.expanduser("~"), "local", "share", "kytea", "model.bin")
+
+
+class MissingExtraError(TokenizerError, ImportError):
+    """A language needs an optional package (its pip extra is named in the message)."""
+
+
+def segmenter(lang, cache: dict):
+    """The word segmenter of zh / th / ja (kept in `cache`), or a MissingExtraError naming the pip extra."""
+    if lang not in cache:
+        module, extra, package = SEGMENTED[lang]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise MissingExtraError(f"pre-tokenising {lang!r} needs the {package} package: "
+                                    f"pip install '{extra}'") from None
+        if lang == "zh":
+            cache[lang] = mod.cut
+        elif lang == "th":
+            cache[lang] = mod.word_tokenize
+        else:
+            try:
+                tagger = mod.Mykytea(f"-model {KYTEA_MODEL}")
+            except Exception as e:  # noqa: BLE001 - KyTea reports a missing model in many ways
+                raise TokenizerError(f"KyTea could not load its model {KYTEA_MODEL} ({e})") from None
+            cache[lang] = lambda text: list(tagger.getWS(text))
+    return cache[lang]
+
 
 # --- Transformers' text functions (tokenization_xlm.py, unchanged in behaviour) ----------------
 

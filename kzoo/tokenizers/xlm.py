@@ -40,9 +40,7 @@ flags), written by kzoo.converters.xlm_tokenizer. `load` needs neither Transform
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -51,6 +49,9 @@ import numpy as np
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers import moses
 from kzoo.tokenizers.base import Tokenizer
+from kzoo.tokenizers.moses import MissingExtraError
+
+__all__ = ["MissingExtraError", "XLMTokenizer", "added_token", "read_json", "read_vocab_merges"]
 
 FORMAT = "kzoo-xlm-bpe"
 FORMAT_VERSION = 1
@@ -62,18 +63,6 @@ HF_FILES = (VOCAB_FILE, MERGES_FILE, "tokenizer_config.json", "special_tokens_ma
 SETTINGS = ("do_lowercase_and_remove_accent", "special_tokens", "all_special_tokens", "languages", "lang2id",
             "split_special_tokens", "clean_up_tokenization_spaces", "model_max_length", "padding_side",
             "truncation_side")
-
-# Languages with their own word segmenter: module, pip extra, package.
-_EXTRAS = {"zh": ("rjieba", "kzoo[xlm-zh]", "rjieba"),
-           "th": ("pythainlp.tokenize", "kzoo[xlm-th]", "pythainlp"),
-           "ja": ("Mykytea", "kzoo[xlm-ja]", "kytea")}
-# Transformers hard-codes where the KyTea model lives.
-KYTEA_MODEL = os.path.join(os.path.expanduser("~"), "local", "share", "kytea", "model.bin")
-
-
-class MissingExtraError(TokenizerError, ImportError):
-    """A language needs an optional package (its pip extra is named in the message)."""
-
 
 def read_json(path):
     """A JSON file's content, None when it does not exist."""
@@ -189,7 +178,7 @@ class XLMTokenizer(Tokenizer):
         meta = meta or read_json(d / cls.META_FILE)
         if meta is None:
             raise TokenizerError(f"{d}: no kzoo tokenizer ({cls.META_FILE} is missing)")
-        if meta.get("format") != FORMAT:
+        if meta.get("format", FORMAT) != FORMAT:
             raise TokenizerError(f"{d / cls.META_FILE}: not an XLM tokenizer (format {meta.get('format')!r})")
         if meta.get("format_version", 0) > FORMAT_VERSION:
             raise TokenizerError(f"{d / cls.META_FILE}: format_version {meta['format_version']} is newer than this kzoo")
@@ -269,39 +258,17 @@ class XLMTokenizer(Tokenizer):
         text = self._moses("norm", lang).normalize(text)
         return moses.remove_non_printing_char(text)
 
-    def _segmenter(self, lang):
-        """The word segmenter of zh / th / ja, or a MissingExtraError naming the pip extra."""
-        if lang not in self._segmenters:
-            module, extra, package = _EXTRAS[lang]
-            try:
-                mod = importlib.import_module(module)
-            except ImportError:
-                raise MissingExtraError(
-                    f"pre-tokenising {lang!r} needs the {package} package: pip install '{extra}'") from None
-            if lang == "zh":
-                self._segmenters[lang] = mod.cut
-            elif lang == "th":
-                self._segmenters[lang] = mod.word_tokenize
-            else:
-                try:
-                    tagger = mod.Mykytea(f"-model {KYTEA_MODEL}")
-                except Exception as e:  # noqa: BLE001 - KyTea reports a missing model in many ways
-                    raise TokenizerError(f"KyTea could not load its model {KYTEA_MODEL} ({e})") from None
-                self._segmenters[lang] = lambda text: list(tagger.getWS(text))
-        return self._segmenters[lang]
-
     def _words(self, text, lang) -> list:
         """Pre-tokenisation of a piece of text (Transformers' `_tokenize` up to BPE)."""
-        if lang not in _EXTRAS:
+        if lang not in moses.SEGMENTED:
             text = self._moses_pipeline(text, lang)
             if lang == "ro":
                 text = moses.romanian_preprocessing(text)
             words = self._moses("tok", lang).tokenize(text, return_str=False, escape=False)
         elif lang == "zh":  # segment first, then Moses' normalisation
-            words = self._moses_pipeline(" ".join(self._segmenter(lang)(text)), lang).split()
+            words = self._moses_pipeline(" ".join(moses.segmenter(lang, self._segmenters)(text)), lang).split()
         else:
-            segment = self._segmenter(lang)
-            words = segment(self._moses_pipeline(text, lang))
+            words = moses.segmenter(lang, self._segmenters)(self._moses_pipeline(text, lang))
         if self.do_lowercase_and_remove_accent:
             words = moses.lowercase_and_remove_accent(words)
         return [w for w in words if w]

@@ -8,6 +8,8 @@
 Data flows one way (checkpoint -> converters -> model dir -> export -> runtime):
   * the core imports neither converters, export nor the cli;
   * converters and export import neither each other nor the cli;
+  * kzoo.io, the lowest layer (files, Keras internals), imports nothing of kzoo but kzoo.io and
+    kzoo.errors: the models, the converters and the exports build on it;
   * no module imports a private name (`_name`) of another module, nor reads one off a module.
 `importlib.import_module("...")` with a literal name counts as an import.
 """
@@ -98,6 +100,8 @@ def violations(sources: dict, known_modules=None) -> list:
             theirs = part(full)
             if mine and theirs and theirs in FORBIDDEN[mine]:
                 found.append(f"{where}: {module} ({mine}) imports {full} ({theirs})")
+            if module.startswith("kzoo.io") and theirs and not full.startswith(("kzoo.io", "kzoo.errors")):
+                found.append(f"{where}: {module} (io, the lowest layer) imports {full}")
             if theirs and _private(name):
                 found.append(f"{where}: {module} imports the private name {name} of {target}")
             if theirs and bound:

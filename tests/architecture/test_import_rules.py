@@ -60,3 +60,22 @@ def test_every_kzoo_import_resolves():
                 if not hasattr(importlib.import_module(target), name):
                     missing.append(f"{file}:{line}: {target}.{name}")
     assert missing == []
+
+
+def test_io_importing_a_higher_layer_fails():
+    found = check("kzoo.io.modeldir", "def load():\n    from kzoo.models import build_model\n",
+                  others=("kzoo.models",))
+    assert len(found) == 1 and "lowest layer" in found[0]
+    assert check("kzoo.io.modeldir", "from kzoo.io import keras_internals\nfrom kzoo.errors import KzooError\n",
+                 others=("kzoo.io.keras_internals", "kzoo.errors")) == []
+
+
+def test_every_package_is_installed():
+    """pyproject.toml lists every folder of the package (a missing one installs without it)."""
+    import tomllib
+
+    setuptools = tomllib.loads((rules.ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join([package, *init.parent.relative_to(folder).parts])
+             for package, folder in rules.PACKAGES.items() for init in folder.rglob("__init__.py")}
+    assert sorted(setuptools["packages"]) == sorted(found)
+    assert setuptools["package-dir"] == {"kzoo": "kzoo", "kzoo.converters": "converters", "kzoo.export": "export"}

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from kzoo.io import modeldir
-from kzoo.models import build_model
+from kzoo.models import build_model, load_model
 from kzoo.converters import xlm as spec
 from kzoo.converters.convert import convert
 from kzoo.converters.readers import CheckpointError
@@ -58,7 +58,7 @@ def test_every_class(tmp_path, cls_name):
 @pytest.mark.parametrize("cls_name", CLASSES)
 def test_languages_without_embeddings(tmp_path, cls_name):
     summary, _ = check(tmp_path, cls_name, TINY_XLM_100)
-    model = modeldir.load(tmp_path / "out")
+    model = load_model(tmp_path / "out")
     assert not any("language_embedding" in v.path for v in model.weights)
     assert modeldir.read_config(tmp_path / "out")["backbone"]["languages"][2] == "en"
 
@@ -119,7 +119,7 @@ def test_missing_token_types_and_languages(tmp_path):
     """-1 in segment_ids / lang_ids = Transformers called without token_type_ids / langs."""
     src = make_checkpoint(tmp_path / "ref", "XLMWithLMHeadModel", TINY_XLM)
     convert(src, tmp_path / "out")
-    model = modeldir.load(tmp_path / "out")
+    model = load_model(tmp_path / "out")
     ref = transformers.XLMWithLMHeadModel.from_pretrained(src).eval()
     inputs = reference_inputs(99, pad_id=2, left_pad=True, num_languages=2)
     no_types = {**inputs, "segment_ids": np.full_like(inputs["segment_ids"], -1)}
