@@ -18,7 +18,7 @@ import keras
 import keras_hub
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation, int_inputs,
+    MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
 )
 
 
@@ -51,8 +51,6 @@ class AlbertBackbone(Backbone):
         mask_bias=MASK_BIAS,
         **kwargs,
     ):
-        # One constructor in keras-hub's sections (layers, functional model, config), so that the
-        # architecture reads top to bottom; its length is the argument list and the layers.
         config = Backbone.arguments(locals())
         if num_layers % num_groups:
             raise ValueError(f"num_layers ({num_layers}) must be a multiple of num_groups ({num_groups})")
@@ -106,11 +104,8 @@ def _pooled_logits(backbone, pooled, units, dropout, name):
 
 
 def _mlm_logits(backbone, sequence_output):
-    """dense(H -> E) -> act -> LayerNorm(E) -> tied decoder + bias."""
-    x = dense(backbone.embedding_dim, "mlm_dense", backbone.initializer_range)(sequence_output)
-    x = get_activation(backbone.activation)(x)
-    x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
-    return Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
+    """Transformers' AlbertMLMHead: dense(H -> E) -> the model's activation -> LayerNorm(E) -> decoder."""
+    return masked_lm_logits(backbone, sequence_output, backbone.embedding_dim, backbone.activation)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -182,6 +182,16 @@ class TransformerLayer(keras.layers.Layer):
         }
 
 
+def masked_lm_logits(backbone, sequence_output, width, activation):
+    """The BERT-style masked-LM head: dense(H -> width) -> activation -> LayerNorm -> the decoder tied
+    to the token embedding + its own bias. Layer names the weight tables use: mlm_dense,
+    mlm_layer_norm, mlm_bias."""
+    x = dense(width, "mlm_dense", backbone.initializer_range)(sequence_output)
+    x = get_activation(activation)(x)
+    x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
+    return Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
+
+
 class Bias(keras.layers.Layer):
     """A learned bias over the last axis (the MLM head's output bias)."""
 
@@ -206,7 +216,11 @@ class Configured(keras.Model):
 
 class Backbone(Configured):
     """A backbone: `config = Backbone.arguments(locals())` first thing in `__init__`,
-    `self.remember(config)` last; `get_config` returns them (Keras round-trips it)."""
+    `self.remember(config)` last; `get_config` returns them (Keras round-trips it).
+
+    Each family's `__init__` is one function in keras-hub's sections (layers, functional model,
+    config), longer than kzoo's usual 60 lines, so that the architecture reads top to bottom; its
+    length is the argument list and the layers."""
 
     @staticmethod
     def arguments(local_variables) -> dict:

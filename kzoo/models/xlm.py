@@ -115,8 +115,6 @@ class XLMBackbone(Backbone):
     ):
         intermediate_dim = intermediate_dim or 4 * hidden_dim
         languages = list(languages) if languages is not None else None
-        # One constructor in keras-hub's sections (layers, functional model, config), so that the
-        # architecture reads top to bottom; its length is the argument list and the layers.
         config = Backbone.arguments(locals())
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         has_languages = num_languages > 1 and use_lang_emb

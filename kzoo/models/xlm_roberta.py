@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, dense, get_activation, int_inputs,
+    MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
 )
 
 
@@ -47,8 +47,6 @@ class XLMRobertaBackbone(Backbone):
         mask_bias=MASK_BIAS,
         **kwargs,
     ):
-        # One constructor in keras-hub's sections (layers, functional model, config), so that the
-        # architecture reads top to bottom; its length is the argument list and the layers.
         config = Backbone.arguments(locals())
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
 
@@ -99,10 +97,7 @@ class XLMRobertaMaskedLM(TaskModel):
     def __init__(self, backbone, **kwargs):
         inputs = backbone.input
         x = backbone(inputs)["sequence_output"]
-        x = dense(backbone.hidden_dim, "mlm_dense", backbone.initializer_range)(x)
-        x = get_activation("gelu")(x)  # always exact GELU, whatever hidden_act says
-        x = keras.layers.LayerNormalization(epsilon=backbone.layer_norm_epsilon, name="mlm_layer_norm")(x)
-        logits = Bias(name="mlm_bias")(backbone.token_embedding(x, reverse=True))
+        logits = masked_lm_logits(backbone, x, backbone.hidden_dim, "gelu")  # exact GELU, whatever hidden_act says
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone)
 
