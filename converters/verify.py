@@ -27,8 +27,9 @@ HF_OUTPUTS = {
 
 
 def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=False, num_segments=2,
-                     num_languages=0):
-    """A padded batch of random ids: rows of full, 2/3 and 1/3 length.
+                     num_languages=0, empty_row=False):
+    """A padded batch of random ids: rows of full, 2/3 and 1/3 length (with `empty_row`, the last row
+    all padding: padding_mask 0 everywhere).
 
     num_languages: also `lang_ids` (XLM), row r in language r, then r + 1 from a third on."""
     rng = np.random.default_rng(seed)
@@ -40,6 +41,8 @@ def reference_inputs(vocab_size, batch=3, length=17, pad_id=0, seed=0, left_pad=
             mask[row, : length - n] = 0
         else:
             mask[row, n:] = 0
+    if empty_row:
+        mask[-1] = 0
     ids[mask == 0] = pad_id
     segments = np.zeros_like(ids)
     segments[:, length // 2:] = num_segments - 1
@@ -105,6 +108,8 @@ def verify(model_dir, reference, *, model=None, batches=None):
                                          num_languages=languages),
         "left-padded": reference_inputs(vocab, pad_id=pad, seed=1, left_pad=True, num_segments=segments,
                                         num_languages=languages),
+        "padding-only row": reference_inputs(vocab, pad_id=pad, seed=2, num_segments=segments,
+                                             num_languages=languages, empty_row=True),
     }
     rows = []
     for batch_name, inputs in batches.items():

@@ -110,29 +110,9 @@ def ids_function(model):
 
 
 def max_tokens(model):
-    """The longest input the model's position table takes.
-
-    `max_sequence_length` when positions count from 0 (ALBERT, XLM); fewer when they start further
-    on (XLM-R counts from pad_token_id + 1, so 514 positions take 512 tokens). Found by running the
-    backbone at decreasing lengths on CPU (where an out-of-range gather raises) instead of knowing
-    each family.
-    """
-    import tensorflow as tf
-
+    """The longest input the model's position table takes (its backbone class says: kzoo.models)."""
     backbone = getattr(model, "backbone", model)
-    longest = int(backbone.max_sequence_length)
-    token = int(getattr(backbone, "vocabulary_size", 2)) - 1  # a real token: no family pads with the last id
-    for length in range(longest, max(longest - 8, 0), -1):
-        inputs = {name: np.zeros((1, length), "int32") for name in input_names(backbone)}
-        inputs["token_ids"] = np.full((1, length), token, "int32")
-        inputs["padding_mask"] = np.ones((1, length), "int32")
-        try:
-            with tf.device("/CPU:0"):
-                backbone(inputs, training=False)
-            return length
-        except (tf.errors.InvalidArgumentError, ValueError):
-            continue
-    raise ExportError(f"{model.name}: could not find the longest input its position table takes")
+    return type(backbone).max_tokens(backbone.get_config())
 
 
 def length_buckets(longest, smallest=16):
@@ -148,6 +128,31 @@ def length_buckets(longest, smallest=16):
 def pad_values(model):
     """What each input is padded with: the model's pad id for token_ids, 0 for the others."""
     return {"token_ids": int(getattr(getattr(model, "backbone", model), "pad_token_id", 0) or 0)}
+
+
+def input_checks(inputs, config):
+    """TF ops refusing inputs the model cannot take (as kzoo.runtime does in Python): shapes that differ,
+    values outside their range (kzoo.models.input_limits), more tokens than the positions. A SavedModel
+    runs them before its XLA part, so a server answers InvalidArgument naming the input, not clamped
+    garbage."""
+    import tensorflow as tf
+
+    from kzoo.models import input_limits
+
+    ranges, longest = input_limits(config["architecture"], config["backbone"])
+    ids = inputs["token_ids"]
+    checks = [tf.debugging.assert_equal(tf.shape(value), tf.shape(ids),
+                                        message=f"{name} and token_ids must have the same shape [batch, length]")
+              for name, value in inputs.items() if name != "token_ids"]
+    for name, limits in ranges.items():
+        if limits is not None and name in inputs:
+            low, high = limits
+            message = f"{name}: every value must be in {low}..{high - 1}"
+            checks += [tf.debugging.assert_greater_equal(inputs[name], low, message=message),
+                       tf.debugging.assert_less(inputs[name], high, message=message)]
+    checks.append(tf.debugging.assert_less_equal(tf.shape(ids)[1], longest,
+                                                 message=f"the input is too long: the model takes at most {longest} tokens"))
+    return checks
 
 
 def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):

@@ -29,8 +29,9 @@ from pathlib import Path
 
 from kzoo.export import check
 from kzoo.export.common import (
-    BATCH_BUCKETS, ExportError, bucketed, check_out, encode_in_graph, ids_function, input_signature, length_buckets,
-    model_and_config, load_text_tokenizer, max_tokens, pad_values, text_options, text_signature, variable_holder,
+    BATCH_BUCKETS, ExportError, bucketed, check_out, encode_in_graph, ids_function, input_checks, input_signature,
+    length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_options, text_signature,
+    variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
@@ -105,8 +106,13 @@ def _signatures(model, config, tokenizer, options, longest, buckets):
     signature, pads = input_signature(model), pad_values(model)
     holder = variable_holder(model)
     holder.serving_default_xla = tf.function(ids_function(model), input_signature=[signature], jit_compile=True)
-    holder.serving_default = tf.function(lambda inputs: bucketed(holder.serving_default_xla, inputs, pads, buckets),
-                                         input_signature=[signature])
+
+    def serving_default(inputs):
+        with tf.control_dependencies(input_checks(inputs, config)):  # before the XLA part
+            inputs = {name: tf.identity(value) for name, value in inputs.items()}
+        return bucketed(holder.serving_default_xla, inputs, pads, buckets)
+
+    holder.serving_default = tf.function(serving_default, input_signature=[signature])
     signatures = {layout.IDS_SIGNATURE: holder.serving_default.get_concrete_function()}
     if tokenizer is not None:
         numeric, strings = text_signature(model, config, tokenizer, options)

@@ -28,7 +28,6 @@ Every export's op list is read back from the file and checked.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from pathlib import Path
 
@@ -43,7 +42,7 @@ from kzoo.export.common import (
 from kzoo.export.data import CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, with_masks
 from kzoo.export.tflite_model import quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
-from kzoo.io.atomic import atomic_dir, atomic_file
+from kzoo.io.atomic import atomic_dir, atomic_file, scratch_dir
 
 QUANTIZE = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
 FULL_INTEGER = ("int8", "int16x8")
@@ -93,7 +92,7 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     if quantize in FULL_INTEGER:
         texts = with_masks(calibration_texts or CALIBRATION_TEXTS, getattr(tokenizer, "mask_token", None), seed=2)
         dataset = _dataset(model, tokenizer, texts, text_tokenizer is not None, longest)
-    content = _convert_checked(concrete, holder, quantize, dataset, text_tokenizer is not None)
+    content = _convert_checked(concrete, holder, quantize, dataset, text_tokenizer is not None, out)
     ops = _checked_ops(content, text_tokenizer is not None, reference.count_params(), quantize)
     advance()
     with _native_logs_quiet():
@@ -158,10 +157,10 @@ def _trace(model, config, text_tokenizer, options, longest):
     return holder, fn.get_concrete_function()
 
 
-def _convert_checked(concrete, holder, quantize, dataset, text):
+def _convert_checked(concrete, holder, quantize, dataset, text, out):
     try:
         with _native_logs_quiet():
-            return _convert(concrete, holder, quantize, dataset, text)
+            return _convert(concrete, holder, quantize, dataset, text, out)
     except ExportError:
         raise
     except Exception as e:  # converter errors run to pages of MLIR; keep the line that says what failed
@@ -230,29 +229,25 @@ def _converter_message(e):
 # --- conversion -------------------------------------------------------------------------------------
 
 
-def _convert(concrete, holder, quantize, dataset, text):
-    import tempfile
-
+def _convert(concrete, holder, quantize, dataset, text, out):
     import tensorflow as tf
 
     # What `from_concrete_functions` does inside (save, then convert the SavedModel), done here so
     # the signature key is ours: it names a single function "serving_default" whatever it is.
-    # The holder tracks the variables, so the weights are saved with the graph.
+    # The holder tracks the variables, so the weights are saved with the graph. The SavedModel is
+    # written beside OUT (a scratch dir the next export to OUT removes if this process is killed).
     key = layout.TEXT_SIGNATURE if text else layout.IDS_SIGNATURE
-    saved = tempfile.mkdtemp(prefix="kzoo-tflite-")
-    try:
-        tf.saved_model.save(holder, saved, signatures={key: concrete})
+    with scratch_dir(out) as saved:
+        tf.saved_model.save(holder, str(saved), signatures={key: concrete})
 
         def converter(ops):
-            c = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[key])
+            c = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[key])
             c.target_spec.supported_ops = ops
             if text:
                 c.allow_custom_ops = True  # tf-text's tokenizer kernels; anything else is rejected after
             return c
 
         return _convert_with(converter, quantize, dataset, text)
-    finally:
-        shutil.rmtree(saved, ignore_errors=True)
 
 
 def _convert_with(converter, quantize, dataset, text):

@@ -63,7 +63,8 @@ def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir, out="out"):
 
 def convert_and_verify(tmp_path, cls_name, config, **kwargs):
     """A random `cls_name` checkpoint, converted, then run beside PyTorch on right- and
-    left-padded batches (left padding shifts RoBERTa's positions, so both matter)."""
+    left-padded batches (left padding shifts RoBERTa's positions, so both matter) and on one with a
+    row of padding only."""
     from kzoo.converters.convert import convert
     from kzoo.converters.verify import verify
 
@@ -71,7 +72,7 @@ def convert_and_verify(tmp_path, cls_name, config, **kwargs):
     summary = convert(src, tmp_path / "out")
     report = verify(tmp_path / "out", src)
     bad = [r for r in report["rows"] if not r["ok"]]
-    assert {r["batch"] for r in report["rows"]} == {"right-padded", "left-padded"}
+    assert {r["batch"] for r in report["rows"]} == {"right-padded", "left-padded", "padding-only row"}
     assert not bad, bad
     return summary, report
 

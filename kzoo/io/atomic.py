@@ -1,6 +1,8 @@
 """Atomic outputs: written aside, renamed into place only when complete.
 
-An interrupted or failed write leaves nothing at OUT (and no half-written file under its name).
+An interrupted or failed write leaves nothing at OUT. What is written aside lives beside OUT as
+`.OUT.partial-PID-XXXX` (PID: the writing process): a process killed outright (SIGKILL, power loss)
+cannot remove its own, so every write to OUT first removes those of processes no longer running.
 """
 
 from __future__ import annotations
@@ -20,13 +22,53 @@ def check_absent(out, overwrite=False):
         raise ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(out):
+    """Removes what dead processes left beside OUT (their `.OUT.partial-PID-*`); returns the paths."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for path in out.parent.glob(f".{out.name}.partial-*"):
+        pid = path.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _prepare(out, overwrite):
+    out = Path(out)
+    check_absent(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_partials(out)
+        return out, f".{out.name}.partial-{os.getpid()}-"
+    except OSError as e:
+        raise ModelDirError(f"{out}: cannot write there ({e.strerror or e})") from None
+
+
+def _created(make, out):
+    try:
+        return make()
+    except OSError as e:
+        raise ModelDirError(f"{out}: cannot write there ({e.strerror or e})") from None
+
+
 @contextlib.contextmanager
 def atomic_dir(out, overwrite=False):
     """Yields a temporary dir beside `out`; renamed to `out` only if the block succeeds."""
-    out = Path(out)
-    check_absent(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    out, prefix = _prepare(out, overwrite)
+    tmp = Path(_created(lambda: tempfile.mkdtemp(prefix=prefix, dir=out.parent), out))
     try:
         yield tmp
         umask = os.umask(0)
@@ -44,10 +86,8 @@ def atomic_dir(out, overwrite=False):
 def atomic_file(out, overwrite=False):
     """`atomic_dir` for a single file: yields a temporary path beside `out` (nothing there yet),
     renamed to `out` only if the block succeeds."""
-    out = Path(out)
-    check_absent(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.parent)
+    out, prefix = _prepare(out, overwrite)
+    fd, name = _created(lambda: tempfile.mkstemp(prefix=prefix, dir=out.parent), out)
     os.close(fd)
     tmp = Path(name)
     tmp.unlink()  # the writer creates it
@@ -59,3 +99,15 @@ def atomic_file(out, overwrite=False):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def scratch_dir(out):
+    """A temporary working dir beside `out` (removed after the block; if the process is killed, by the
+    next write to `out`): large intermediate files stay where OUT goes, not in /tmp."""
+    out, prefix = _prepare(out, overwrite=True)
+    tmp = Path(_created(lambda: tempfile.mkdtemp(prefix=prefix + "scratch-", dir=out.parent), out))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -37,6 +37,12 @@ def load_model(path, **backbone_overrides):
     return model
 
 
+def input_limits(architecture, backbone_config):
+    """({input: (lowest, highest + 1) or None}, the longest input in tokens) of a family's model."""
+    backbone = get_family(architecture).backbone_class()
+    return backbone.input_ranges(backbone_config), backbone.max_tokens(backbone_config)
+
+
 def outputs(model, inputs, training=False) -> dict:
     """The model's outputs as a dict: its own names, or {"logits": ...} for a single tensor."""
     out = model(inputs, training=training)

@@ -157,7 +157,11 @@ class TransformerLayer(keras.layers.Layer):
             k, v = cache[:, 0], cache[:, 1]
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) + bias
         probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
-        context = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (-1, self.hidden_dim))
+        # A query that sees no key at all (a row whose padding_mask is all 0) attends to nothing: its
+        # context is 0, as PyTorch's scaled_dot_product_attention gives Transformers' models for a
+        # fully masked row. Elsewhere the context is multiplied by 1, bit for bit the same.
+        sees = ops.cast(ops.max(bias, axis=-1, keepdims=True) == 0, probs.dtype)  # [B or 1, 1, 1 or S, 1]
+        context = ops.reshape(ops.transpose(ops.matmul(probs, v) * sees, (0, 2, 1, 3)), (-1, self.hidden_dim))
         attended = self.dropout(self.attention_output(context), training=training)
         x = self.attention_layer_norm(x + attended)
         ffn = self.output_dense(self.act(self.intermediate(x)))
@@ -225,6 +229,28 @@ class Backbone(Configured):
     @staticmethod
     def arguments(local_variables) -> dict:
         return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}
+
+    @classmethod
+    def resolved(cls, config) -> dict:
+        """A stored config with the constructor's defaults filled in."""
+        import inspect
+
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        return {**defaults, **config}
+
+    @classmethod
+    def input_ranges(cls, config) -> dict:
+        """{input name: (lowest, highest + 1)} of the values the model takes (the family's backbone
+        says; None: any). kzoo.runtime and the SavedModel signatures refuse anything else."""
+        config = cls.resolved(config)
+        return {"token_ids": (0, config["vocabulary_size"]), "segment_ids": (0, config["num_segments"]),
+                "padding_mask": (0, 2)}
+
+    @classmethod
+    def max_tokens(cls, config) -> int:
+        """The longest input its position table takes."""
+        return int(cls.resolved(config)["max_sequence_length"])
 
     def get_config(self):
         return {"name": self.name, **{k: getattr(self, k) for k in self.config_keys}}

@@ -155,6 +155,17 @@ class XLMBackbone(Backbone):
         # === Config ===
         self.remember(config)
 
+    @classmethod
+    def input_ranges(cls, config) -> dict:
+        """Token types index the *token* table; -1 stands for "not given" (token types, languages);
+        language ids are only checked where there is a language table (Transformers ignores them else)."""
+        config = cls.resolved(config)
+        ranges = {"token_ids": (0, config["vocabulary_size"]), "segment_ids": (-1, config["vocabulary_size"]),
+                  "padding_mask": (0, 2), "lang_ids": None}
+        if config["num_languages"] > 1 and config["use_lang_emb"]:
+            ranges["lang_ids"] = (-1, config["num_languages"])
+        return ranges
+
     def embed(self, token_ids, lang_ids, segment_ids=None, start_index=0):
         """Embeddings of the positions start_index.. (LayerNorm applied, no dropout): token +
         position + language (with a language table) + token type (the *token* table), the last

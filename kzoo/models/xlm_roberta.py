@@ -87,6 +87,12 @@ class XLMRobertaBackbone(Backbone):
         # === Config ===
         self.remember(config)
 
+    @classmethod
+    def max_tokens(cls, config) -> int:
+        """RoBERTa's positions count from pad_token_id + 1: 514 positions take 512 tokens."""
+        config = cls.resolved(config)
+        return int(config["max_sequence_length"]) - int(config["pad_token_id"]) - 1
+
 
 @keras.saving.register_keras_serializable(package="kzoo")
 class XLMRobertaMaskedLM(TaskModel):

@@ -14,6 +14,7 @@ This package never imports kzoo.export: running an export needs none of the expo
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ class Runner:
         self.path = Path(str(path)) if path is not None else None  # None: a model in memory
         self.config = config if config is not None else _read_config(layout.sidecar_of(path) / "config.json")
         self._tokenizer = None
+        self._lock = threading.RLock()  # for what is built on first use: a runner serves many threads
 
     @property
     def task(self):
@@ -73,12 +75,13 @@ class Runner:
 
     def tokenizer(self):
         """The tokenizer stored with the model (a model dir's own, an export's sidecar copy)."""
-        if self._tokenizer is None:
-            from kzoo.tokenizers import load_tokenizer
+        with self._lock:
+            if self._tokenizer is None:
+                from kzoo.tokenizers import load_tokenizer
 
-            if self.path is None:
-                raise RunnerError("a model in memory has no stored tokenizer: pass tokenizer=")
-            self._tokenizer = load_tokenizer(layout.sidecar_of(self.path))
+                if self.path is None:
+                    raise RunnerError("a model in memory has no stored tokenizer: pass tokenizer=")
+                self._tokenizer = load_tokenizer(layout.sidecar_of(self.path))
         return self._tokenizer
 
     def __call__(self, inputs, positions=None):
@@ -98,12 +101,26 @@ class Runner:
         return self._run_at(batch, np.asarray(positions, np.int32))
 
     def _ids(self, inputs):
-        batch = {k: np.asarray(v) for k, v in dict(inputs).items()}
+        try:
+            batch = {k: np.asarray(v) for k, v in dict(inputs).items()}
+        except (TypeError, ValueError) as e:
+            raise RunnerError(f"expected a dict of int32 [batch, length] arrays ({e})") from None
         if "token_ids" not in batch:
             raise RunnerError(f"expected token_ids among the inputs, got {sorted(batch)}")
+        check_inputs(batch, *self.limits())
         zeros = np.zeros_like(batch["token_ids"], dtype=np.int32)
         # Inputs the caller's tokenizer does not make (e.g. XLM's lang_ids) are 0; extras are dropped.
         return {name: np.asarray(batch.get(name, zeros), np.int32) for name in self.input_names}
+
+    def limits(self):
+        """({input: (lowest, highest + 1) or None}, longest input) the model takes (see kzoo.models)."""
+        with self._lock:
+            if getattr(self, "_limits", None) is None:
+                from kzoo.models import input_limits
+
+                architecture, backbone = self.config.get("architecture"), self.config.get("backbone")
+                self._limits = input_limits(architecture, backbone) if architecture and backbone else ({}, None)
+        return self._limits
 
     def backbone_outputs(self, inputs):
         """The backbone's outputs (sequence_output, and pooled_output with a pooler) for ids."""
@@ -130,6 +147,33 @@ class Runner:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.path} inputs={self.input_names} outputs={self.output_names}>"
+
+
+_WHAT = {"token_ids": "the vocabulary's ids", "segment_ids": "the token types", "lang_ids": "the languages",
+         "padding_mask": "1 for a token, 0 for padding"}
+
+
+def check_inputs(batch, ranges, longest):
+    """A one-line RunnerError for inputs the model cannot take: not [batch, length] integers of one
+    shape, a value outside its range (instead of computing on clamped garbage), or too long."""
+    shape = batch["token_ids"].shape
+    for name, value in batch.items():
+        if value.ndim != 2 or value.shape != shape:
+            raise RunnerError(f"{name} has shape {list(value.shape)}, token_ids {list(shape)}: every input is "
+                              "one [batch, length] array")
+        if value.size and value.dtype.kind not in "iu":
+            raise RunnerError(f"{name}: expected integer ids, got {value.dtype}")
+    for name, limits in ranges.items():
+        value = batch.get(name)
+        if limits is None or value is None or not value.size:
+            continue
+        low, high = limits
+        bad = value[(value < low) | (value >= high)]
+        if bad.size:
+            raise RunnerError(f"{name}: {int(bad[0])} is outside {low}..{high - 1} ({_WHAT.get(name, 'its range')})")
+    if longest is not None and len(shape) == 2 and shape[1] > longest:
+        raise RunnerError(f"the input is {shape[1]} tokens long; the model takes at most {longest} "
+                          "(truncate it: truncation=True, or --truncation)")
 
 
 def _read_config(file: Path):

@@ -24,12 +24,11 @@ class KerasRunner(Runner):
             model = load_model(path)
         from kzoo.models import output_names
 
-        super().__init__(path, config if config is not None else getattr(model, "kzoo_config", {}))
+        super().__init__(path, config if config is not None else getattr(model, "kzoo_config", None) or _config_of(model))
         self.model = model
         self.input_names = sorted(model.input)
         self.output_names = output_names(model)
         self._functions = {}
-        self._lock = threading.Lock()
 
     def _function(self, part):
         """The tf.function of `part`: "model", "backbone" or "head" (the per-position head; None when
@@ -51,9 +50,19 @@ class KerasRunner(Runner):
             if head is None:
                 return None
             hidden = tf.TensorSpec([None, None, self.model.backbone.hidden_dim], tf.float32)
-            return tf.function(lambda x: head(x, training=False), input_signature=[hidden])
-        model = self.model.backbone if part == "backbone" else self.model
-        return tf.function(lambda batch: outputs(model, batch), input_signature=[ids])
+            function = tf.function(lambda x: head(x, training=False), input_signature=[hidden])
+        else:
+            model = self.model.backbone if part == "backbone" else self.model
+            function = tf.function(lambda batch: outputs(model, batch), input_signature=[ids])
+        # Traced once, here. TF counts the traces of every function made from the same code as retraces
+        # of one, and warns once a process has made five runners: that warning says nothing here.
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+        try:
+            return function.get_concrete_function()
+        finally:
+            logger.setLevel(level)
 
     def _run_ids(self, batch):
         return {k: v.numpy() for k, v in self._function("model")(batch).items()}
@@ -73,6 +82,17 @@ class KerasRunner(Runner):
     def backbone_outputs(self, inputs):
         part = "backbone" if hasattr(self.model, "backbone") else "model"
         return {k: v.numpy() for k, v in self._function(part)(self._ids(inputs)).items()}
+
+
+def _config_of(model):
+    """What a kzoo model built in memory (no model dir) says of itself: its family and backbone config."""
+    from kzoo.families import FAMILIES
+
+    backbone = getattr(model, "backbone", model)
+    for family in FAMILIES.values():
+        if isinstance(backbone, family.backbone_class()):
+            return {"architecture": family.name, "backbone": backbone.get_config()}
+    return {}
 
 
 class SavedModelRunner(Runner):
@@ -112,34 +132,53 @@ class SavedModelRunner(Runner):
 class TFLiteRunner(Runner):
     """A .tflite export (kzoo export tflite), run by LiteRT (ai-edge-litert) signature runners.
 
-    Inputs of any batch size and length: the signature runner resizes the [-1, -1] inputs.
+    Inputs of any batch size and length: the signature runner resizes the [-1, -1] inputs. A LiteRT
+    interpreter is not thread-safe, so each thread gets its own (the file's pages are shared); one
+    that failed is replaced, as its error reporter would repeat the old message in every later one.
     """
 
     kind = "tflite"
 
     def __init__(self, path, num_threads=None, model_content=None):
         super().__init__(path, config={} if model_content is not None else None)  # in memory: export's checks
-        self.interpreter = make_interpreter(model_path=None if model_content else str(path),
-                                            model_content=model_content, num_threads=num_threads)
-        signatures = self.interpreter.get_signature_list()
+        self._source = dict(model_path=None if model_content else str(path), model_content=model_content,
+                            num_threads=num_threads)
+        self._local = threading.local()
+        signatures = self.interpreter.get_signature_list()  # (loads it now: a bad file fails here)
         if layout.IDS_SIGNATURE in signatures:
             self.input_names = sorted(signatures[layout.IDS_SIGNATURE]["inputs"])
             self.output_names = sorted(signatures[layout.IDS_SIGNATURE]["outputs"])
         self.takes_text = layout.TEXT_SIGNATURE in signatures
-        self._signatures = {}
 
-    def _signature(self, key):
-        if key not in self._signatures:
-            self._signatures[key] = self.interpreter.get_signature_runner(key)
-        return self._signatures[key]
+    @property
+    def interpreter(self):
+        """This thread's interpreter."""
+        if getattr(self._local, "interpreter", None) is None:
+            self._local.interpreter = make_interpreter(**self._source)
+            self._local.signatures = {}
+        return self._local.interpreter
+
+    def _call(self, key, **inputs):
+        interpreter = self.interpreter
+        if key not in self._local.signatures:
+            self._local.signatures[key] = interpreter.get_signature_runner(key)
+        try:
+            return {k: np.asarray(v) for k, v in self._local.signatures[key](**inputs).items()}
+        except (RuntimeError, ValueError) as e:
+            self._local.interpreter = None  # a fresh one next time: this one's reporter keeps the message
+            raise RunnerError(f"{self.path}: LiteRT could not run it ({_last_line(e)})") from None
 
     def _run_ids(self, batch):
-        return {k: np.asarray(v) for k, v in self._signature(layout.IDS_SIGNATURE)(**batch).items()}
+        return self._call(layout.IDS_SIGNATURE, **batch)
 
     def _run_text(self, texts):
         text = np.asarray([t.encode("utf-8") for t in texts], dtype=object)
-        out = self._signature(layout.TEXT_SIGNATURE)(**{layout.TEXT_INPUT: text})
-        return {k: np.asarray(v) for k, v in out.items()}
+        return self._call(layout.TEXT_SIGNATURE, **{layout.TEXT_INPUT: text})
+
+
+def _last_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads=None):
