@@ -109,10 +109,11 @@ def ids_function(model):
     return lambda inputs: outputs(model, inputs)
 
 
-def max_tokens(model):
+def max_tokens(config):
     """The longest input the model's position table takes (its backbone class says: kzoo.models)."""
-    backbone = getattr(model, "backbone", model)
-    return type(backbone).max_tokens(backbone.get_config())
+    from kzoo.models import input_limits
+
+    return input_limits(config["architecture"], config["backbone"])[1]
 
 
 def length_buckets(longest, smallest=16):
@@ -183,16 +184,29 @@ def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
             for name, value in out.items()}
 
 
-def encode_in_graph(tokenizer, model, text, longest, buckets=None):
-    """strings [B] -> the model's inputs [B, L] inside the graph.
+def text_max_length(max_length, longest):
+    """A text signature's longest input in tokens (special tokens included): `max_length`, checked, or
+    the model's longest. Longer texts are cut; the signature says which (its `truncated` output)."""
+    if max_length is None:
+        return longest
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 2 < max_length <= longest:
+        raise ExportError(f"--max-length must be a whole number in 3..{longest} (the model's longest input), "
+                          f"got {max_length!r}")
+    return int(max_length)
 
-    `tf_encode` pads to `longest`; the batch is then cut to its longest row, rounded up to a bucket
-    when `buckets` is given (XLA compiles one program per shape, so a server sees a handful of
+
+def encode_in_graph(tokenizer, model, text, longest, buckets=None):
+    """strings [B] -> (the model's inputs [B, L], truncated [B]) inside the graph.
+
+    `tf_encode` pads (and cuts) to `longest`; the batch is then cut to its longest row, rounded up to a
+    bucket when `buckets` is given (XLA compiles one program per shape, so a server sees a handful of
     lengths instead of one per request). Inputs the tokenizer does not make (XLM's `lang_ids`) are 0.
+    truncated: 1 where a text had more tokens than `longest` takes.
     """
     import tensorflow as tf
 
     batch = tokenizer.tf_encode(text, longest)
+    truncated = batch.pop("truncated")
     needed = tf.reduce_max(tf.reduce_sum(batch["padding_mask"], axis=1))
     if buckets:
         table = tf.constant(buckets, tf.int32)
@@ -201,4 +215,4 @@ def encode_in_graph(tokenizer, model, text, longest, buckets=None):
     batch = {name: value[:, :needed] for name, value in batch.items()}
     for name in input_names(model):
         batch.setdefault(name, tf.zeros_like(batch["token_ids"]))
-    return {name: batch[name] for name in input_names(model)}
+    return {name: batch[name] for name in input_names(model)}, truncated

@@ -12,11 +12,13 @@ Signatures:
                      the inputs are padded (masked) up to a power-of-two batch and a length bucket
                      (16, 32, ..., the model's longest), as XLA compiles one program per input
                      shape; the outputs are cut back to the request's shape.
-    serve_text       text: string [None] -> the task's text signature (kzoo.tasks). The tokenizer
-                     (`tf_encode`, tf-text ops) runs outside XLA, the ids are cut to a length bucket,
-                     then an XLA-compiled function runs the model and the task's head (batch padded as
-                     above); token / label strings are looked up last. Only when the model dir has an
-                     in-graph tokenizer and its task a text signature.
+    serve_text       text: string [None] -> the task's text signature (kzoo.tasks), and truncated [B]
+                     (1 where a text had more tokens than --max-length, default the model's longest,
+                     and was cut there). The tokenizer (`tf_encode`, tf-text ops) runs outside XLA,
+                     the ids are cut to a length bucket, then an XLA-compiled function runs the model
+                     and the task's head (batch padded as above); token / label strings are looked up
+                     last. Only when the model dir has an in-graph tokenizer and its task a text
+                     signature.
 
 Loading needs TensorFlow, plus `import tensorflow_text` for serve_text (its ops); never kzoo.
 """
@@ -30,8 +32,8 @@ from pathlib import Path
 from kzoo.export import check
 from kzoo.export.common import (
     BATCH_BUCKETS, ExportError, bucketed, check_out, encode_in_graph, ids_function, input_checks, input_signature,
-    length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_options, text_signature,
-    variable_holder,
+    length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_max_length, text_options,
+    text_signature, variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
@@ -41,12 +43,15 @@ from kzoo.tasks import TASKS
 BOUND = 1e-4  # max abs diff against Keras fp32 (the XLA path is exact to float rounding)
 
 
-def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, overwrite=False, progress=None):
+def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, max_length=None, overwrite=False,
+                      progress=None):
     """Writes a SavedModel at `out/1` and `out.report.json`; returns the report.
 
     text: add the serve_text signature; None = when the model dir's tokenizer can run in the graph
           and the task has a text signature, True = require it, False = ids only.
     top_k, max_masks: the fill-mask text signature's options (None: kzoo.tasks' defaults).
+    max_length: serve_text's longest input in tokens (None: the model's); longer texts are cut, and its
+          `truncated` output says which.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
     """
     import tensorflow as tf
@@ -55,14 +60,16 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     check_out(out, overwrite)
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)
-    model, config = model_and_config(model_dir)
+    config = modeldir.read_config(model_dir)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
-    tokenizer = _text_tokenizer(model_dir, config, text)
-    longest = max_tokens(model)
+    longest = max_tokens(config)
+    text_length = text_max_length(max_length, longest)
     buckets = length_buckets(longest)
+    tokenizer = _text_tokenizer(model_dir, config, text)
+    model, _ = model_and_config(model_dir)
     advance()
 
-    holder, signatures = _signatures(model, config, tokenizer, options, longest, buckets)
+    holder, signatures = _signatures(model, config, tokenizer, options, text_length, buckets)
     advance()
     with contextlib.ExitStack() as stack:
         # The report is renamed into place first and OUT last, so an OUT that exists is complete.
@@ -73,7 +80,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
         modeldir.copy_sidecar(model_dir, layout.savedmodel_sidecar(version))
         advance()
         loaded = tf.saved_model.load(str(version))  # checked as a server would load it
-        evaluation = _evaluate(loaded, model, config, tokenizer, longest, options)
+        evaluation = _evaluate(loaded, model, config, tokenizer, longest, text_length, options)
         advance()
         report = {
             "format": "savedmodel",
@@ -89,7 +96,8 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
             "max_tokens": longest,
             "length_buckets": buckets,
             "batch_buckets": list(BATCH_BUCKETS),
-            "text": {"signature": layout.TEXT_SIGNATURE, **options} if tokenizer is not None else None,
+            "text": ({"signature": layout.TEXT_SIGNATURE, "max_length": text_length,
+                      "length_buckets": length_buckets(text_length), **options} if tokenizer is not None else None),
             "evaluation": evaluation,
             "ok": evaluation["ok"],
             "seconds": round(time.time() - started, 1),
@@ -99,7 +107,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     return report
 
 
-def _signatures(model, config, tokenizer, options, longest, buckets):
+def _signatures(model, config, tokenizer, options, text_length, buckets):
     """(a tf.Module holding the model's variables and functions, {signature name: concrete function})."""
     import tensorflow as tf
 
@@ -119,8 +127,8 @@ def _signatures(model, config, tokenizer, options, longest, buckets):
         holder.serve_text_numeric = tf.function(numeric, input_signature=[signature], jit_compile=True)
 
         def serve_text(text):
-            batch = encode_in_graph(tokenizer, model, text, longest, buckets)
-            return strings(bucketed(holder.serve_text_numeric, batch, pads))
+            batch, truncated = encode_in_graph(tokenizer, model, text, text_length, length_buckets(text_length))
+            return {**strings(bucketed(holder.serve_text_numeric, batch, pads)), "truncated": truncated}
 
         text_spec = tf.TensorSpec([None], tf.string, name=layout.TEXT_INPUT)
         holder.serve_text = tf.function(serve_text, input_signature=[text_spec])
@@ -141,7 +149,7 @@ def _text_tokenizer(model_dir, config, text):
     return load_text_tokenizer(model_dir)
 
 
-def _evaluate(loaded, model, config, tokenizer, longest, options):
+def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):
     """serving_default (and serve_text) of the reloaded SavedModel against the Keras model."""
     import tensorflow as tf
 
@@ -160,7 +168,7 @@ def _evaluate(loaded, model, config, tokenizer, longest, options):
         serve_text = loaded.signatures[layout.TEXT_SIGNATURE]
         text = check.text_report(
             lambda texts: {k: v.numpy() for k, v in serve_text(**{layout.TEXT_INPUT: tf.constant(texts)}).items()},
-            model, config, tokenizer, texts, longest, options)
+            model, config, tokenizer, texts, text_length, options)
         result[layout.TEXT_SIGNATURE] = text
         ok = ok and text["ids_equal_python_tokenizer"] and check.passes(text["outputs"], "max_abs_diff", BOUND)
     result["ok"] = bool(ok)

@@ -36,8 +36,8 @@ import numpy as np
 from kzoo.errors import KzooError
 from kzoo.export import check
 from kzoo.export.common import (
-    ExportError, check_out, encode_in_graph, ids_function, input_names, input_signature, load_text_tokenizer, model_and_config,
-    max_tokens, text_options, text_signature, variable_holder,
+    ExportError, check_out, encode_in_graph, ids_function, input_names, input_signature, load_text_tokenizer,
+    max_tokens, model_and_config, text_max_length, text_options, text_signature, variable_holder,
 )
 from kzoo.export.data import CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, with_masks
 from kzoo.export.tflite_model import quantize_int16x8, read_ops
@@ -62,13 +62,15 @@ TEXT_CUSTOM_OPS = ("TFText>", "RaggedTensorToTensor")
 
 
 def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tokenizer=False, mask_bias=None,
-                  top_k=None, max_masks=None, overwrite=False, progress=None):
+                  top_k=None, max_masks=None, max_length=None, overwrite=False, progress=None):
     """Writes `out` (.tflite), `out.report.json` and `out.kzoo/`; returns the report.
 
     quantize: one of QUANTIZE. calibration: a text file (one text per line) for int8 / int16x8.
     with_tokenizer: strings in (the model dir's SentencePiece tokenizer inside the model).
     mask_bias: the attention-mask bias to build with (default: -100 for int8 / int16x8, else exact).
     top_k, max_masks: the fill-mask text signature's options (None: kzoo.tasks' defaults).
+    max_length: with_tokenizer: the longest input in tokens (None: the model's); longer texts are cut,
+          and the `truncated` output says which.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
     """
     out = Path(out)
@@ -77,26 +79,27 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     advance = progress(5) if progress else (lambda n=1: None)
     config = modeldir.read_config(model_dir)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
+    longest = max_tokens(config)
+    text_length = text_max_length(max_length, longest)
     text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
     tokenizer = text_tokenizer or _any_tokenizer(model_dir)
     reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against
     if mask_bias is None and quantize in FULL_INTEGER:
         mask_bias = FULL_INTEGER_MASK_BIAS
     model = model_and_config(model_dir, mask_bias)[0] if mask_bias is not None else reference
-    longest = max_tokens(reference)
     advance()
 
-    holder, concrete = _trace(model, config, text_tokenizer, options, longest)
+    holder, concrete = _trace(model, config, text_tokenizer, options, text_length)
     advance()
     dataset = None
     if quantize in FULL_INTEGER:
         texts = with_masks(calibration_texts or CALIBRATION_TEXTS, getattr(tokenizer, "mask_token", None), seed=2)
-        dataset = _dataset(model, tokenizer, texts, text_tokenizer is not None, longest)
+        dataset = _dataset(model, tokenizer, texts, text_tokenizer is not None, text_length)
     content = _convert_checked(concrete, holder, quantize, dataset, text_tokenizer is not None, out)
     ops = _checked_ops(content, text_tokenizer is not None, reference.count_params(), quantize)
     advance()
     with _native_logs_quiet():
-        evaluation = _evaluate(content, reference, config, text_tokenizer, tokenizer, longest, options, quantize)
+        evaluation = _evaluate(content, reference, config, text_tokenizer, tokenizer, text_length, options, quantize)
     advance()
 
     report = {
@@ -106,6 +109,7 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
         "ops": ops["all"], "op_counts": ops["counts"], "custom_ops": ops["custom"],
         "builtin_only": not ops["custom"], "integer_op_fraction": ops["integer_fraction"],
         "mask_bias": mask_bias, "max_tokens": longest, "with_tokenizer": text_tokenizer is not None,
+        "max_length": text_length if text_tokenizer is not None else None,
         "calibration": dataset and {"source": str(calibration) if calibration else "built-in",
                                     "texts": len(calibration_texts or CALIBRATION_TEXTS),
                                     "batches": len(dataset.batches), "inputs": dataset.kind},
@@ -140,7 +144,7 @@ def _any_tokenizer(model_dir):
         return None
 
 
-def _trace(model, config, text_tokenizer, options, longest):
+def _trace(model, config, text_tokenizer, options, text_length):
     """(variable holder, the concrete function to convert): ids in, or text in with the tokenizer."""
     import tensorflow as tf
 
@@ -151,7 +155,8 @@ def _trace(model, config, text_tokenizer, options, longest):
         numeric, strings = text_signature(model, config, text_tokenizer, options)
 
         def serve_text(text):
-            return strings(numeric(encode_in_graph(text_tokenizer, model, text, longest)))
+            batch, truncated = encode_in_graph(text_tokenizer, model, text, text_length)
+            return {**strings(numeric(batch)), "truncated": truncated}
 
         fn = tf.function(serve_text, input_signature=[tf.TensorSpec([None], tf.string, name=layout.TEXT_INPUT)])
     return holder, fn.get_concrete_function()

@@ -55,11 +55,15 @@ def _pipelines(command):
     p.add_argument("text", help="text with the model's mask token, e.g. [MASK] for ALBERT")
     p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
     p.add_argument("--lang", help="XLM: the text's language, e.g. fr (default: none given, as Transformers)")
+    p.add_argument("--truncation", action="store_true", help="cut a text longer than the model takes (default: "
+                   "such a text is an error, as in Transformers' pipeline)")
 
     p = command("embed", commands.cmd_embed, "sequence and pooled features of texts")
     p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", nargs="+", help="one or more texts")
     p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+    p.add_argument("--truncation", action="store_true", help="cut texts longer than the model takes (default: "
+                   "such a text is an error, as in Transformers' pipeline)")
 
 
 def _generate(command):
@@ -105,6 +109,8 @@ def _export(sub):
                        f"(default {FILL_MASK['top_k']})")
         q.add_argument("--max-masks", type=int, help=f"text signature, fill-mask: masks per text "
                        f"(default {FILL_MASK['max_masks']})")
+        q.add_argument("--max-length", type=int, help="text signature: its longest input in tokens (default: the "
+                       "model's); longer texts are cut, and its `truncated` output says which")
         q.set_defaults(fn=fn)
         return q
 

@@ -26,7 +26,7 @@ def cmd_convert(args):
 def cmd_fill_mask(args):
     from kzoo.pipelines import FillMask
 
-    result = FillMask(args.model)(args.text, top_k=args.top_k, lang=args.lang)
+    result = FillMask(args.model)(args.text, top_k=args.top_k, lang=args.lang, truncation=args.truncation)
     if args.json:
         return print_json(result)
     groups = result if result and isinstance(result[0], list) else [result]
@@ -40,7 +40,7 @@ def cmd_fill_mask(args):
 def cmd_embed(args):
     from kzoo.pipelines import Features
 
-    results = Features(args.model)(args.text, lang=args.lang)
+    results = Features(args.model)(args.text, lang=args.lang, truncation=args.truncation)
     if args.json:
         return print_json(results)
     for text, r in zip(args.text, results):
@@ -100,8 +100,8 @@ def cmd_export_savedmodel(args):
 
     with progress_bar("exporting SavedModel", enabled=not args.json) as progress:
         report = export_savedmodel(args.model, args.out, text=False if args.ids_only else None,
-                                   top_k=args.top_k, max_masks=args.max_masks, overwrite=args.overwrite,
-                                   progress=progress)
+                                   top_k=args.top_k, max_masks=args.max_masks, max_length=args.max_length,
+                                   overwrite=args.overwrite, progress=progress)
     if args.json:
         print_json(report)
         return 0 if report["ok"] else 1
@@ -128,7 +128,8 @@ def cmd_export_tflite(args):
     with progress_bar(f"exporting TFLite ({args.quantize})", enabled=not args.json) as progress:
         report = export_tflite(args.model, args.out, quantize=args.quantize, calibration=args.calibration,
                                with_tokenizer=args.with_tokenizer, mask_bias=args.mask_bias, top_k=args.top_k,
-                               max_masks=args.max_masks, overwrite=args.overwrite, progress=progress)
+                               max_masks=args.max_masks, max_length=args.max_length, overwrite=args.overwrite,
+                               progress=progress)
     if args.json:
         print_json(report)
         return 0 if report["ok"] else 1

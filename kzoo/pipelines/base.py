@@ -58,18 +58,28 @@ class Pipeline:
     def architecture(self):
         return self.runner.config.get("architecture")
 
-    def _batch(self, texts, lang=None):
+    def _batch(self, texts, lang=None, truncation=False):
         """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no
-        language ids, as Transformers' pipelines call XLM (they never pass `langs`)."""
-        if lang is None:
-            batch = self.tokenizer(texts)
-            if "lang_ids" in batch:
-                batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
-            return batch
+        language ids, as Transformers' pipelines call XLM (they never pass `langs`). truncation: texts
+        longer than the model takes are cut to its longest input (Transformers' pipelines: the
+        tokenizer's truncation); else they are a one-line error naming both lengths."""
+        longest = self.runner.limits()[1]
+        cut = {"max_length": longest, "truncation": True} if truncation and longest else {}
+        batch = self.tokenizer(texts, **cut) if lang is None else self._with_lang(texts, lang, cut)
+        if lang is None and "lang_ids" in batch:
+            batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
+        lengths = batch["padding_mask"].sum(axis=1)
+        if longest and not truncation and lengths.size and lengths.max() > longest:
+            row = int(np.argmax(lengths))
+            raise PipelineError(f"text {row + 1} is {int(lengths[row])} tokens long; the model takes at most "
+                                f"{longest} (pass truncation=True to cut it; on the command line --truncation)")
+        return batch
+
+    def _with_lang(self, texts, lang, cut):
         if not getattr(self.tokenizer, "languages", None):
             family = FAMILIES.get(self.architecture)
             if family is not None and family.languages:
                 raise PipelineError(f"lang={lang!r}: this {family.name.upper()} model has no languages")
             raise PipelineError(f"lang={lang!r}: {self.architecture or 'this'} models have no languages "
                                 f"(lang is for {', '.join(f.name.upper() for f in FAMILIES.values() if f.languages)})")
-        return self.tokenizer(texts, lang=lang)
+        return self.tokenizer(texts, lang=lang, **cut)

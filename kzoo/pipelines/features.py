@@ -9,14 +9,14 @@ from kzoo.pipelines.base import Pipeline
 
 class Features(Pipeline):
     """`Features(model)(texts)`: per text, `tokens`, `sequence_output` [tokens, H] (padding removed)
-    and `pooled_output` [H] when the model has a pooler. XLM: `lang` as in FillMask."""
+    and `pooled_output` [H] when the model has a pooler. XLM: `lang`, and `truncation`, as in FillMask."""
 
     name = "features"
 
-    def __call__(self, texts, lang=None):
+    def __call__(self, texts, lang=None, truncation=False):
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
-        batch = self._batch(texts, lang)
+        batch = self._batch(texts, lang, truncation)
         out = self.runner.backbone_outputs(batch)
         results = []
         for row in range(len(texts)):

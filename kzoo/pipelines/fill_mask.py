@@ -15,22 +15,24 @@ class FillMask(Pipeline):
     One mask: a list of `top_k` dicts {score, token, token_str, sequence};
     several masks in one text: one such list per mask; a list of texts: one result each.
     XLM: `lang="fr"` feeds that language's id (None: none, as Transformers' pipeline).
+    truncation: cut texts longer than the model takes (Transformers' default: a text too long fails).
     """
 
     name = "fill-mask"
 
-    def __call__(self, texts, top_k=5, lang=None):
+    def __call__(self, texts, top_k=5, lang=None, truncation=False):
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if top_k < 1:
             raise PipelineError(f"top_k must be >= 1, got {top_k}")
-        batch = self._batch(texts, lang)
+        batch = self._batch(texts, lang, truncation)
         ids, mask = batch["token_ids"], batch["padding_mask"]
         mask_id = self.tokenizer.mask_token_id
         counts = np.sum((ids == mask_id) & (mask == 1), axis=1)
         for text, count in zip(texts, counts):
             if count == 0:
-                raise PipelineError(f"no mask token {self.tokenizer.mask_token} in the input: {text!r}")
+                cut = " (it was cut off: truncation)" if truncation and self.tokenizer.mask_token in text else ""
+                raise PipelineError(f"no mask token {self.tokenizer.mask_token} in the input{cut}: {text[:200]!r}")
         positions, found = mask_slots(ids, mask, mask_id, int(counts.max()))
         (logits,) = self.runner(batch, positions=positions.numpy()).values()  # [B, M, V]
         top_ids, top_scores = top_predictions(logits, found, min(top_k, logits.shape[-1]))

@@ -198,13 +198,16 @@ class Tokenizer:
                 raise TokenizerError(f"expected a string, got {type(text).__name__}")
         return texts, pairs
 
-    def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=False, lang=None) -> list:
-        """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`."""
+    def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=None, lang=None) -> list:
+        """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`. truncation: True cuts to max_length
+        (without one: the tokenizer's model_max_length); None, Transformers' default, cuts when
+        max_length is given."""
         for value in (text, pair):
             if value is not None and not isinstance(value, str):
                 raise TokenizerError(f"expected a string, got {type(value).__name__}")
         texts, pairs = self._check_texts(text, pair)
         a, b = self._tokenize_pairs(texts, pairs, lang)
+        truncation = max_length is not None if truncation is None else truncation
         return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids
 
     def _tokenize_pairs(self, texts, pairs, lang, offsets=False):
@@ -225,18 +228,22 @@ class Tokenizer:
             raise TokenizerError(f"lang={lang!r}: this tokenizer has no languages (lang is for XLM)")
         return None, None
 
-    def __call__(self, texts, pairs=None, max_length=None, truncation=True, padding="longest", lang=None,
+    def __call__(self, texts, pairs=None, max_length=None, truncation=None, padding=None, lang=None,
                  return_offsets_mapping=False) -> dict:
         """Batch encoding like Transformers' `tokenizer(texts, pairs, ...)`, as numpy int32 arrays:
         token_ids, padding_mask (1 = token, 0 = padding) and segment_ids, padded with the pad id to
-        the longest row (padding="longest") or to max_length (padding="max_length"); with
+        the longest row (padding None or "longest") or to max_length (padding="max_length"); with
         `return_offsets_mapping`, offset_mapping [B, S, 2]: each token's (start, end) character span
-        in its text (a pair's tokens: in the pair), (0, 0) for special tokens and padding."""
+        in its text (a pair's tokens: in the pair), (0, 0) for special tokens and padding.
+        truncation: as in `encode`, but, as in Transformers, None cuts to max_length only when padding
+        is not asked for (padding None: the arrays still pad to the longest row, as they must)."""
         texts, pairs = self._check_texts(texts, pairs)
+        if truncation is None:
+            truncation = max_length is not None and padding is None
         a, b = self._tokenize_pairs(texts, pairs, lang, offsets=return_offsets_mapping)
         rows = [self._build(a[i], b[i] if b else None, True, max_length, truncation) for i in range(len(texts))]
         longest = max((len(row.ids) for row in rows), default=0)
-        if padding in (True, "longest"):
+        if padding in (None, True, "longest"):
             width = longest
         elif padding == "max_length":
             target = max_length if max_length is not None else self.model_max_length

@@ -252,7 +252,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return tf.gather(self._id_map, folded)  # a scalar string: a 1-D tensor of ids
 
     def tf_encode(self, strings, sequence_length: int) -> dict:
-        """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials.
+        """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials,
+        and truncated [batch] int32: 1 where the text had more tokens than fit.
 
         `<cls> tokens <sep>` (truncated to fit), right-padded with the pad id; single sequences.
         Built from concatenation and selects only, so it converts to TFLite as well.
@@ -263,14 +264,16 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         tokens = self.tf_tokenize(strings)
         pad, cls, sep = self.pad_token_id, self.cls_token_id, self.sep_token_id
         body = tokens.to_tensor(default_value=pad, shape=[None, length - 2])  # [B, L-2], truncated
-        n = tf.minimum(tf.cast(tokens.row_lengths(), tf.int32), length - 2)[:, None]  # [B, 1]
+        counts = tf.cast(tokens.row_lengths(), tf.int32)
+        n = tf.minimum(counts, length - 2)[:, None]  # [B, 1]
         batch = tf.shape(body)[:1]
         column = lambda value: tf.fill(tf.concat([batch, [1]], 0), tf.constant(value, tf.int32))  # noqa: E731
         ids = tf.concat([column(cls), body, column(pad)], axis=1)  # [B, L]
         positions = tf.range(length, dtype=tf.int32)[None, :]
         ids = tf.where(tf.equal(positions, n + 1), tf.constant(sep, tf.int32), ids)
         mask = tf.cast(positions < n + 2, tf.int32)
-        return {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids)}
+        return {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids),
+                "truncated": tf.cast(counts > length - 2, tf.int32)}
 
     # ---- Python ------------------------------------------------------------------------------------
 

@@ -324,13 +324,13 @@ class XLMTokenizer(Tokenizer):
         return [self.convert_tokens_to_ids(self.tokenize(text, lang)) for text in texts]
 
     def encode(self, text, pair=None, lang=None, add_special_tokens=True, max_length=None,
-               truncation=False) -> list:
+               truncation=None) -> list:
         """== Transformers' `tokenizer(text, pair, add_special_tokens=..., max_length=...,
         truncation=...)["input_ids"]`. `lang`: a code, or (text's, pair's) codes."""
         return super().encode(text, pair, add_special_tokens=add_special_tokens, max_length=max_length,
                               truncation=truncation, lang=lang)
 
-    def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=True, padding="longest",
+    def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=None, padding=None,
                  return_offsets_mapping=False) -> dict:
         """Batch encoding like `tokenizer(texts, pairs, padding=..., truncation=..., max_length=...)`.
 

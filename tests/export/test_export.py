@@ -217,6 +217,24 @@ def test_tflite_with_tokenizer_ids_equal_python_tokenizer(models, tmp_path):
         assert [t.decode() for t in got["top_tokens"][row, 0]] == tok.convert_ids_to_tokens(best.tolist())
 
 
+def test_text_signature_max_length_cuts_and_says_so(albert, tmp_path, capsys):
+    """--max-length: the text signature's longest input; longer texts are cut there, `truncated` says
+    which, and a mask past the cut leaves its slot unused (-1)."""
+    model_dir = albert[1]
+    tok = kzoo.load_tokenizer(model_dir)
+    out = tmp_path / "m.tflite"
+    report = export_tflite(model_dir, out, with_tokenizer=True, max_length=16)
+    assert report["ok"] and report["max_length"] == 16
+    texts = [f"short {tok.mask_token}", "long text " * 20 + tok.mask_token]
+    got = kzoo.runtime.load(out)(texts)
+    np.testing.assert_array_equal(got["truncated"], [0, 1])
+    assert got["token_ids"].shape[1] <= 16 and got["mask_positions"][1, 0] == -1 and got["mask_positions"][0, 0] > 0
+    for bad in ("1", "100000"):
+        assert main(["export", "tflite", str(model_dir), str(tmp_path / "x.tflite"), "--with-tokenizer",
+                     "--max-length", bad]) == 2
+        assert "--max-length" in capsys.readouterr().err and not (tmp_path / "x.tflite").exists()
+
+
 def test_tflite_calibration_file_and_cli_json(albert, tmp_path, capsys):
     calibration = tmp_path / "calibration.txt"
     calibration.write_text("\n".join(" ".join(t.split()) for t in training_corpus(40, seed=3)) + "\n")
@@ -299,6 +317,7 @@ def test_savedmodel_in_a_clean_process(models, savedmodel, family, tmp_path):
     np.testing.assert_array_equal(result["text/token_ids"], ids["token_ids"][:, :width])
     assert result["text/top_ids"].shape == (3, 4, 5) and result["text/mask_positions"][2, 1] == 2
     assert result["text/mask_positions"][1, 0] == -1 and result["text/top_tokens"][1, 0, 0] == b""
+    np.testing.assert_array_equal(result["text/truncated"], [len(tok.encode(t)) > report["max_tokens"] for t in texts])
 
 
 def test_savedmodel_cli_lists_signatures(savedmodel):

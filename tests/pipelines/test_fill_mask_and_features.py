@@ -120,3 +120,25 @@ def test_xlmr_convert_and_fill_mask_cli(xlmr, tmp_path, capsys):
     text = "Hello I'm a <mask> model."
     assert main(["fill-mask", str(tmp_path / "cli-out"), text, "--json"]) == 0
     assert_same(json.loads(capsys.readouterr().out), reference_fill_mask(src, text, 5))
+
+
+def test_long_texts_are_an_error_unless_truncation(albert, capsys):
+    """Transformers' pipelines do not cut a text longer than the model takes: a one-line error naming
+    both lengths; truncation=True (--truncation) cuts it to the model's longest input."""
+    from kzoo.pipelines import PipelineError
+
+    src, out = albert
+    long_text = "Hello I'm a [MASK] model. " + "and so on " * 300
+    for pipeline, call in (("fill-mask", lambda p, **kw: p(long_text, top_k=2, **kw)),
+                           ("features", lambda p, **kw: p([long_text, "short"], **kw))):
+        run = kzoo.pipeline(pipeline, out)
+        with pytest.raises(PipelineError, match=r"text 1 is \d+ tokens long; the model takes at most 64"):
+            call(run)
+        assert call(run, truncation=True)
+    items = kzoo.pipeline("features", out)([long_text, "short"], truncation=True)
+    assert len(items[0]["tokens"]) == 64
+    assert main(["fill-mask", str(out), long_text]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--truncation" in err
+    assert main(["fill-mask", str(out), long_text, "--truncation", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5

@@ -163,7 +163,7 @@ def test_offsets_equal_transformers_offset_mapping(case, max_length):
 def test_single_sequences_padding_to_max_length(case):
     name, hf, kz, texts = case
     ref = hf(texts, max_length=32, truncation=True, padding="max_length", return_token_type_ids=True)
-    out = kz(texts, max_length=32, padding="max_length")
+    out = kz(texts, max_length=32, truncation=True, padding="max_length")
     np.testing.assert_array_equal(out["token_ids"], np.asarray(ref["input_ids"]))
     np.testing.assert_array_equal(out["padding_mask"], np.asarray(ref["attention_mask"]))
     np.testing.assert_array_equal(out["segment_ids"], np.asarray(ref["token_type_ids"]))
@@ -241,7 +241,7 @@ def test_saved_model(build, tmp_path):
     reloaded = tf.saved_model.load(str(tmp_path / "sm"))
     texts = spm_fixtures.held_out_texts("[MASK]")
     got = reloaded.encode(tf.constant(texts))
-    want = tok(texts, max_length=32, padding="max_length")
+    want = tok(texts, max_length=32, truncation=True, padding="max_length")
     np.testing.assert_array_equal(got["token_ids"].numpy(), want["token_ids"])
     np.testing.assert_array_equal(got["padding_mask"].numpy(), want["padding_mask"])
 
@@ -278,7 +278,7 @@ def test_tflite(build, name):
     ids = [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
     assert _first_difference(texts, [tok.encode(t, add_special_tokens=False) for t in texts], ids) is None
     token_ids, mask = run(encode, ["token_ids", "padding_mask"])
-    want = tok(texts, max_length=40, padding="max_length")
+    want = tok(texts, max_length=40, truncation=True, padding="max_length")
     np.testing.assert_array_equal(token_ids, want["token_ids"])
     np.testing.assert_array_equal(mask, want["padding_mask"])
 

@@ -238,11 +238,13 @@ def test_batch_padding_segments_and_lang_ids(dirs, name):
     hf, _, ours = get(dirs, name)
     texts = [t for t in TEXTS[:6]] + ["", "<special1>"]
     pairs = [b for _, b in PAIRS] + ["x"]
-    cases = [dict(), dict(max_length=9), dict(max_length=9, padding="max_length"),
-             dict(max_length=60, padding="max_length"), dict(truncation=False)]
+    cases = [dict(), dict(max_length=9), dict(max_length=9, padding="max_length", truncation=True),
+             dict(max_length=60, padding="max_length"), dict(truncation=False), dict(truncation=True)]
     for kw in cases:
         for with_pairs in (False, True):
-            hf_kw = dict(padding=kw.get("padding", "longest"), truncation=kw.get("truncation", True),
+            # (Transformers' truncation=None cuts to max_length when no padding is asked for)
+            implied = kw.get("max_length") is not None and "padding" not in kw
+            hf_kw = dict(padding=kw.get("padding", "longest"), truncation=kw.get("truncation", implied),
                          max_length=kw.get("max_length"), return_token_type_ids=True)
             want = hf(texts, pairs if with_pairs else None, **hf_kw)
             got = ours(texts, pairs if with_pairs else None, **kw)
