@@ -66,8 +66,6 @@ class Pipeline:
         longest = self.runner.limits()[1]
         cut = {"max_length": longest, "truncation": True} if truncation and longest else {}
         batch = self.tokenizer(texts, **cut) if lang is None else self._with_lang(texts, lang, cut)
-        if lang is None and "lang_ids" in batch:
-            batch["lang_ids"] = np.full_like(batch["lang_ids"], -1)  # -1: not given
         lengths = batch["padding_mask"].sum(axis=1)
         if longest and not truncation and lengths.size and lengths.max() > longest:
             row = int(np.argmax(lengths))

@@ -335,19 +335,26 @@ class XLMTokenizer(Tokenizer):
         """Batch encoding like `tokenizer(texts, pairs, padding=..., truncation=..., max_length=...)`.
 
         numpy int32 [batch, length]: token_ids, padding_mask (1 token / 0 padding), segment_ids,
-        lang_ids (the language id of each position, XLM's `langs`; with lang=(a, b) the pair part
-        gets b's; padding gets a's).
-        segment_ids are all -1 ("not given"): XLM would add the *word* embedding of a token type,
-        and neither the original XLM nor Transformers' tokenizer (model_input_names) feeds them.
+        lang_ids. -1 in segment_ids / lang_ids means "not given": the model adds no token-type /
+        language embedding there, as Transformers' XLM called without `token_type_ids` / `langs`.
+        lang_ids: with `lang`, the language id of each position (XLM's `langs`; with lang=(a, b) the
+        pair part gets b's, padding a's); without, -1 everywhere, as Transformers' tokenizer returns
+        no `langs` (so `model(tokenizer(texts))` computes what Transformers' model does on its
+        tokenizer's output).
+        segment_ids are all -1: XLM would add the *word* embedding of a token type, and neither the
+        original XLM nor Transformers' tokenizer (model_input_names) feeds them.
         """
         return super().__call__(texts, pairs, max_length=max_length, truncation=truncation, padding=padding,
                                 lang=lang, return_offsets_mapping=return_offsets_mapping)
 
     def _finish_batch(self, batch, rows, lang):
+        batch["segment_ids"][:] = -1
+        if lang is None:
+            batch["lang_ids"] = np.full_like(batch["token_ids"], -1)
+            return batch
         lang_a, lang_b = self._pair_langs(lang)
         id_a, id_b = (self._lang2id.get(lang_a, 0), self._lang2id.get(lang_b, 0)) if self.languages else (0, 0)
         width = batch["token_ids"].shape[1]
-        batch["segment_ids"][:] = -1
         batch["lang_ids"] = np.full_like(batch["token_ids"], id_a)
         for r, row in enumerate(rows):
             start = width - len(row.ids) if self.padding_side == "left" else 0

@@ -82,6 +82,21 @@ def test_fill_mask_with_lang_equals_pytorch_with_langs(enfr, text):
     assert [r["score"] for r in by_lang["en"]] != pytest.approx([r["score"] for r in by_lang["fr"]], abs=1e-3)
 
 
+def test_model_on_its_tokenizers_batch_equals_transformers(enfr):
+    """`model(tokenizer(texts))` means what Transformers' `model(**tokenizer(texts))` means: no
+    language ids given (lang_ids -1), so no language embedding added."""
+    _, out, ref, ref_tok = enfr
+    texts = ["Hello world.", "L'été dernier, j'ai vu <special1> à Paris."]
+    batch = kzoo.load_tokenizer(out)(texts)
+    assert (batch["lang_ids"] == -1).all()
+    ours = np.asarray(kzoo.load(out)(batch, training=False))
+    enc = ref_tok(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = ref(**enc).logits.numpy()
+    keep = batch["padding_mask"] == 1
+    assert np.abs(ours[keep] - theirs[keep]).max() < 1e-4
+
+
 def test_fill_mask_cli_lang(enfr, capsys):
     _, out, ref, ref_tok = enfr
     text = TEXTS[0]

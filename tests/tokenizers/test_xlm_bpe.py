@@ -253,7 +253,7 @@ def test_batch_padding_segments_and_lang_ids(dirs, name):
             assert got["token_ids"].tolist() == want["input_ids"], kw
             assert got["padding_mask"].tolist() == want["attention_mask"], kw
             assert (got["segment_ids"] == -1).all()  # XLM's token types are never fed (see __call__)
-            assert (got["lang_ids"] == ours.lang_id()).all()
+            assert (got["lang_ids"] == -1).all()  # no lang: none given, as Transformers' tokenizer
     assert ours([])["token_ids"].shape == (0, 0)
     single = ours("Hello")
     assert single["token_ids"].tolist() == [hf("Hello")["input_ids"]]
@@ -265,14 +265,14 @@ def test_lang_ids(dirs):
     assert ours.languages == MULTI_LANGS
     out = ours(["Hello", "Hello world again"], lang="fr")
     assert (out["lang_ids"] == fr).all()
-    assert (ours(["Hello"])["lang_ids"] == en).all()  # default: en
+    assert (ours(["Hello"])["lang_ids"] == -1).all()  # no lang: none given (-1), as Transformers' tokenizer
     # a (text, pair) language pair, as XLM's translation-LM inputs: the pair part gets the second one
     out = ours(["Hello world"], ["Bonjour le monde"], lang=("en", "fr"))
     first = len(ours.encode("Hello world"))  # <s> A </s>, then B </s>
     assert (out["lang_ids"][0][first:] == fr).all() and (out["lang_ids"][0][:first] == en).all()
     assert ours.encode("Hello", "Bonjour", lang=("en", "fr")) == ours.encode("Hello", "Bonjour")
     _, _, bare = get(dirs, "bare")
-    assert bare.languages == [] and (bare(["Hello"])["lang_ids"] == 0).all()
+    assert bare.languages == [] and (bare(["Hello"])["lang_ids"] == -1).all()
 
 
 # --------------------------------------------------------------------------------------------
