@@ -15,6 +15,7 @@ from kzoo.converters import family_of
 from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.converters.tokenizers import TOKENIZER_FILES, build_tokenizer, check_options
 from kzoo.converters.weights import load_table
+from kzoo.errors import ModelDirError
 from kzoo.families import find_preset
 from kzoo.io import keras_internals, modeldir
 from kzoo.io.atomic import atomic_dir, check_absent
@@ -49,11 +50,17 @@ def resolve_source(src) -> Path:
 def read_hf_config(src: Path) -> dict:
     file = src / "config.json"
     try:
-        return json.loads(file.read_text())
+        config = json.loads(file.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{src}: no config.json (a Hugging Face checkpoint dir has one)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: not a model config (a JSON object), but a {type(config).__name__}")
+    if config.get("format") == "kzoo":
+        raise CheckpointError(f"{src} is a kzoo model dir already (kzoo convert reads Hugging Face checkpoints; "
+                              "every other command takes this dir as it is)")
+    return config
 
 
 def detect_task(hf, spec, names):
@@ -74,6 +81,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
     check_absent(out, overwrite)  # fail before the slow part
     tokenizer_options = tokenizer_options or {}
     src = resolve_source(src)
+    if Path(out).resolve() == src.resolve() or Path(out).resolve() in src.resolve().parents:
+        raise CheckpointError(f"{out}: that is where the checkpoint is; convert to another dir")
     hf = read_hf_config(src)
     hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
     family, spec = family_of(hf)
@@ -92,7 +101,10 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
         }
         with keras_internals.deferred_variables():
-            model = build_model(config)
+            try:
+                model = build_model(config)
+            except ModelDirError as e:
+                raise CheckpointError(f"{src / 'config.json'}: {e}") from None
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
         advance = progress(len(names)) if progress else None
         report = load_table(model, ckpt, spec.WEIGHTS,

@@ -11,6 +11,7 @@ import numpy as np
 
 from kzoo.converters import family_of
 from kzoo.converters.convert import read_hf_config, resolve_source
+from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.io import modeldir
 from kzoo.models import load_model, outputs
 from kzoo.tasks import TASKS
@@ -59,7 +60,14 @@ def _reference_model(src, cls_name):
     import torch
     import transformers
 
-    return getattr(transformers, cls_name).from_pretrained(src, dtype=torch.float32).eval()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # no load report tables, no progress bars: kzoo's report says it
+    transformers.logging.disable_progress_bar()
+    try:
+        return getattr(transformers, cls_name).from_pretrained(src, dtype=torch.float32).eval()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
 
 
 def run_reference(src, task, spec, inputs):
@@ -91,14 +99,36 @@ def run_kzoo(model, task, inputs):
     return result
 
 
+def _check_reference(src, hf, family, spec, config):
+    """A one-line error when the reference cannot be the model dir's source: another family, another
+    architecture, a head the checkpoint has not, or a checkpoint that does not read."""
+    def key(backbone):
+        return {k: v for k, v in backbone.items() if k not in ("dropout", "attention_dropout", "use_pooler")}
+
+    if family.name != config.get("architecture"):
+        raise CheckpointError(f"{src}: a {family.name} checkpoint; {config.get('architecture')} is what the model "
+                              "dir holds")
+    theirs, ours = key(spec.backbone_config(hf)), key(config["backbone"])
+    if theirs != ours:
+        name = next(k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+        raise CheckpointError(f"{src}: another architecture than the model dir's ({name}: {theirs.get(name)!r} "
+                              f"there, {ours.get(name)!r} here)")
+    if config["task"] not in spec.TASK_OF_CLASS.values():
+        raise CheckpointError(f"{src}: Transformers has no {family.name} class for the task {config['task']!r}")
+    with open_checkpoint(src):  # reads its header: a truncated or corrupt file fails here, in one line
+        pass
+
+
 def verify(model_dir, reference, *, model=None, batches=None):
     """Max abs diff of every output on padded batches; returns a report dict."""
     config = modeldir.read_config(model_dir)
-    model = model or load_model(model_dir)
     src = resolve_source(reference)
     hf = read_hf_config(src)
+    hf.setdefault("_name_or_path", str(src))  # as convert reads it (XLM's clm checkpoints: by name)
     task = config["task"]
-    _, spec = family_of(hf)
+    family, spec = family_of(hf)
+    _check_reference(src, hf, family, spec, config)
+    model = model or load_model(model_dir)
     vocab = config["backbone"]["vocabulary_size"]
     pad = hf.get("pad_token_id", 0) or 0
     segments = min(2, config["backbone"].get("num_segments", 2))

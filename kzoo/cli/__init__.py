@@ -131,6 +131,14 @@ def _export(sub):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    for position, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+            shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            print(f"kzoo: error: argument {position} is not UTF-8 text: {shown}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     import_tensorflow_quietly()
     try:

@@ -89,7 +89,7 @@ def cmd_verify(args):
         print(f"{report['model']} against {report['reference']} (PyTorch), bound {report['bound']:g}")
         for r in report["rows"]:
             mark = "ok  " if r["ok"] else "FAIL"
-            print(f"  {mark} {r['batch']:<13} {r['output']:<16} {str(r['shape']):<16} "
+            print(f"  {mark} {r['batch']:<16} {r['output']:<16} {str(r['shape']):<16} "
                   f"max abs diff {r['max_abs_diff']:.3e}")
         print("PASS" if report["ok"] else "FAIL")
     return 0 if report["ok"] else 1

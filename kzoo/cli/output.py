@@ -24,8 +24,9 @@ def _jsonable(x):
 
 @contextmanager
 def progress_bar(description, enabled=True):
-    """Yields a factory `(total) -> advance(n)` drawing a rich progress bar on stderr."""
-    if not enabled:
+    """Yields a factory `(total) -> advance(n)` drawing a rich progress bar on stderr (a terminal only:
+    in a log or a pipe a bar is noise)."""
+    if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 
 import keras
 import numpy as np
@@ -117,7 +118,9 @@ def load_weights_adopting(model, file):
     for v in pending:
         v.assign = create_from(v)
     try:
-        with _aligned_h5_reads():
+        # (on a file that does not fit, Keras warns once per container before it raises: the error says it)
+        with _aligned_h5_reads(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             model.load_weights(file)
     finally:
         for v in pending:

@@ -32,7 +32,7 @@ def read_config(path) -> dict:
         raise ModelDirError(f"{path}: no {CONFIG}; is this a kzoo model dir made by `kzoo convert`?") from None
     except json.JSONDecodeError as e:
         raise ModelDirError(f"{file}: not valid JSON ({e})") from None
-    if config.get("format") != "kzoo":
+    if not isinstance(config, dict) or config.get("format") != "kzoo":
         raise ModelDirError(
             f"{file}: not a kzoo config (a Hugging Face checkpoint? convert it first: kzoo convert {path} OUT)"
         )
@@ -52,7 +52,17 @@ def load_weights(model, path):
     try:
         keras_internals.load_weights_adopting(model, weights)
     except Exception as e:  # h5py / Keras errors are long; name the file and the gist
-        raise ModelDirError(f"{weights}: could not load weights ({str(e).splitlines()[0]})") from None
+        raise ModelDirError(f"{weights}: could not load weights ({_gist(e)}); is config.json the one they were "
+                            "saved with?") from None
+
+
+def _gist(error):
+    """The line of a loading error that says what failed (Keras leads with "A total of N objects could
+    not be loaded. Example error message for object ...:" and puts the message after it)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("A total of"):
+        return f"{lines[0].split('.')[0].lower()}, e.g. {lines[-1]}"
+    return lines[0] if lines else type(error).__name__
 
 
 def save(model, config, out):

@@ -7,8 +7,9 @@ one and names its outputs.
 
 from __future__ import annotations
 
+from kzoo.errors import ModelDirError
 from kzoo.families import get_family
-from kzoo.io import keras_internals, modeldir
+from kzoo.io import modeldir
 
 
 def build_model(config, **backbone_overrides):
@@ -17,18 +18,21 @@ def build_model(config, **backbone_overrides):
     family = get_family(config.get("architecture"))
     task = config.get("task")
     backbone_config = {**config["backbone"], **backbone_overrides}
-    if task == "backbone":
-        return family.backbone_class()(**backbone_config, name=family.keras_name)
-    task_class = family.task_class(task)
-    if task_class.uses_pooler is not None:  # Transformers' add_pooling_layer, per head
+    task_class = None if task == "backbone" else family.task_class(task)
+    if task_class is not None and task_class.uses_pooler is not None:  # Transformers' add_pooling_layer
         backbone_config["use_pooler"] = task_class.uses_pooler
-    backbone = family.backbone_class()(**backbone_config, name=family.keras_name)
-    return task_class(backbone, **config.get("task_config", {}))
+    try:
+        backbone = family.backbone_class()(**backbone_config, name=family.keras_name)
+        return backbone if task_class is None else task_class(backbone, **config.get("task_config", {}))
+    except (TypeError, ValueError) as e:  # an argument the model has not, or a size that cannot be
+        raise ModelDirError(f"not a valid {family.name} configuration: {str(e).splitlines()[0]}") from None
 
 
 def load_model(path, **backbone_overrides):
     """A kzoo model dir as a Keras model (the task model with its head), its config as
     `model.kzoo_config`. backbone_overrides: build options such as `mask_bias`."""
+    from kzoo.io import keras_internals  # (Keras: imported on use, so that reading configs stays light)
+
     config = modeldir.read_config(path)
     with keras_internals.deferred_variables():  # no random init: each variable comes from the file
         model = build_model(config, **backbone_overrides)

@@ -33,11 +33,24 @@ def as_tokenizer(tokenizer, runner):
 
     if tokenizer is None:
         if not runner.has_tokenizer():
-            raise PipelineError("a tokenizer is needed: pass tokenizer=, or a model dir that has one")
+            raise PipelineError(_no_tokenizer(runner))
         return runner.tokenizer()
     if isinstance(tokenizer, (str, bytes, os.PathLike)):
         return load_tokenizer(os.fsdecode(tokenizer))
     return tokenizer
+
+
+def _no_tokenizer(runner):
+    from kzoo.io import layout
+
+    if runner.path is None:
+        return "a tokenizer is needed: pass tokenizer= (a model in memory has none stored)"
+    if runner.kind == "keras":
+        return (f"{runner.path}: no tokenizer: the checkpoint it was converted from had no tokenizer files "
+                "(pass tokenizer=)")
+    sidecar = layout.sidecar_of(runner.path)
+    return (f"{runner.path}: no tokenizer beside it: {sidecar} is missing or incomplete (kzoo export writes it "
+            "with the export; copy it along, or pass tokenizer=)")
 
 
 class Pipeline:

@@ -119,3 +119,136 @@ def test_help_runs_as_module():
     assert out.returncode == 0
     for command in ("convert", "fill-mask", "embed", "verify"):
         assert command in out.stdout
+
+
+# --- what a new user's tryout broke ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """(checkpoint, model dir) of a tiny ALBERT masked LM with its tokenizer."""
+    from reference import model_with_tokenizer
+    from spm_fixtures import make_albert_tokenizer_dir
+
+    tmp = tmp_path_factory.mktemp("albert-tok")
+    return model_with_tokenizer(tmp, "AlbertForMaskedLM", TINY_ALBERT, make_albert_tokenizer_dir(tmp, True))
+
+
+def one_line(code, err, *words):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("kzoo: error:"), err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_non_utf8_argument(model_dir, capsys):
+    one_line(*run(["fill-mask", str(model_dir[1]), "caf\udce9 [MASK]"], capsys), "argument 3", "not UTF-8")
+
+
+@pytest.mark.skipif(os.access("/sys", os.W_OK) and os.geteuid() != 0, reason="needs a read-only /sys")
+def test_unwritable_out(ckpt, capsys):
+    one_line(*run(["convert", str(ckpt), "/sys/kzoo-out"], capsys), "/sys/kzoo-out", "cannot write there")
+
+
+def test_config_that_is_not_an_object(tmp_path, ckpt, model_dir, capsys):
+    bad = copy_ckpt(ckpt, tmp_path / "bad")
+    (bad / "config.json").write_text("[]")
+    one_line(*run(["convert", str(bad), str(tmp_path / "out")], capsys), "config.json", "not a model config")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("[]")
+    one_line(*run(["fill-mask", str(broken), "a [MASK]"], capsys), "config.json")
+
+
+def test_corrupt_tokenizer_model(tmp_path, model_dir, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir[1], copy)
+    (copy / "kzoo_tokenizer.model").write_bytes(b"\x0a\xff\xff garbage")
+    one_line(*run(["fill-mask", str(copy), "a [MASK]"], capsys), "kzoo_tokenizer.model")
+
+
+def test_verify_against_another_model_or_a_broken_file(tmp_path, model_dir, capsys):
+    from reference import TINY_XLMR
+
+    other = make_checkpoint(tmp_path / "xlmr", "XLMRobertaForMaskedLM", TINY_XLMR)
+    bigger = make_checkpoint(tmp_path / "big", "AlbertForMaskedLM", {**TINY_ALBERT, "hidden_size": 64})
+    capsys.readouterr()  # (the checkpoints' own progress bars)
+    one_line(*run(["verify", str(model_dir[1]), "--reference", str(other)], capsys), "xlm-roberta checkpoint")
+    one_line(*run(["verify", str(model_dir[1]), "--reference", str(bigger)], capsys), "another architecture",
+             "hidden_dim")
+    truncated = copy_ckpt(model_dir[0], tmp_path / "truncated")
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    one_line(*run(["verify", str(model_dir[1]), "--reference", str(truncated)], capsys), "model.safetensors",
+             "truncated")
+
+
+def test_bad_options_fail_before_any_work(tmp_path, model_dir, capsys, monkeypatch):
+    import kzoo.export.common
+
+    def no(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(kzoo.export.common, "model_and_config", no)
+    model = str(model_dir[1])
+    out = tmp_path / "x.tflite"
+    for options, flag in ((["--with-tokenizer", "--top-k", "0"], "--top-k"), (["--max-masks", "-2"], "--max-masks"),
+                          (["--max-masks", "0"], "--max-masks")):
+        one_line(*run(["export", "tflite", model, str(out), *options], capsys), flag)
+        assert not out.exists()
+    monkeypatch.undo()
+    one_line(*run(["fill-mask", model, "a [MASK]", "--top-k", "-1"], capsys), "top_k")
+    one_line(*run(["convert", str(model_dir[0]), str(tmp_path / "o"), "--pretokenize-by-lang"], capsys),
+             "--pretokenize-by-lang", "albert")
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_on_albert_names_the_architecture(model_dir, capsys):
+    one_line(*run(["generate", str(model_dir[1]), "hello"], capsys), "'albert'", "XLM")
+
+
+def test_tflite_without_its_sidecar(tmp_path, model_dir, capsys):
+    import shutil
+
+    from kzoo.export import export_tflite
+
+    out = tmp_path / "m.tflite"
+    export_tflite(model_dir[1], out)
+    shutil.rmtree(tmp_path / "m.tflite.kzoo")
+    one_line(*run(["fill-mask", str(out), "a [MASK]"], capsys), "m.tflite.kzoo", "missing")
+
+
+def test_convert_a_model_dir_or_onto_its_source(tmp_path, ckpt, model_dir, capsys):
+    one_line(*run(["convert", str(model_dir[1]), str(tmp_path / "o")], capsys), "kzoo model dir already")
+    src = copy_ckpt(ckpt, tmp_path / "src")
+    before = sorted(p.name for p in src.iterdir())
+    one_line(*run(["convert", str(src), str(src), "--overwrite"], capsys), "where the checkpoint is")
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_configs_that_do_not_fit(tmp_path, ckpt, model_dir, capsys):
+    import json
+    import shutil
+
+    bad = copy_ckpt(ckpt, tmp_path / "bad")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "hidden_size": 30}))  # not a multiple of the heads
+    one_line(*run(["convert", str(bad), str(tmp_path / "out")], capsys), "config.json", "not a multiple")
+    copy = tmp_path / "copy"
+    shutil.copytree(model_dir[1], copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["backbone"]["hidden_dim"] = 36
+    (copy / "config.json").write_text(json.dumps(config))
+    code, err = run(["embed", str(copy), "hello"], capsys)
+    one_line(code, err, "model.weights.h5", "could not load weights")
+    assert "Example error message" not in err
+
+
+def test_no_noise_on_stderr(tmp_path, ckpt):
+    """TensorFlow's start-up logs, progress bars in a pipe, blank lines: none of it on stderr."""
+    proc = subprocess.run([sys.executable, "-m", "kzoo", "convert", str(ckpt), str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["note: the source has no tokenizer files; text commands will need them"]
