@@ -7,6 +7,7 @@ import threading
 import numpy as np
 
 from kzoo.io import layout
+from kzoo.traced import traced
 from kzoo.runtime import Runner, RunnerError
 
 
@@ -50,19 +51,9 @@ class KerasRunner(Runner):
             if head is None:
                 return None
             hidden = tf.TensorSpec([None, None, self.model.backbone.hidden_dim], tf.float32)
-            function = tf.function(lambda x: head(x, training=False), input_signature=[hidden])
-        else:
-            model = self.model.backbone if part == "backbone" else self.model
-            function = tf.function(lambda batch: outputs(model, batch), input_signature=[ids])
-        # Traced once, here. TF counts the traces of every function made from the same code as retraces
-        # of one, and warns once a process has made five runners: that warning says nothing here.
-        logger = tf.get_logger()
-        level = logger.level
-        logger.setLevel("ERROR")
-        try:
-            return function.get_concrete_function()
-        finally:
-            logger.setLevel(level)
+            return traced(lambda x: head(x, training=False), [hidden])
+        model = self.model.backbone if part == "backbone" else self.model
+        return traced(lambda batch: outputs(model, batch), [ids])
 
     def _run_ids(self, batch):
         return {k: v.numpy() for k, v in self._function("model")(batch).items()}
@@ -103,14 +94,20 @@ class SavedModelRunner(Runner):
     def __init__(self, path, num_threads=None):
         super().__init__(path)
         import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the tokenizer's ops that serve_text uses)
 
+        try:  # registers the tokenizer ops serve_text uses; an ids-only export needs none
+            import tensorflow_text  # noqa: F401
+        except ImportError:
+            pass
         self._tf = tf
         self.version_dir = layout.savedmodel_version_dir(path)
         try:
             self._loaded = tf.saved_model.load(str(self.version_dir))
         except Exception as e:  # TF's messages run to pages; name the dir and the gist
-            raise RunnerError(f"{self.version_dir}: could not load the SavedModel ({str(e).splitlines()[0]})") from None
+            hint = " (its serve_text needs tensorflow-text's ops: pip install tensorflow-text)" \
+                if "TFText" in str(e) else ""
+            raise RunnerError(f"{self.version_dir}: could not load the SavedModel ({str(e).splitlines()[0]}){hint}") \
+                from None
         signatures = self._loaded.signatures
         if layout.IDS_SIGNATURE in signatures:
             fn = signatures[layout.IDS_SIGNATURE]

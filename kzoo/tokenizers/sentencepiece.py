@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers.base import Tokenizer
+from kzoo.traced import traced
 
 MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
 FORMAT = "kzoo-sentencepiece"
@@ -114,8 +115,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         with self.name_scope:
             self._sp = tf_text.FastSentencepieceTokenizer(self._folded_model)
             self._id_map = tf.constant(self._id_map_np, name="id_map")
-        self._tokenize_fn = tf.function(
-            self.tf_tokenize, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
 
     @property
     def template(self):

@@ -79,3 +79,16 @@ def test_every_package_is_installed():
              for package, folder in rules.PACKAGES.items() for init in folder.rglob("__init__.py")}
     assert sorted(setuptools["packages"]) == sorted(found)
     assert setuptools["package-dir"] == {"kzoo": "kzoo", "kzoo.converters": "converters", "kzoo.export": "export"}
+
+
+def test_the_cli_parser_and_the_declarations_import_no_tensorflow():
+    """`kzoo --help` and every choice the parser shows read the declarations only: no TensorFlow,
+    Keras or torch at import (they would print their start-up logs before kzoo can quiet them)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kzoo.cli, kzoo.converters.albert, kzoo.converters.xlm, kzoo.converters.xlm_roberta\n"
+            "kzoo.cli.build_parser()\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

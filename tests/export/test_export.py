@@ -320,6 +320,28 @@ def test_savedmodel_in_a_clean_process(models, savedmodel, family, tmp_path):
     np.testing.assert_array_equal(result["text/truncated"], [len(tok.encode(t)) > report["max_tokens"] for t in texts])
 
 
+def test_ids_only_savedmodel_needs_no_tensorflow_text(albert, tmp_path, capsys):
+    """`--ids-only`: a SavedModel any TensorFlow (or a stock TF Serving) loads: no tf-text op in it,
+    loaded and run in a process where tensorflow_text cannot be imported, by TF and by kzoo.runtime."""
+    out = tmp_path / "ids"
+    assert main(["export", "savedmodel", str(albert[1]), str(out), "--ids-only", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["signatures"]) == ["serving_default"]
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["tensorflow_text"] = None  # any import of it fails
+        import numpy as np, tensorflow as tf
+        serve = tf.saved_model.load({str(out / "1")!r}).signatures["serving_default"]
+        ids = {{k: tf.constant(np.ones((1, 5), "int32")) for k in ("token_ids", "padding_mask", "segment_ids")}}
+        print("tf", serve(**ids)["logits"].shape)
+        from kzoo import runtime
+        print("kzoo", runtime.load({str(out)!r})({{k: v.numpy() for k, v in ids.items()}})["logits"].shape)
+    """)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tf (1, 5, " in proc.stdout and "kzoo (1, 5, " in proc.stdout
+
+
 def test_savedmodel_cli_lists_signatures(savedmodel):
     out, _ = savedmodel("albert")
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")

@@ -142,3 +142,16 @@ def test_long_texts_are_an_error_unless_truncation(albert, capsys):
     assert err.count("\n") == 1 and "--truncation" in err
     assert main(["fill-mask", str(out), long_text, "--truncation", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 5
+
+
+def test_many_pipelines_in_one_process_are_quiet(albert, caplog):
+    """Each runner traces its functions once; TensorFlow's "triggered tf.function retracing" warning
+    (it counts every function made from the same code) does not appear."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    src, out = albert
+    for n in range(7):
+        kzoo.pipeline("fill-mask", out)(f"hello [MASK] number {n}", top_k=1)
+        kzoo.pipeline("features", out)(["a", "b c " * n])
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -12,7 +12,7 @@ import kzoo
 from kzoo import runtime
 from kzoo.errors import RunnerError
 from kzoo.export import export_savedmodel, export_tflite
-from families import NAMES, hf_classes, masked_lm_class, tiny_hf_config
+from families import NAMES, masked_lm_class, tiny_hf_config
 from reference import TINY_ALBERT, make_checkpoint, model_with_tokenizer
 from spm_fixtures import held_out_texts, make_albert_tokenizer_dir
 
