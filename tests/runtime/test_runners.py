@@ -165,3 +165,16 @@ def test_tflite_errors_do_not_repeat_old_ones(paths):
         messages.append(str(error.value))
     assert messages[0].count("LiteRT") == messages[1].count("LiteRT") == 1
     assert np.all(np.isfinite(run(good)["logits"]))
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "tflite"])
+def test_padding_only_row_is_the_same_everywhere(paths, kind):
+    """A row whose padding_mask is all 0 attends to nothing on every backend (Keras equals PyTorch on
+    it: tests/models/test_parity.py); the SavedModel pads the batch to its buckets, which must not
+    change that row."""
+    batch = batch_of(paths)
+    batch["padding_mask"][1] = 0
+    batch["token_ids"][1] = 0
+    want = runtime.load(paths["keras"])(batch)["logits"]
+    got = runtime.load(paths[kind])(batch)["logits"]
+    assert np.abs(got - want).max() <= 1e-4
