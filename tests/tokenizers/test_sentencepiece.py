@@ -290,3 +290,35 @@ def test_unknown_family_is_a_tokenizer_error(tokenizer_dirs):
         from_hf_dir(tokenizer_dirs["albert-json"][1], "gpt2")
     with pytest.raises(TokenizerError):
         SentencePieceTokenizer.load(tokenizer_dirs["albert-json"][1])
+
+
+def near_tie_dir(tmp_path, base):
+    """The ALBERT test tokenizer with pieces making two segmentations of "qzx" score 8e-5 apart:
+    ▁q + zx = -11.00048 and ▁qz + x = -11.00040 (Transformers takes the second). Rounded to a grid
+    of 2**-10 the order flips (-11.0 vs -11.00098): kzoo's old folded model cut ▁q|zx, as it cut
+    "l'e|tiqueta" where Transformers cuts "l'et|iqueta" (-11.04933 vs -11.04886)."""
+    import shutil
+
+    out = tmp_path / "near-tie"
+    shutil.copytree(base, out)
+    tok = json.loads((out / "tokenizer.json").read_text())
+    scores = {"\u2581q": -5.0, "zx": -6.00048, "\u2581qz": -4.9999, "x": -6.0005}
+    vocab = [[p, scores.pop(p, s)] for p, s in tok["model"]["vocab"]]
+    tok["model"]["vocab"] = vocab + [[p, s] for p, s in scores.items()]
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    return out
+
+
+@pytest.mark.xfail(strict=True, reason="known difference (issue 11, item 9): piece scores rounded to 2**-10 in the "
+                   "folded model collapse near-ties; a finer grid needs per-word Viterbi, which tf-text's "
+                   "WhitespaceTokenizer cannot give in TFLite (it leaves a multi-byte space's leading bytes in "
+                   "the word before it)")
+def test_near_ties_resolve_as_in_transformers(tokenizer_dirs, tmp_path):
+    from transformers import AlbertTokenizer
+
+    d = near_tie_dir(tmp_path, tokenizer_dirs["albert-json"][1])
+    hf, kz = AlbertTokenizer.from_pretrained(d), from_hf_dir(d, "albert")
+    for text in ("qzx", "a qzx b", "qzx " * 300):  # alone, in a sentence, in a long string
+        want = hf(text)["input_ids"]
+        assert hf.convert_ids_to_tokens(want)[1:3] == ["\u2581qz", "x"]
+        assert kz.encode(text) == want
