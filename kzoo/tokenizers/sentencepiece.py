@@ -10,7 +10,7 @@ Files in a model dir: kzoo_tokenizer.model (the folded model), kzoo_tokenizer.js
 tokens, the id table) and copies of the Hugging Face files it came from. Loading needs neither
 Transformers, torch nor the `tokenizers` library.
 
-Known differences from Transformers (adversarial input only) are listed in
+Its known differences from Transformers are listed in
 kzoo.converters.sentencepiece.
 """
 
