@@ -91,6 +91,12 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
         names = ckpt.names()
         task = task or detect_task(hf, spec, names)
         backbone = spec.backbone_config(hf)
+        notes = []
+        if task == "backbone" and "use_pooler" in family.backbone_class().resolved({}) \
+                and not any("pooler" in name for name in names):
+            backbone["use_pooler"] = False  # Transformers would initialise it at random; kzoo leaves it out
+            notes.append("the checkpoint has no pooler (a head's checkpoint, such as a masked LM's): the backbone "
+                         "gives sequence_output only")
         config = {
             "architecture": family.name,
             "task": task,
@@ -125,4 +131,5 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
         "report": report.summary(),
         "unexpected": report.unexpected,
         "tokenizer": tokenizer is not None,
+        "notes": notes,
     }

@@ -186,6 +186,11 @@ def _read_files(src, spec):
             proto.ParseFromString(spm_path.read_bytes())
         except DecodeError:
             raise TokenizerError(f"{spm_path}: not a SentencePiece model (corrupt or truncated)") from None
+        if not proto.pieces:
+            raise TokenizerError(f"{spm_path}: a SentencePiece model without pieces (empty or damaged)")
+    for path, value in ((config_path, config), (json_path, tok_json)):
+        if value is not None and not isinstance(value, dict):
+            raise TokenizerError(f"{path}: not a tokenizer description (a JSON object)")
     return config, tok_json, proto
 
 
@@ -196,8 +201,8 @@ def _vocabulary(src, config, tok_json, proto, spec):
     the normaliser and pre-tokenizer themselves, from tokenizer_config.json's flags."""
     if tok_json is not None:
         model = tok_json.get("model", {})
-        if model.get("type") != "Unigram":
-            raise TokenizerError(f"{src / 'tokenizer.json'}: expected a Unigram model, found {model.get('type')!r}")
+        if not isinstance(model, dict) or model.get("type") != "Unigram":
+            raise TokenizerError(f"{src / 'tokenizer.json'}: expected a Unigram model, found {model.get('type') if isinstance(model, dict) else model!r}")
         added = [(t["content"], t["id"], t.get("special", False)) for t in tok_json.get("added_tokens", [])]
         return [(p, float(s)) for p, s in model["vocab"]], _json_charsmap(tok_json.get("normalizer")), added
     pieces = [(p.piece, float(p.score)) for p in proto.pieces]

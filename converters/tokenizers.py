@@ -61,7 +61,13 @@ def build_tokenizer(src, family, spec, **options):
     if not any((src / f).exists() for f in TOKENIZER_FILES):
         return None
     builder, accepted, _ = BUILDERS[family.tokenizer]
-    return builder(src, family, spec, **{k: v for k, v in options.items() if k in accepted})
+    try:
+        return builder(src, family, spec, **{k: v for k, v in options.items() if k in accepted})
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # a field missing or mistyped
+        if isinstance(e, TokenizerError):
+            raise
+        raise TokenizerError(f"{src}: its tokenizer files are incomplete or damaged ({type(e).__name__}: {e})") \
+            from None
 
 
 def from_hf_dir(src, family_name, **options):

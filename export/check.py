@@ -3,12 +3,12 @@ path and on the text path, and the report written beside it (kzoo.io.layout.repo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from kzoo.export.common import ExportError, input_names, text_signature
+from kzoo.io.jsontext import dumps
 from kzoo.models import outputs
 
 
@@ -93,17 +93,7 @@ def passes(rows, metric="max_abs_diff", bound=1e-4):
 
 
 def write_report(path, report):
-    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=_jsonable) + "\n")
-
-
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(type(x).__name__)
+    Path(path).write_text(dumps(report) + "\n")
 
 
 def human_size(n):

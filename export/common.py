@@ -17,10 +17,16 @@ class ExportError(KzooError):
     """A one-line, user-facing problem with an export."""
 
 
-def check_out(out, overwrite):
-    """An ExportError before any slow work when OUT exists and may not be replaced."""
+def check_out(out, overwrite, model_dir, *replaced):
+    """An ExportError before any slow work when OUT exists and may not be replaced, or when OUT (or
+    another path the export replaces: `replaced`) is the model dir or holds it."""
     from pathlib import Path
 
+    source = Path(model_dir).resolve()
+    for path in (out, *replaced):
+        path = Path(path).resolve()
+        if path == source or path in source.parents:
+            raise ExportError(f"{out}: that is where the model dir {model_dir} is; export to another path")
     if Path(out).exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass --overwrite to replace it)")
 
@@ -38,13 +44,26 @@ def text_options(config, **given):
     or its default, checked (whole numbers >= 1) before any slow work."""
     task = TASKS.get(config.get("task"))
     declared = dict(task.text_options) if task else {}
+    foreign = [_flag(name) for name, value in given.items() if value is not None and name not in declared]
+    if foreign:
+        raise ExportError(f"{', '.join(foreign)}: not an option of a {config.get('task')} model's text signature")
     options = {name: given.get(name) if given.get(name) is not None else default
                for name, default in declared.items()}
     for name, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ExportError(f"{flag} must be a whole number >= 1, got {value!r}")
+            raise ExportError(f"{_flag(name)} must be a whole number >= 1, got {value!r}")
     return options
+
+
+def check_text_only(has_text, why, **given):
+    """An ExportError for text-signature options given to an export that will have no text signature."""
+    named = [_flag(name) for name, value in given.items() if value is not None]
+    if named and not has_text:
+        raise ExportError(f"{', '.join(named)}: for the text signature, which this export will not have ({why})")
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
 
 
 def text_signature(model, config, tokenizer, options):

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from kzoo.export import check
 from kzoo.export.common import (
-    BATCH_BUCKETS, ExportError, bucketed, check_out, encode_in_graph, ids_function, input_checks, input_signature,
-    length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_max_length, text_options,
-    text_signature, variable_holder,
+    BATCH_BUCKETS, ExportError, bucketed, check_out, check_text_only, encode_in_graph, ids_function, input_checks,
+    input_signature, length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_max_length,
+    text_options, text_signature, variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
@@ -57,7 +57,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     import tensorflow as tf
 
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, model_dir, layout.report_path(out))
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)
     config = modeldir.read_config(model_dir)
@@ -66,6 +66,8 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     text_length = text_max_length(max_length, longest)
     buckets = length_buckets(longest)
     tokenizer = _text_tokenizer(model_dir, config, text)
+    check_text_only(tokenizer is not None, "--ids-only" if text is False else "its tokenizer cannot run in the "
+                    "graph, or its task has no text signature", top_k=top_k, max_masks=max_masks, max_length=max_length)
     model, _ = model_and_config(model_dir)
     advance()
 

@@ -36,12 +36,13 @@ import numpy as np
 from kzoo.errors import KzooError
 from kzoo.export import check
 from kzoo.export.common import (
-    ExportError, check_out, encode_in_graph, ids_function, input_names, input_signature, load_text_tokenizer,
-    max_tokens, model_and_config, text_max_length, text_options, text_signature, variable_holder,
+    ExportError, check_out, check_text_only, encode_in_graph, ids_function, input_names, input_signature,
+    load_text_tokenizer, max_tokens, model_and_config, text_max_length, text_options, text_signature, variable_holder,
 )
 from kzoo.export.data import CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, with_masks
 from kzoo.export.tflite_model import quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
+from kzoo.io.stderr import native_quiet
 from kzoo.io.atomic import atomic_dir, atomic_file, scratch_dir
 
 QUANTIZE = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
@@ -74,10 +75,12 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     progress: optional factory `(total) -> advance(n)` for a progress bar.
     """
     out = Path(out)
-    calibration_texts = _check_arguments(out, quantize, calibration, overwrite)
+    calibration_texts = _check_arguments(model_dir, out, quantize, calibration, mask_bias, overwrite)
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)
     config = modeldir.read_config(model_dir)
+    check_text_only(with_tokenizer, "ids in: add --with-tokenizer", top_k=top_k, max_masks=max_masks,
+                    max_length=max_length)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
     longest = max_tokens(config)
     text_length = text_max_length(max_length, longest)
@@ -120,13 +123,16 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     return report
 
 
-def _check_arguments(out, quantize, calibration, overwrite):
+def _check_arguments(model_dir, out, quantize, calibration, mask_bias, overwrite):
     """One-line errors before any slow work; returns the calibration texts (None: the built-in ones)."""
     if quantize not in QUANTIZE:
         raise ExportError(f"unknown --quantize {quantize!r}; choose from {', '.join(QUANTIZE)}")
+    if mask_bias is not None and not (isinstance(mask_bias, (int, float)) and -1e9 <= mask_bias < 0):
+        raise ExportError(f"--mask-bias {mask_bias}: a negative number is needed (what masked positions add to "
+                          f"the attention scores; {FULL_INTEGER_MASK_BIAS:g} is int8's default)")
     if out.suffix != ".tflite":
         raise ExportError(f"{out}: the output file name must end in .tflite")
-    check_out(out, overwrite)
+    check_out(out, overwrite, model_dir, layout.report_path(out), layout.tflite_sidecar(out))
     if calibration is None:
         return None
     if quantize not in FULL_INTEGER:
@@ -202,24 +208,11 @@ def _native_logs_quiet():
     """Silences what TFLite's C++ converter, calibrator and interpreter print to fd 2 (pages of MLIR
     notes, "fully_quantize: 0, ...", delegate notices) and the deprecation warning TF's calibrator
     raises for its own use of tf.lite.Interpreter. Errors still arrive as Python exceptions."""
-    import os
-    import sys
     import warnings
 
-    if os.environ.get("KZOO_VERBOSE"):
+    with native_quiet(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _converter_message(e):

@@ -112,7 +112,6 @@ def main(argv=None):
 
     from kzoo.converters.convert import convert
     from kzoo.converters.verify import verify
-    from kzoo import runtime
     from kzoo.export import export_savedmodel, export_tflite
     from kzoo.pipelines import FillMask
 
@@ -169,9 +168,9 @@ def main(argv=None):
         print(f"   {lite['size']}, builtin ops + tf-text; {name} vs Keras fp32: cosine {r['cosine_min']:.4f} "
               f"(min), top-1 {100 * r['top1_agreement']:.1f}%")
     exports.append(lite["ok"])
-    on_device = runtime.load(tflite)([text])  # one file: string in, top-k out
-    top = [int(i) for i in on_device["top_ids"][0, 0]]
-    print(f"   the .tflite under LiteRT, text in: top ids {top} (Keras: {[r['token'] for r in ours]})")
+    on_device = FillMask(tflite)(text)  # one file: string in, top-k out (tokenized inside it)
+    print(f"   fill-mask on the .tflite under LiteRT, text in: tokens {[r['token'] for r in on_device]} "
+          f"(Keras: {[r['token'] for r in ours]})")
     done(t0)
 
     ok = report["ok"] and same and all(exports)
@@ -180,4 +179,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kzoo.errors import KzooError
+
+    try:
+        sys.exit(main())
+    except KzooError as e:  # a bad --checkpoint, a full disk...: one line, as kzoo's CLI says it
+        print(f"main job: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -5,6 +5,7 @@ imports every other (the converters, the exports, the core). Choices come from t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kzoo.cli import commands
@@ -15,8 +16,15 @@ from kzoo.tasks import TASKS
 FILL_MASK = dict(TASKS["masked_lm"].text_options)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, as every other kzoo error (its help is a flag away)."""
+
+    def error(self, message):
+        self.exit(2, f"kzoo: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="kzoo", description="ALBERT, XLM-RoBERTa and XLM for TensorFlow/Keras: convert, run, verify."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,7 +61,7 @@ def _pipelines(command):
     p = command("fill-mask", commands.cmd_fill_mask, "predict the masked token(s) in a text")
     p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", help="text with the model's mask token, e.g. [MASK] for ALBERT")
-    p.add_argument("--top-k", type=int, default=5, help="predictions per mask (default 5)")
+    p.add_argument("--top-k", type=int, help="predictions per mask (default 5, or what a text-in .tflite gives)")
     p.add_argument("--lang", help="XLM: the text's language, e.g. fr (default: none given, as Transformers)")
     p.add_argument("--truncation", action="store_true", help="cut a text longer than the model takes (default: "
                    "such a text is an error, as in Transformers' pipeline)")
@@ -149,6 +157,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("kzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`kzoo ... | head`): stop quietly, as other commands do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit flush would fail)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ def cmd_convert(args):
     preset = f" ({summary['preset']})" if summary["preset"] else ""
     print(f"{summary['out']}: {summary['architecture']} {summary['task']}{preset}, "
           f"{summary['parameters']:,} parameters from {summary['checkpoint_format']}; {summary['report']}")
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     if not summary["tokenizer"]:
         print("note: the source has no tokenizer files; text commands will need them", file=sys.stderr)
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import contextmanager
 
 
 def print_json(obj):
-    print(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable))
+    from kzoo.io.jsontext import dumps
 
-
-def _jsonable(x):
-    import numpy as np
-
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    raise TypeError(type(x).__name__)
+    print(dumps(obj))
 
 
 @contextmanager
@@ -46,13 +37,9 @@ def import_tensorflow_quietly():
     silence them; a CLI user should see kzoo's output, not that. Python errors still show."""
     if "tensorflow" in sys.modules:
         return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
+    from kzoo.io.stderr import native_quiet
 
-            tensorflow.config.list_physical_devices()  # device probing logs too
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with native_quiet():
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # device probing logs too

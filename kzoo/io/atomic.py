@@ -54,14 +54,22 @@ def _prepare(out, overwrite):
         remove_stale_partials(out)
         return out, f".{out.name}.partial-{os.getpid()}-"
     except OSError as e:
-        raise ModelDirError(f"{out}: cannot write there ({e.strerror or e})") from None
+        raise ModelDirError(f"{out}: cannot write there ({_why(e)})") from None
 
 
 def _created(make, out):
     try:
         return make()
     except OSError as e:
-        raise ModelDirError(f"{out}: cannot write there ({e.strerror or e})") from None
+        raise ModelDirError(f"{out}: cannot write there ({_why(e)})") from None
+
+
+def _why(error: OSError) -> str:
+    """What stood in the way, naming the path that did (a file where a folder must be, ...)."""
+    name = error.filename
+    if name and isinstance(error, (FileExistsError, NotADirectoryError)) and Path(name).is_file():
+        return f"{name} is a file, not a folder"
+    return f"{name}: {error.strerror}" if name and error.strerror else str(error.strerror or error)
 
 
 @contextlib.contextmanager

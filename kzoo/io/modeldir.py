@@ -19,6 +19,7 @@ from kzoo.errors import ModelDirError
 CONFIG = "config.json"
 WEIGHTS = "model.weights.h5"
 FORMAT_VERSION = 1
+REQUIRED = {"architecture": str, "task": str, "backbone": dict}  # what every reader of a config relies on
 
 
 def read_config(path) -> dict:
@@ -38,6 +39,10 @@ def read_config(path) -> dict:
         )
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise ModelDirError(f"{file}: format_version {config['format_version']} is newer than this kzoo")
+    for key, kind in REQUIRED.items():
+        if not isinstance(config.get(key), kind):
+            raise ModelDirError(f"{file}: {key!r} is {'missing' if key not in config else 'not a ' + kind.__name__}"
+                                " (an edited or damaged config? convert the checkpoint again)")
     return config
 
 

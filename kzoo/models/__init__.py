@@ -47,6 +47,11 @@ def input_limits(architecture, backbone_config):
     return backbone.input_ranges(backbone_config), backbone.max_tokens(backbone_config)
 
 
+def optional_inputs(architecture) -> dict:
+    """{input: the value meaning "not given"} for the inputs a caller of the family's model may leave out."""
+    return dict(get_family(architecture).backbone_class().optional_inputs)
+
+
 def outputs(model, inputs, training=False) -> dict:
     """The model's outputs as a dict: its own names, or {"logits": ...} for a single tensor."""
     out = model(inputs, training=training)

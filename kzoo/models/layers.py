@@ -239,6 +239,9 @@ class Backbone(Configured):
                     if p.default is not inspect.Parameter.empty}
         return {**defaults, **config}
 
+    # Inputs a caller may leave out, with the value meaning "not given" (Transformers' default there).
+    optional_inputs = {"segment_ids": 0}
+
     @classmethod
     def input_ranges(cls, config) -> dict:
         """{input name: (lowest, highest + 1)} of the values the model takes (the family's backbone

@@ -155,6 +155,8 @@ class XLMBackbone(Backbone):
         # === Config ===
         self.remember(config)
 
+    optional_inputs = {"segment_ids": -1, "lang_ids": -1}  # Transformers' None: no token type, no language
+
     @classmethod
     def input_ranges(cls, config) -> dict:
         """Token types index the *token* table; -1 stands for "not given" (token types, languages);

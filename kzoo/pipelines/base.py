@@ -24,6 +24,9 @@ def as_runner(model):
         return model
     if isinstance(model, (str, bytes, os.PathLike)):
         return runtime.load(os.fsdecode(model))
+    if not any(cls.__module__.startswith("keras.") for cls in type(model).__mro__):
+        raise PipelineError(f"model: expected a model dir, SavedModel or .tflite path, a Keras model or a "
+                            f"kzoo.runtime Runner, got {type(model).__name__}")
     return runtime.from_keras(model, getattr(model, "kzoo_config", None))
 
 
@@ -70,6 +73,39 @@ class Pipeline:
     @property
     def architecture(self):
         return self.runner.config.get("architecture")
+
+    @property
+    def text_only(self):
+        """The model takes text only (a `--with-tokenizer` .tflite): it tokenizes and runs in one call."""
+        return self.runner.takes_text and not self.runner.input_names
+
+    @staticmethod
+    def _texts(texts):
+        """(single, a list of str): a str or a non-empty list of str, else a one-line PipelineError."""
+        if isinstance(texts, str):
+            return True, [texts]
+        if not isinstance(texts, (list, tuple)) or not texts or not all(isinstance(t, str) for t in texts):
+            got = "an empty list" if isinstance(texts, (list, tuple)) and not texts else (
+                f"a {type(texts).__name__}" if not isinstance(texts, (list, tuple))
+                else f"a list holding a {next(type(t).__name__ for t in texts if not isinstance(t, str))}")
+            raise PipelineError(f"expected a str or a non-empty list of str, got {got}")
+        return False, list(texts)
+
+    def _run_text(self, texts, lang, truncation, needs):
+        """The model's text signature on `texts` (its own tokenizer inside), with the checks _batch makes;
+        `needs`: the output the pipeline reads (a PipelineError first when the signature has not it)."""
+        if needs not in self.runner.text_output_names:
+            raise PipelineError(f"{self.runner.path}: its text signature gives "
+                                f"{', '.join(self.runner.text_output_names)}, not the {needs} {self.name} needs")
+        if lang is not None:
+            raise PipelineError(f"lang={lang!r}: {self.runner.path} takes text only and has no language input")
+        out = self.runner(texts)
+        cut = np.flatnonzero(out.get("truncated", np.zeros(len(texts))))
+        if cut.size and not truncation:
+            raise PipelineError(f"text {cut[0] + 1} is longer than the {out['token_ids'].shape[1]} tokens "
+                                f"{self.runner.path} takes (its --max-length); pass truncation=True to accept it "
+                                "cut, on the command line --truncation")
+        return out
 
     def _batch(self, texts, lang=None, truncation=False):
         """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no

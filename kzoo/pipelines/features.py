@@ -14,10 +14,12 @@ class Features(Pipeline):
     name = "features"
 
     def __call__(self, texts, lang=None, truncation=False):
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        batch = self._batch(texts, lang, truncation)
-        out = self.runner.backbone_outputs(batch)
+        single, texts = self._texts(texts)
+        if self.text_only:
+            batch = out = self._run_text(texts, lang, truncation, needs="sequence_output")
+        else:
+            batch = self._batch(texts, lang, truncation)
+            out = self.runner.backbone_outputs(batch)
         results = []
         for row in range(len(texts)):
             keep = batch["padding_mask"][row] == 1

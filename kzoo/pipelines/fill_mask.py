@@ -8,6 +8,8 @@ import numpy as np
 from kzoo.pipelines.base import Pipeline, PipelineError
 from kzoo.tasks.fill_mask import mask_slots, top_predictions
 
+TOP_K = 5  # Transformers' default
+
 
 class FillMask(Pipeline):
     """`FillMask(model)("Hello I'm a [MASK] model.", top_k=5)`.
@@ -16,30 +18,55 @@ class FillMask(Pipeline):
     several masks in one text: one such list per mask; a list of texts: one result each.
     XLM: `lang="fr"` feeds that language's id (None: none, as Transformers' pipeline).
     truncation: cut texts longer than the model takes (Transformers' default: a text too long fails).
+    top_k: 5 by default (Transformers'), or as many as a text-in export gives when it gives fewer.
     """
 
     name = "fill-mask"
 
-    def __call__(self, texts, top_k=5, lang=None, truncation=False):
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
-        if top_k < 1:
-            raise PipelineError(f"top_k must be >= 1, got {top_k}")
-        batch = self._batch(texts, lang, truncation)
-        ids, mask = batch["token_ids"], batch["padding_mask"]
-        mask_id = self.tokenizer.mask_token_id
-        counts = np.sum((ids == mask_id) & (mask == 1), axis=1)
+    def __call__(self, texts, top_k=None, lang=None, truncation=False):
+        single, texts = self._texts(texts)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise PipelineError(f"top_k must be an int >= 1, got {top_k!r}")
+        if self.text_only:
+            ids, mask, positions, top_ids, top_scores = self._in_model(texts, top_k, lang, truncation)
+            counts = self._mask_counts(texts, ids, mask, truncation)
+            if counts.max() > positions.shape[1]:
+                row = int(np.argmax(counts))
+                raise PipelineError(f"text {row + 1} has {counts[row]} masks; {self.runner.path} predicts at most "
+                                    f"{positions.shape[1]} per text (export it with --max-masks {counts[row]})")
+        else:
+            batch = self._batch(texts, lang, truncation)
+            ids, mask = batch["token_ids"], batch["padding_mask"]
+            counts = self._mask_counts(texts, ids, mask, truncation)
+            positions, found = mask_slots(ids, mask, self.tokenizer.mask_token_id, int(counts.max()))
+            (logits,) = self.runner(batch, positions=positions.numpy()).values()  # [B, M, V]
+            top_ids, top_scores = top_predictions(logits, found, min(top_k or TOP_K, logits.shape[-1]))
+            positions, top_ids, top_scores = positions.numpy(), top_ids.numpy(), top_scores.numpy()
+        results = [self._format(ids[row], mask[row] == 1, positions[row, :count], top_ids[row], top_scores[row])
+                   for row, count in enumerate(counts)]
+        return results[0] if single else results
+
+    def _mask_counts(self, texts, ids, mask, truncation):
+        """Masks per text; a PipelineError naming a text that has none."""
+        counts = np.sum((ids == self.tokenizer.mask_token_id) & (mask == 1), axis=1)
         for text, count in zip(texts, counts):
             if count == 0:
                 cut = " (it was cut off: truncation)" if truncation and self.tokenizer.mask_token in text else ""
                 raise PipelineError(f"no mask token {self.tokenizer.mask_token} in the input{cut}: {text[:200]!r}")
-        positions, found = mask_slots(ids, mask, mask_id, int(counts.max()))
-        (logits,) = self.runner(batch, positions=positions.numpy()).values()  # [B, M, V]
-        top_ids, top_scores = top_predictions(logits, found, min(top_k, logits.shape[-1]))
-        results = [self._format(ids[row], mask[row] == 1, positions[row, :count].numpy(), top_ids[row].numpy(),
-                                top_scores[row].numpy())
-                   for row, count in enumerate(counts)]
-        return results[0] if single else results
+        return counts
+
+    def _in_model(self, texts, top_k, lang, truncation):
+        """A text-in model's own fill-mask (kzoo.tasks.fill_mask.text_signature): the ids it saw, the mask
+        positions, and the best top_k ids and scores per mask."""
+        out = self._run_text(texts, lang, truncation, needs="top_ids")
+        exported = out["top_ids"].shape[-1]
+        if top_k is None:
+            top_k = min(TOP_K, exported)
+        elif top_k > exported and exported < self.tokenizer.vocab_size:
+            raise PipelineError(f"top_k={top_k}: {self.runner.path} gives the best {exported} per mask (export it "
+                                f"with --top-k {top_k})")
+        return (out["token_ids"], out["padding_mask"], out["mask_positions"], out["top_ids"][..., :top_k],
+                out["top_scores"][..., :top_k])
 
     def _format(self, ids, real, positions, top_ids, top_scores):
         """One text's results: per mask, the candidates with the sequence each one fills in (ids: the

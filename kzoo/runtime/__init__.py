@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ class Runner:
     input_names: list = []  # the ids signature's inputs; [] when there is none
     output_names: list = []
     takes_text = False
+    text_output_names: list = []  # the text signature's outputs
 
     def __init__(self, path, config=None):
         self.path = Path(str(path)) if path is not None else None  # None: a model in memory
@@ -87,30 +89,47 @@ class Runner:
     def __call__(self, inputs, positions=None):
         """ids -> outputs; with `positions` ([B, M] int), the per-position outputs ([B, S, ...]) at
         those positions only ([B, M, ...]), per-text outputs left out. texts -> the text signature."""
-        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+        texts = _texts(inputs)
+        if texts is not None:
             if not self.takes_text:
                 raise RunnerError(f"{self.path}: takes ids, not text (export it with a text signature, or "
                                   "tokenize first: kzoo.load_tokenizer)")
-            texts = [inputs] if isinstance(inputs, str) else list(inputs)
             return self._run_text(np.asarray(texts, dtype=object))
         if not self.input_names:
-            raise RunnerError(f"{self.path}: takes text only (exported --with-tokenizer); call it with strings")
+            raise RunnerError(f"{self.path}: takes text only (exported --with-tokenizer): call it with a str "
+                              f"or a list of str, not {type(inputs).__name__}")
         batch = self._ids(inputs)
         if positions is None:
             return self._run_ids(batch)
         return self._run_at(batch, np.asarray(positions, np.int32))
 
     def _ids(self, inputs):
-        try:
-            batch = {k: np.asarray(v) for k, v in dict(inputs).items()}
-        except (TypeError, ValueError) as e:
-            raise RunnerError(f"expected a dict of int32 [batch, length] arrays ({e})") from None
-        if "token_ids" not in batch:
-            raise RunnerError(f"expected token_ids among the inputs, got {sorted(batch)}")
+        """The caller's dict of ids, checked (names, shapes, ranges) and completed: an optional input
+        left out (kzoo.models.optional_inputs) gets its "not given" value; any other is required."""
+        if not isinstance(inputs, Mapping):
+            raise RunnerError(f"expected texts or a dict of int32 [batch, length] arrays ({', '.join(self.input_names)}), "
+                              f"got {type(inputs).__name__}")
+        batch = {}
+        for name, value in inputs.items():
+            try:
+                batch[name] = np.asarray(value)
+            except (TypeError, ValueError) as e:
+                raise RunnerError(f"{name}: expected a [batch, length] array of ids ({e})") from None
+        unknown = sorted(set(batch) - set(self.input_names))
+        if unknown:
+            renamed = [f"{name} -> {_KZOO_NAMES[name]}" for name in unknown if name in _KZOO_NAMES]
+            hint = f" (kzoo's names for Transformers': {', '.join(renamed)})" if renamed else ""
+            raise RunnerError(f"unknown input(s) {', '.join(unknown)}: the model takes "
+                              f"{', '.join(self.input_names)}{hint}")
+        optional = self.optional_inputs()
+        missing = [name for name in self.input_names if name not in batch and name not in optional]
+        if missing:
+            raise RunnerError(f"missing input(s) {', '.join(missing)}: the model takes {', '.join(self.input_names)} "
+                              f"({', '.join(f'{n}: {_WHAT[n]}' for n in missing if n in _WHAT)})")
         check_inputs(batch, *self.limits())
-        zeros = np.zeros_like(batch["token_ids"], dtype=np.int32)
-        # Inputs the caller's tokenizer does not make (e.g. XLM's lang_ids) are 0; extras are dropped.
-        return {name: np.asarray(batch.get(name, zeros), np.int32) for name in self.input_names}
+        shape = batch["token_ids"].shape
+        return {name: batch[name].astype(np.int32) if name in batch else np.full(shape, optional[name], np.int32)
+                for name in self.input_names}
 
     def limits(self):
         """({input: (lowest, highest + 1) or None}, longest input) the model takes (see kzoo.models)."""
@@ -122,12 +141,21 @@ class Runner:
                 self._limits = input_limits(architecture, backbone) if architecture and backbone else ({}, None)
         return self._limits
 
+    def optional_inputs(self):
+        """{input: its "not given" value} for the inputs a caller may leave out (none, unknown family)."""
+        from kzoo.families import FAMILIES
+        from kzoo.models import optional_inputs
+
+        architecture = self.config.get("architecture")
+        return optional_inputs(architecture) if architecture in FAMILIES else {}
+
     def backbone_outputs(self, inputs):
         """The backbone's outputs (sequence_output, and pooled_output with a pooler) for ids."""
         out = self(inputs)
         if "sequence_output" not in out:
-            raise RunnerError("features need a backbone's sequence_output; this export has only its head's "
-                              "outputs (export the model dir converted with --task backbone)")
+            raise RunnerError(f"{self.path}: features need the backbone's sequence_output, and this export gives "
+                              f"its head's {', '.join(sorted(out))} only: run features on the model dir itself, or "
+                              "export a backbone (kzoo convert CHECKPOINT OUT --task backbone)")
         return out
 
     def predict_on_batch(self, inputs):
@@ -151,12 +179,32 @@ class Runner:
 
 _WHAT = {"token_ids": "the vocabulary's ids", "segment_ids": "the token types", "lang_ids": "the languages",
          "padding_mask": "1 for a token, 0 for padding"}
+_KZOO_NAMES = {"input_ids": "token_ids", "attention_mask": "padding_mask", "token_type_ids": "segment_ids",
+               "langs": "lang_ids"}
+
+
+def _texts(inputs):
+    """A list of str when `inputs` is text (a str, bytes, or a non-empty list of them), else None. A
+    one-line RunnerError for text that is not Unicode (lone surrogates, bytes not UTF-8)."""
+    single = isinstance(inputs, (str, bytes))
+    if not single and not (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], (str, bytes))):
+        return None
+    texts = []
+    for i, text in enumerate([inputs] if single else inputs):
+        try:
+            texts.append(text.decode("utf-8") if isinstance(text, bytes) else text.encode("utf-8").decode("utf-8"))
+        except (UnicodeError, AttributeError) as e:
+            what = f"a {type(text).__name__}, not text" if not isinstance(text, (str, bytes)) else "not UTF-8 text"
+            raise RunnerError(f"text {i + 1} is {what} ({type(e).__name__})") from None
+    return texts
 
 
 def check_inputs(batch, ranges, longest):
     """A one-line RunnerError for inputs the model cannot take: not [batch, length] integers of one
     shape, a value outside its range (instead of computing on clamped garbage), or too long."""
     shape = batch["token_ids"].shape
+    if len(shape) == 2 and 0 in shape:  # (LiteRT cannot run it; the other runners would return nothing)
+        raise RunnerError(f"token_ids has shape {list(shape)}: no rows or no tokens (a row needs at least one)")
     for name, value in batch.items():
         if value.ndim != 2 or value.shape != shape:
             raise RunnerError(f"{name} has shape {list(value.shape)}, token_ids {list(shape)}: every input is "

@@ -114,6 +114,8 @@ class SavedModelRunner(Runner):
             self.input_names = sorted(fn.structured_input_signature[1])
             self.output_names = sorted(fn.structured_outputs)
         self.takes_text = layout.TEXT_SIGNATURE in signatures
+        if self.takes_text:
+            self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE].structured_outputs)
 
     def _run_ids(self, batch):
         fn = self._loaded.signatures[layout.IDS_SIGNATURE]
@@ -142,10 +144,13 @@ class TFLiteRunner(Runner):
                             num_threads=num_threads)
         self._local = threading.local()
         signatures = self.interpreter.get_signature_list()  # (loads it now: a bad file fails here)
+        _first_allocation_quietly(self.interpreter)
         if layout.IDS_SIGNATURE in signatures:
             self.input_names = sorted(signatures[layout.IDS_SIGNATURE]["inputs"])
             self.output_names = sorted(signatures[layout.IDS_SIGNATURE]["outputs"])
         self.takes_text = layout.TEXT_SIGNATURE in signatures
+        if self.takes_text:
+            self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE]["outputs"])
 
     @property
     def interpreter(self):
@@ -171,6 +176,26 @@ class TFLiteRunner(Runner):
     def _run_text(self, texts):
         text = np.asarray([t.encode("utf-8") for t in texts], dtype=object)
         return self._call(layout.TEXT_SIGNATURE, **{layout.TEXT_INPUT: text})
+
+
+_FIRST_ALLOCATION = threading.Lock()
+_allocated = []
+
+
+def _first_allocation_quietly(interpreter):
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 once per process,
+    at the first allocation of any interpreter: make that one without the notice (errors are the run's)."""
+    with _FIRST_ALLOCATION:
+        if _allocated:
+            return
+        from kzoo.io.stderr import native_quiet
+
+        with native_quiet():
+            try:
+                interpreter.allocate_tensors()
+            except (RuntimeError, ValueError):
+                pass
+        _allocated.append(True)
 
 
 def _last_line(error):

@@ -32,11 +32,17 @@ def tokenizer_class(format_name):
 
 
 def load_tokenizer(path) -> Tokenizer:
-    """The tokenizer stored in a model dir (or in an export's sidecar), of whatever format it names."""
+    """The tokenizer stored in a model dir, or with an export (a SavedModel or .tflite: its sidecar's),
+    of whatever format it names."""
+    from kzoo.io import layout
+
+    if Path(path).suffix == ".tflite" or layout.kind_of(path) == "savedmodel":
+        path = layout.sidecar_of(path)
     meta_file = Path(path) / META_FILE
     if not meta_file.is_file():
-        raise TokenizerError(f"{path}: no tokenizer ({META_FILE}); the checkpoint it was converted "
-                             "from had no tokenizer files")
+        why = "the checkpoint it was converted from had no tokenizer files" if (Path(path) / "config.json").is_file() \
+            else "not a kzoo model dir or export"
+        raise TokenizerError(f"{path}: no tokenizer ({META_FILE}); {why}")
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -45,4 +51,10 @@ def load_tokenizer(path) -> Tokenizer:
         raise TokenizerError(f"{meta_file}: not a kzoo tokenizer description (a JSON object)")
     # (a file without "format" predates it: XLM's said family "xlm", SentencePiece ones their family)
     format_name = meta.get("format") or ("kzoo-xlm-bpe" if meta.get("family") == "xlm" else "kzoo-sentencepiece")
-    return tokenizer_class(format_name).load(path, meta)
+    try:
+        return tokenizer_class(format_name).load(path, meta)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # a field missing or mistyped
+        if isinstance(e, TokenizerError):
+            raise
+        raise TokenizerError(f"{meta_file}: incomplete or damaged ({type(e).__name__}: {e}); convert the "
+                             "checkpoint again") from None

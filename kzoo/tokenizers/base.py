@@ -187,15 +187,11 @@ class Tokenizer:
                    [s for _, s in tokens])
 
     def _check_texts(self, texts, pairs):
-        single = isinstance(texts, str)
-        texts = [texts] if single else list(texts)
+        texts = _as_texts(texts, "texts")
         if pairs is not None:
-            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            pairs = _as_texts(pairs, "pairs")
             if len(pairs) != len(texts):
                 raise TokenizerError(f"{len(texts)} texts but {len(pairs)} pairs")
-        for text in texts + (pairs or []):
-            if not isinstance(text, str):
-                raise TokenizerError(f"expected a string, got {type(text).__name__}")
         return texts, pairs
 
     def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=None, lang=None) -> list:
@@ -204,10 +200,10 @@ class Tokenizer:
         max_length is given."""
         for value in (text, pair):
             if value is not None and not isinstance(value, str):
-                raise TokenizerError(f"expected a string, got {type(value).__name__}")
+                raise TokenizerError(f"expected a str, got {type(value).__name__}")
         texts, pairs = self._check_texts(text, pair)
         a, b = self._tokenize_pairs(texts, pairs, lang)
-        truncation = max_length is not None if truncation is None else truncation
+        truncation = max_length is not None if truncation is None else _truncation(truncation)
         return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids
 
     def _tokenize_pairs(self, texts, pairs, lang, offsets=False):
@@ -240,6 +236,7 @@ class Tokenizer:
         texts, pairs = self._check_texts(texts, pairs)
         if truncation is None:
             truncation = max_length is not None and padding is None
+        truncation = _truncation(truncation)
         a, b = self._tokenize_pairs(texts, pairs, lang, offsets=return_offsets_mapping)
         rows = [self._build(a[i], b[i] if b else None, True, max_length, truncation) for i in range(len(texts))]
         longest = max((len(row.ids) for row in rows), default=0)
@@ -284,3 +281,34 @@ class Tokenizer:
             for a, b in _CLEAN_UP:
                 text = text.replace(a, b)
         return text
+
+
+def _as_texts(texts, what):
+    """A list of str for a str or a sequence of str; a one-line TokenizerError for anything else or for
+    text that is not Unicode (a lone surrogate: what undecodable bytes become in Python)."""
+    if isinstance(texts, str):
+        texts = [texts]
+    elif isinstance(texts, (list, tuple)):
+        texts = list(texts)
+    else:
+        raise TokenizerError(f"{what}: expected a str or a list of str, got {type(texts).__name__}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TokenizerError(f"{what}[{i}]: expected a str, got {type(text).__name__}")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise TokenizerError(f"{what}[{i}] is not valid Unicode: {text[e.start]!r} at {e.start} is a lone "
+                                 "surrogate (bytes that were not UTF-8?)") from None
+    return texts
+
+
+_TRUNCATION = {True: True, False: False, "longest_first": True, "do_not_truncate": False}
+
+
+def _truncation(value):
+    """Transformers' truncation values kzoo implements: True / "longest_first", False / "do_not_truncate"."""
+    if isinstance(value, (bool, str)) and value in _TRUNCATION:
+        return _TRUNCATION[value]
+    raise TokenizerError(f"truncation must be True, False, 'longest_first' or 'do_not_truncate', not {value!r}"
+                         + (" (kzoo cuts the longest first only)" if value in ("only_first", "only_second") else ""))

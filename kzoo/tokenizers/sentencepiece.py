@@ -193,6 +193,9 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         except DecodeError:
             raise TokenizerError(f"{model_file}: not a SentencePiece model (corrupt or truncated)") from None
         base = meta["id_map"]["identity_below"]
+        if len(proto.pieces) < base:
+            raise TokenizerError(f"{model_file}: {len(proto.pieces)} pieces where {cls.META_FILE} says at least {base} "
+                                 "(empty, damaged or another model's)")
         id_map = list(range(base)) + list(meta["id_map"]["tail"])
         id_to_token = [p.piece for p in proto.pieces[:base]]
         id_to_token += [None] * (meta["vocab_size"] - len(id_to_token))

@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,111 @@ def test_no_noise_on_stderr(tmp_path, ckpt):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines() == ["note: the source has no tokenizer files; text commands will need them"]
+
+
+# --- the second tryout ---------------------------------------------------------------------------
+
+
+def test_export_never_replaces_its_own_model_dir(tmp_path, model_dir, capsys):
+    import shutil
+
+    for n, (kind, model, out) in enumerate((
+        ("savedmodel", "m", "m"),  # OUT is the model dir
+        ("savedmodel", "m", "."),  # OUT holds it
+        ("tflite", "p.tflite/m", "p.tflite"),  # a folder named .tflite holding it
+        ("tflite", "x.tflite.kzoo", "x.tflite"),  # the .tflite's sidecar would replace it
+    )):
+        home = tmp_path / f"home{n}"
+        shutil.copytree(model_dir[1], home / model)
+        before = sorted(p.name for p in (home / model).iterdir())
+        one_line(*run(["export", kind, str(home / model), str(home / out), "--overwrite"], capsys),
+                 "where the model dir", "another path")
+        assert sorted(p.name for p in (home / model).iterdir()) == before
+
+
+def test_export_options_that_would_do_nothing(tmp_path, model_dir, capsys):
+    model, out = str(model_dir[1]), tmp_path / "x"
+    for options, words in (
+        (["savedmodel", model, str(out), "--ids-only", "--max-length", "8"], ("--max-length", "--ids-only")),
+        (["savedmodel", model, str(out), "--ids-only", "--top-k", "3"], ("--top-k", "--ids-only")),
+        (["tflite", model, f"{out}.tflite", "--max-length", "8"], ("--max-length", "--with-tokenizer")),
+        (["tflite", model, f"{out}.tflite", "--mask-bias", "nan"], ("--mask-bias nan", "negative")),
+        (["tflite", model, f"{out}.tflite", "--mask-bias", "5"], ("--mask-bias 5", "negative")),
+        (["tflite", model, f"{out}.tflite", "--mask-bias=-inf"], ("--mask-bias -inf",)),
+    ):
+        one_line(*run(["export", *options], capsys), *words)
+    assert not list(tmp_path.iterdir())
+
+
+def test_damaged_model_dirs_and_tokenizer_files(tmp_path, ckpt, model_dir, capsys):
+    import json
+    import shutil
+
+    def damaged(name, edit):
+        copy = tmp_path / name
+        shutil.copytree(model_dir[1], copy)
+        edit(copy)
+        return str(copy)
+
+    def without_backbone(d):
+        config = json.loads((d / "config.json").read_text())
+        del config["backbone"]
+        (d / "config.json").write_text(json.dumps(config))
+
+    one_line(*run(["fill-mask", damaged("nobackbone", without_backbone), "a [MASK]"], capsys), "'backbone'",
+             "missing")
+    one_line(*run(["fill-mask", damaged("emptymeta", lambda d: (d / "kzoo_tokenizer.json").write_text("{}")),
+                   "a [MASK]"], capsys), "kzoo_tokenizer.json", "damaged")
+    one_line(*run(["embed", damaged("emptyspm", lambda d: (d / "kzoo_tokenizer.model").write_bytes(b"")),
+                   "hello"], capsys), "kzoo_tokenizer.model", "0 pieces")
+    src = copy_ckpt(model_dir[0], tmp_path / "src")
+    (src / "tokenizer.json").unlink()
+    (src / "spiece.model").write_bytes(b"")
+    one_line(*run(["convert", str(src), str(tmp_path / "o1")], capsys), "spiece.model", "without pieces")
+    (src / "spiece.model").unlink()
+    (src / "tokenizer.json").write_text('{"model": 5}')
+    one_line(*run(["convert", str(src), str(tmp_path / "o2")], capsys), "tokenizer.json", "Unigram")
+    (src / "tokenizer.json").write_text('{"model": {"type": "Unigram"}}')
+    one_line(*run(["convert", str(src), str(tmp_path / "o3")], capsys), "incomplete or damaged")
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+    one_line(*run(["convert", str(ckpt), "/etc/passwd/o9"], capsys), "/etc/passwd is a file")
+
+
+def test_usage_errors_are_one_line_too(model_dir, capsys):
+    for argv, words in ((["fill-mask", str(model_dir[1]), "a [MASK]", "--top-k", "abc"], ("--top-k", "abc")),
+                        (["convert", "x", "y", "--task", "foo"], ("--task", "foo")),
+                        (["export", "tflite", "x"], ("out",)), (["nosuch"], ("nosuch",))):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        err = capsys.readouterr().err
+        one_line(stop.value.code, err, "--help", *words)
+
+
+def test_a_reader_that_leaves_early(model_dir):
+    """`kzoo ... | head -1`: no BrokenPipeError traceback."""
+    proc = subprocess.run(f"{sys.executable} -m kzoo embed {model_dir[1]} hello world --json | head -1",
+                          shell=True, capture_output=True, text=True)
+    assert proc.stdout.strip() == "[" and "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+
+
+def test_backbone_from_a_checkpoint_without_pooler(tmp_path, model_dir, capsys):
+    """The advice `--task backbone` works on a masked-LM checkpoint: the backbone without a pooler
+    (Transformers would initialise one at random), still equal to PyTorch's."""
+    out = tmp_path / "backbone"
+    assert run(["convert", str(model_dir[0]), str(out), "--task", "backbone"], capsys)[0] == 0
+    assert main(["verify", str(out), "--reference", str(model_dir[0]), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and {r["output"] for r in report["rows"]} == {"sequence_output"}
+    assert main(["embed", str(out), "hello world", "--json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert "pooled_output" not in item and len(item["sequence_output"][0]) == TINY_ALBERT["hidden_size"]
+
+
+def test_main_job_bad_checkpoint_is_one_line(tmp_path):
+    script = Path(__file__).resolve().parents[2] / "scripts" / "main_job.py"
+    proc = subprocess.run([sys.executable, str(script), "--checkpoint", str(tmp_path / "nope"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and lines == [f"main job: error: {tmp_path / 'nope'}: no such directory"], proc.stderr

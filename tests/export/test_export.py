@@ -364,6 +364,8 @@ def test_pipelines_accept_exports(albert, albert_tflite, savedmodel, tmp_path):
         got = kzoo.pipeline("fill-mask", path)(text, top_k=3)
         assert [r["token"] for r in got] == [r["token"] for r in want]
         assert max(abs(a["score"] - b["score"]) for a, b in zip(got, want)) <= 1e-5
+    for path in (albert_tflite, sm):  # an export's tokenizer: the copy stored beside it
+        assert kzoo.load_tokenizer(path).encode(text) == kzoo.load_tokenizer(model_dir).encode(text)
     # the tokenizer from a model dir, when the export has no stored copy
     bare = tmp_path / "bare.tflite"
     shutil.copy(albert_tflite, bare)

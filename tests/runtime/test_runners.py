@@ -178,3 +178,61 @@ def test_padding_only_row_is_the_same_everywhere(paths, kind):
     want = runtime.load(paths["keras"])(batch)["logits"]
     got = runtime.load(paths[kind])(batch)["logits"]
     assert np.abs(got - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["keras", "savedmodel", "tflite"])
+def test_inputs_are_named_and_complete(paths, kind):
+    """padding_mask is required (zeros would hide every token), a name the model has not is refused
+    (Transformers' attention_mask would else be dropped silently), segment_ids may be left out."""
+    run = runtime.load(paths[kind])
+    good = batch_of(paths)
+    with pytest.raises(RunnerError) as error:
+        run({"token_ids": good["token_ids"]})
+    one_line(error, "missing", "padding_mask")
+    with pytest.raises(RunnerError) as error:
+        run({"token_ids": good["token_ids"], "attention_mask": good["padding_mask"]})
+    one_line(error, "attention_mask", "attention_mask -> padding_mask")
+    assert_same(run({k: v for k, v in good.items() if k != "segment_ids"}), run(good))
+    for shape, words in (((0, 5), ("no rows",)), ((2, 0), ("no tokens",))):
+        with pytest.raises(RunnerError) as error:
+            run({k: np.zeros(shape, "int32") for k in good})
+        one_line(error, "token_ids", str(list(shape)), *words)
+    for bad in ([1, 2, 3], 7, None):
+        with pytest.raises(RunnerError) as error:
+            run(bad)
+        one_line(error, "expected texts or a dict", type(bad).__name__)
+
+
+@pytest.mark.parametrize("kind", ["savedmodel", "tflite-text"])
+def test_text_runners_take_str_and_utf8_bytes_only(paths, kind):
+    run = runtime.load(paths[kind])
+    assert_same(run([b"caf\xc3\xa9 [MASK]"]), run(["café [MASK]"]))
+    for bad, words in ((["a\udcff [MASK]"], ("text 1", "not UTF-8")), ([b"ok", b"\xff\xfe"], ("text 2", "not UTF-8")),
+                       (["ok", 3], ("text 2", "int"))):
+        with pytest.raises(RunnerError) as error:
+            run(bad)
+        one_line(error, *words)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inputs_left_out_are_transformers_defaults(tmp_path, name):
+    """Only token_ids and padding_mask given: what Transformers computes when token_type_ids (and XLM's
+    langs) are not passed (XLM: no token type and no language added, not those of id 0)."""
+    import torch
+    import transformers
+
+    from kzoo.converters.convert import convert
+
+    cls = masked_lm_class(name)
+    src = make_checkpoint(tmp_path / "ref", cls, tiny_hf_config(name))
+    convert(src, tmp_path / "out")
+    run = runtime.load(tmp_path / "out")
+    ids = np.random.default_rng(0).integers(5, 99, (2, 7)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    ours = run({"token_ids": ids, "padding_mask": mask})["logits"]
+    reference = getattr(transformers, cls).from_pretrained(src).eval()
+    with torch.no_grad():
+        theirs = reference(input_ids=torch.as_tensor(ids, dtype=torch.long),
+                           attention_mask=torch.as_tensor(mask, dtype=torch.long)).logits.numpy()
+    assert np.abs(ours - theirs)[mask == 1].max() <= 1e-4

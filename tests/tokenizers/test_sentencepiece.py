@@ -292,6 +292,29 @@ def test_unknown_family_is_a_tokenizer_error(tokenizer_dirs):
         SentencePieceTokenizer.load(tokenizer_dirs["albert-json"][1])
 
 
+def test_bad_arguments_are_one_line_errors(build):
+    """What Transformers refuses (a truncation strategy it has not, no text), kzoo refuses too, in a line
+    naming it; and text that is not Unicode (lone surrogates: undecodable bytes) is named, not a crash."""
+    from kzoo.errors import TokenizerError
+
+    hf, tok = build("albert-json")
+    for call, words in (
+        (lambda: tok(None), ("NoneType",)), (lambda: tok(["a", b"b"]), ("texts[1]", "bytes")),
+        (lambda: tok(["a"], truncation="bogus"), ("truncation", "'bogus'")),
+        (lambda: tok(["a"], truncation="only_second"), ("only_second", "longest first")),
+        (lambda: tok("caf\udce9"), ("texts[0]", "surrogate")), (lambda: tok.encode(None), ("NoneType",)),
+    ):
+        with pytest.raises(TokenizerError) as error:
+            call()
+        assert "\n" not in str(error.value) and all(w in str(error.value) for w in words), str(error.value)
+    with pytest.raises(ValueError):
+        hf(["a"], truncation="bogus")
+    text = "a b c d e f g h"
+    for value in ("longest_first", "do_not_truncate"):  # Transformers' names for True and False
+        assert tok([text], max_length=4, truncation=value)["token_ids"].tolist() == \
+            [hf([text], max_length=4, truncation=value)["input_ids"][0]]
+
+
 def near_tie_dir(tmp_path, base):
     """The ALBERT test tokenizer with pieces making two segmentations of "qzx" score 8e-5 apart:
     ▁q + zx = -11.00048 and ▁qz + x = -11.00040 (Transformers takes the second). Rounded to a grid
