@@ -381,15 +381,17 @@ def test_features_on_a_backbone_export(albert, tmp_path):
             shutil.copy(f, src / f.name)
     backbone = tmp_path / "backbone"
     convert(src, backbone)
-    out = tmp_path / "backbone.tflite"
+    out, text_in = tmp_path / "backbone.tflite", tmp_path / "backbone-text.tflite"
     assert export_tflite(backbone, out)["ok"]
-    texts = ["hello world", "le garçon"]
+    assert export_tflite(backbone, text_in, with_tokenizer=True)["ok"]  # features through the file's tokenizer
+    texts = ["hello world", "le garçon est là"]
     want = kzoo.pipeline("features", backbone)(texts)
-    got = kzoo.pipeline("features", out)(texts)
-    for a, b in zip(got, want):
-        assert a["tokens"] == b["tokens"]
-        for key in ("sequence_output", "pooled_output"):
-            assert np.abs(a[key] - b[key]).max() <= 1e-4
+    for path in (out, text_in):
+        got = kzoo.pipeline("features", path)(texts)
+        for a, b in zip(got, want):
+            assert a["tokens"] == b["tokens"]
+            for key in ("sequence_output", "pooled_output"):
+                assert a[key].shape == b[key].shape and np.abs(a[key] - b[key]).max() <= 1e-4
     # SavedModel: the ids are padded to [4, 16] inside serving_default, the outputs cut back
     report = export_savedmodel(backbone, tmp_path / "sm")
     assert report["ok"] and report["batch_buckets"][:4] == [1, 2, 4, 8]

@@ -1,19 +1,16 @@
 """Pipelines on a text-in .tflite (`--with-tokenizer`, the one file a phone needs): fill-mask and
 features run the model's own tokenizer and head, and give what they give on the model dir; what
 such a file cannot do (more masks or candidates than it was exported with, another task, a
-language) is a one-line error naming the export option that would."""
+language) is a one-line error naming the export option that would. (Features on a text-in
+backbone export: tests/export/test_export.py.)"""
 
-import shutil
-
-import numpy as np
 import pytest
 
 import kzoo
 from kzoo.cli import main
-from kzoo.converters.convert import convert
 from kzoo.export import export_tflite
 from kzoo.pipelines import PipelineError
-from reference import TINY_ALBERT, make_checkpoint, model_with_tokenizer
+from reference import TINY_ALBERT, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir
 
 TEXTS = ["Hello I'm a [MASK] model.", "the [MASK] sat on the [MASK] mat", "[MASK]"]
@@ -80,26 +77,6 @@ def test_what_the_export_cannot_do_names_the_option(albert):
     with pytest.raises(PipelineError) as error:
         kzoo.pipeline("features", small)(TEXTS[0])
     one_line(error, "top_ids", "not the sequence_output features needs")
-
-
-def test_features_on_a_text_in_backbone_tflite(albert, tmp_path):
-    src, model_dir, _, _ = albert
-    backbone_src = make_checkpoint(tmp_path / "ref", "AlbertModel", TINY_ALBERT,
-                                   vocab_size=kzoo.load_tokenizer(model_dir).vocab_size)
-    for f in src.iterdir():  # the tokenizer files
-        if f.name.startswith(("tokenizer", "special", "spiece")):
-            shutil.copy(f, backbone_src / f.name)
-    backbone = tmp_path / "backbone"
-    convert(backbone_src, backbone)
-    out = tmp_path / "backbone.tflite"
-    assert export_tflite(backbone, out, with_tokenizer=True)["ok"]
-    texts = ["hello world", "le garçon est là"]
-    want = kzoo.pipeline("features", backbone)(texts)
-    got = kzoo.pipeline("embed", out)(texts)
-    for a, b in zip(got, want):
-        assert a["tokens"] == b["tokens"]
-        for key in ("sequence_output", "pooled_output"):
-            assert a[key].shape == b[key].shape and np.abs(a[key] - b[key]).max() <= 1e-4
 
 
 def test_pipeline_arguments_are_checked(albert):
