@@ -18,7 +18,7 @@ from kzoo.converters.weights import load_table
 from kzoo.errors import ModelDirError
 from kzoo.families import find_preset
 from kzoo.io import keras_internals, modeldir
-from kzoo.io.atomic import atomic_dir, check_absent
+from kzoo.io.atomic import atomic_dir, check_absent, overlaps
 from kzoo.models import build_model
 
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES)
@@ -81,8 +81,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
     check_absent(out, overwrite)  # fail before the slow part
     tokenizer_options = tokenizer_options or {}
     src = resolve_source(src)
-    if Path(out).resolve() == src.resolve() or Path(out).resolve() in src.resolve().parents:
-        raise CheckpointError(f"{out}: that is where the checkpoint is; convert to another dir")
+    if overlaps(out, src):
+        raise CheckpointError(f"{out}: that is where the checkpoint {src} is; convert to another dir")
     hf = read_hf_config(src)
     hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
     family, spec = family_of(hf)

@@ -7,6 +7,7 @@ import numpy as np
 
 from kzoo.errors import KzooError
 from kzoo.io import modeldir
+from kzoo.io.atomic import overlaps
 from kzoo.models import load_model, outputs
 from kzoo.tasks import TASKS
 
@@ -19,13 +20,11 @@ class ExportError(KzooError):
 
 def check_out(out, overwrite, model_dir, *replaced):
     """An ExportError before any slow work when OUT exists and may not be replaced, or when OUT (or
-    another path the export replaces: `replaced`) is the model dir or holds it."""
+    another path the export replaces: `replaced`) would touch the model dir (kzoo.io.atomic.overlaps)."""
     from pathlib import Path
 
-    source = Path(model_dir).resolve()
     for path in (out, *replaced):
-        path = Path(path).resolve()
-        if path == source or path in source.parents:
+        if overlaps(path, model_dir):
             raise ExportError(f"{out}: that is where the model dir {model_dir} is; export to another path")
     if Path(out).exists() and not overwrite:
         raise ExportError(f"{out} already exists (pass --overwrite to replace it)")

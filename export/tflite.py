@@ -28,6 +28,7 @@ Every export's op list is read back from the file and checked.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
 
@@ -127,8 +128,8 @@ def _check_arguments(model_dir, out, quantize, calibration, mask_bias, overwrite
     """One-line errors before any slow work; returns the calibration texts (None: the built-in ones)."""
     if quantize not in QUANTIZE:
         raise ExportError(f"unknown --quantize {quantize!r}; choose from {', '.join(QUANTIZE)}")
-    if mask_bias is not None and not (isinstance(mask_bias, (int, float)) and -1e9 <= mask_bias < 0):
-        raise ExportError(f"--mask-bias {mask_bias}: a negative number is needed (what masked positions add to "
+    if mask_bias is not None and not (isinstance(mask_bias, (int, float)) and math.isfinite(mask_bias) and mask_bias < 0):
+        raise ExportError(f"--mask-bias {mask_bias}: a finite negative number is needed (what masked positions add to "
                           f"the attention scores; {FULL_INTEGER_MASK_BIAS:g} is int8's default)")
     if out.suffix != ".tflite":
         raise ExportError(f"{out}: the output file name must end in .tflite")
@@ -172,7 +173,7 @@ def _convert_checked(concrete, holder, quantize, dataset, text, out):
     try:
         with _native_logs_quiet():
             return _convert(concrete, holder, quantize, dataset, text, out)
-    except ExportError:
+    except KzooError:  # (kzoo's own: already one line, e.g. OUT's folder cannot be written)
         raise
     except Exception as e:  # converter errors run to pages of MLIR; keep the line that says what failed
         raise ExportError(f"TFLite conversion ({quantize}) failed: {_converter_message(e)}") from None

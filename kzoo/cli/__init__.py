@@ -17,10 +17,13 @@ FILL_MASK = dict(TASKS["masked_lm"].text_options)
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, as every other kzoo error (its help is a flag away)."""
+    """argparse, but a usage error is one line, as every other kzoo error (its help is a flag away:
+    the command's own, also for an option the top level reports as unrecognized)."""
+
+    command = None  # the `kzoo COMMAND [FORMAT]` of the arguments being parsed (set by main)
 
     def error(self, message):
-        self.exit(2, f"kzoo: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"kzoo: error: {message} (see {self.command or self.prog} --help)\n")
 
 
 def build_parser():
@@ -42,6 +45,7 @@ def build_parser():
     p = command("verify", commands.cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
     p.add_argument("model", help="kzoo model dir")
     p.add_argument("--reference", required=True, help="the Hugging Face checkpoint it was converted from")
+    parser.commands = {name for name in sub.choices} | {f"export {name}" for name in sub.choices["export"].formats}
     return parser
 
 
@@ -107,6 +111,7 @@ def _export(sub):
     p = sub.add_parser("export", help="export a model dir as a SavedModel (XLA) or a .tflite file",
                        description="export a model dir as a SavedModel (XLA) or a .tflite file")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    p.formats = formats.choices  # (for usage errors' help hint)
 
     def export_command(name, fn, help):
         q = formats.add_parser(name, help=help, description=help)
@@ -135,7 +140,8 @@ def _export(sub):
     q.add_argument("--with-tokenizer", action="store_true",
                    help="strings in: the SentencePiece tokenizer inside the model (ALBERT, XLM-R)")
     q.add_argument("--mask-bias", type=float, metavar="B",
-                   help="attention-mask bias to build with (default: -100 for int8 / int16x8, else exact)")
+                   help="attention-mask bias to build with, a negative number (default: -100 for int8 / int16x8, "
+                        "else exact; write --mask-bias=-1e3 for an exponent)")
 
 
 def main(argv=None):
@@ -147,7 +153,14 @@ def main(argv=None):
             shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
             print(f"kzoo: error: argument {position} is not UTF-8 text: {shown}", file=sys.stderr)
             return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    words = [a for a in argv if not a.startswith("-")]
+    Parser.command = next((f"kzoo {c}" for c in (" ".join(words[:2]), " ".join(words[:1])) if c in parser.commands),
+                          None)
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        Parser.command = None
     import_tensorflow_quietly()
     try:
         return args.fn(args) or 0

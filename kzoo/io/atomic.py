@@ -22,6 +22,13 @@ def check_absent(out, overwrite=False):
         raise ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
 
 
+def overlaps(out, source) -> bool:
+    """Whether writing `out` (replacing what is there) would touch `source`: `out` is it, holds it,
+    or is something already inside it."""
+    out, source = Path(out).resolve(), Path(source).resolve()
+    return out == source or out in source.parents or (source in out.parents and out.exists())
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -54,19 +61,22 @@ def _prepare(out, overwrite):
         remove_stale_partials(out)
         return out, f".{out.name}.partial-{os.getpid()}-"
     except OSError as e:
-        raise ModelDirError(f"{out}: cannot write there ({_why(e)})") from None
+        raise ModelDirError(f"{out}: cannot write there ({_why(e, out)})") from None
 
 
 def _created(make, out):
     try:
         return make()
     except OSError as e:
-        raise ModelDirError(f"{out}: cannot write there ({_why(e)})") from None
+        raise ModelDirError(f"{out}: cannot write there ({_why(e, out)})") from None
 
 
-def _why(error: OSError) -> str:
-    """What stood in the way, naming the path that did (a file where a folder must be, ...)."""
+def _why(error: OSError, out) -> str:
+    """What stood in the way, naming the path that did (a file where a folder must be, ...; OUT's
+    folder, not the partial kzoo was creating in it)."""
     name = error.filename
+    if name and Path(name).name.startswith(f".{Path(out).name}.partial-"):
+        name = str(Path(name).parent)
     if name and isinstance(error, (FileExistsError, NotADirectoryError)) and Path(name).is_file():
         return f"{name} is a file, not a folder"
     return f"{name}: {error.strerror}" if name and error.strerror else str(error.strerror or error)

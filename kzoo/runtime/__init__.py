@@ -95,6 +95,8 @@ class Runner:
                 raise RunnerError(f"{self.path}: takes ids, not text (export it with a text signature, or "
                                   "tokenize first: kzoo.load_tokenizer)")
             return self._run_text(np.asarray(texts, dtype=object))
+        if isinstance(inputs, (list, tuple)) and not inputs:
+            raise RunnerError("got an empty list: nothing to run (texts, or a dict of [batch, length] ids)")
         if not self.input_names:
             raise RunnerError(f"{self.path}: takes text only (exported --with-tokenizer): call it with a str "
                               f"or a list of str, not {type(inputs).__name__}")
@@ -195,7 +197,7 @@ def _texts(inputs):
             texts.append(text.decode("utf-8") if isinstance(text, bytes) else text.encode("utf-8").decode("utf-8"))
         except (UnicodeError, AttributeError) as e:
             what = f"a {type(text).__name__}, not text" if not isinstance(text, (str, bytes)) else "not UTF-8 text"
-            raise RunnerError(f"text {i + 1} is {what} ({type(e).__name__})") from None
+            raise RunnerError(f"texts[{i}] is {what} ({type(e).__name__})") from None
     return texts
 
 
@@ -206,9 +208,12 @@ def check_inputs(batch, ranges, longest):
     if len(shape) == 2 and 0 in shape:  # (LiteRT cannot run it; the other runners would return nothing)
         raise RunnerError(f"token_ids has shape {list(shape)}: no rows or no tokens (a row needs at least one)")
     for name, value in batch.items():
-        if value.ndim != 2 or value.shape != shape:
-            raise RunnerError(f"{name} has shape {list(value.shape)}, token_ids {list(shape)}: every input is "
-                              "one [batch, length] array")
+        if value.ndim != 2:
+            raise RunnerError(f"{name} has shape {list(value.shape)}: every input is one [batch, length] array "
+                              "(one text: [[...]])")
+        if value.shape != shape:
+            raise RunnerError(f"{name} has shape {list(value.shape)}, token_ids {list(shape)}: every input has "
+                              "the same [batch, length]")
         if value.size and value.dtype.kind not in "iu":
             raise RunnerError(f"{name}: expected integer ids, got {value.dtype}")
     for name, limits in ranges.items():

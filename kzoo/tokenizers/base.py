@@ -202,6 +202,7 @@ class Tokenizer:
             if value is not None and not isinstance(value, str):
                 raise TokenizerError(f"expected a str, got {type(value).__name__}")
         texts, pairs = self._check_texts(text, pair)
+        _check_max_length(max_length)
         a, b = self._tokenize_pairs(texts, pairs, lang)
         truncation = max_length is not None if truncation is None else _truncation(truncation)
         return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids
@@ -234,6 +235,7 @@ class Tokenizer:
         truncation: as in `encode`, but, as in Transformers, None cuts to max_length only when padding
         is not asked for (padding None: the arrays still pad to the longest row, as they must)."""
         texts, pairs = self._check_texts(texts, pairs)
+        _check_max_length(max_length)
         if truncation is None:
             truncation = max_length is not None and padding is None
         truncation = _truncation(truncation)
@@ -301,6 +303,11 @@ def _as_texts(texts, what):
             raise TokenizerError(f"{what}[{i}] is not valid Unicode: {text[e.start]!r} at {e.start} is a lone "
                                  "surrogate (bytes that were not UTF-8?)") from None
     return texts
+
+
+def _check_max_length(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+        raise TokenizerError(f"max_length must be a whole number >= 0 or None, not {value!r}")
 
 
 _TRUNCATION = {True: True, False: False, "longest_first": True, "do_not_truncate": False}

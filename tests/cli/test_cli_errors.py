@@ -225,8 +225,9 @@ def test_convert_a_model_dir_or_onto_its_source(tmp_path, ckpt, model_dir, capsy
     one_line(*run(["convert", str(model_dir[1]), str(tmp_path / "o")], capsys), "kzoo model dir already")
     src = copy_ckpt(ckpt, tmp_path / "src")
     before = sorted(p.name for p in src.iterdir())
-    one_line(*run(["convert", str(src), str(src), "--overwrite"], capsys), "where the checkpoint is")
-    assert sorted(p.name for p in src.iterdir()) == before
+    for out in (src, src / "model.safetensors"):  # the checkpoint dir, a file inside it
+        one_line(*run(["convert", str(src), str(out), "--overwrite"], capsys), "where the checkpoint")
+    assert sorted(p.name for p in src.iterdir()) == before and (src / "model.safetensors").is_file()
 
 
 def test_configs_that_do_not_fit(tmp_path, ckpt, model_dir, capsys):
@@ -266,6 +267,7 @@ def test_export_never_replaces_its_own_model_dir(tmp_path, model_dir, capsys):
         ("savedmodel", "m", "."),  # OUT holds it
         ("tflite", "p.tflite/m", "p.tflite"),  # a folder named .tflite holding it
         ("tflite", "x.tflite.kzoo", "x.tflite"),  # the .tflite's sidecar would replace it
+        ("savedmodel", "m", "m/model.weights.h5"),  # a file inside it
     )):
         home = tmp_path / f"home{n}"
         shutil.copytree(model_dir[1], home / model)
@@ -321,12 +323,17 @@ def test_damaged_model_dirs_and_tokenizer_files(tmp_path, ckpt, model_dir, capsy
     one_line(*run(["convert", str(src), str(tmp_path / "o3")], capsys), "incomplete or damaged")
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
     one_line(*run(["convert", str(ckpt), "/etc/passwd/o9"], capsys), "/etc/passwd is a file")
+    code, err = run(["export", "tflite", str(model_dir[1]), "/etc/passwd/o9.tflite"], capsys)
+    one_line(code, err, "/etc/passwd is a file")
+    assert "conversion" not in err
 
 
 def test_usage_errors_are_one_line_too(model_dir, capsys):
     for argv, words in ((["fill-mask", str(model_dir[1]), "a [MASK]", "--top-k", "abc"], ("--top-k", "abc")),
                         (["convert", "x", "y", "--task", "foo"], ("--task", "foo")),
-                        (["export", "tflite", "x"], ("out",)), (["nosuch"], ("nosuch",))):
+                        (["export", "tflite", "x"], ("out",)), (["nosuch"], ("nosuch",)),
+                        (["fill-mask", "x", "y", "--frob"], ("--frob", "kzoo fill-mask --help")),
+                        (["export", "tflite", "x", "y.tflite", "--frob"], ("kzoo export tflite --help",))):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         err = capsys.readouterr().err

@@ -201,14 +201,20 @@ def test_inputs_are_named_and_complete(paths, kind):
         with pytest.raises(RunnerError) as error:
             run(bad)
         one_line(error, "expected texts or a dict", type(bad).__name__)
+    with pytest.raises(RunnerError) as error:
+        run([])
+    one_line(error, "empty list")
+    with pytest.raises(RunnerError) as error:
+        run({k: v[0] for k, v in good.items()})  # one text's ids without the batch dimension
+    one_line(error, "token_ids has shape", "[batch, length]", "[[...]]")
 
 
 @pytest.mark.parametrize("kind", ["savedmodel", "tflite-text"])
 def test_text_runners_take_str_and_utf8_bytes_only(paths, kind):
     run = runtime.load(paths[kind])
     assert_same(run([b"caf\xc3\xa9 [MASK]"]), run(["café [MASK]"]))
-    for bad, words in ((["a\udcff [MASK]"], ("text 1", "not UTF-8")), ([b"ok", b"\xff\xfe"], ("text 2", "not UTF-8")),
-                       (["ok", 3], ("text 2", "int"))):
+    for bad, words in ((["a\udcff [MASK]"], ("texts[0]", "not UTF-8")), ([b"ok", b"\xff\xfe"], ("texts[1]", "not UTF-8")),
+                       (["ok", 3], ("texts[1]", "int"))):
         with pytest.raises(RunnerError) as error:
             run(bad)
         one_line(error, *words)

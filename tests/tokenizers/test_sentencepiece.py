@@ -303,6 +303,8 @@ def test_bad_arguments_are_one_line_errors(build):
         (lambda: tok(["a"], truncation="bogus"), ("truncation", "'bogus'")),
         (lambda: tok(["a"], truncation="only_second"), ("only_second", "longest first")),
         (lambda: tok("caf\udce9"), ("texts[0]", "surrogate")), (lambda: tok.encode(None), ("NoneType",)),
+        (lambda: tok(["a b"], truncation=True, max_length="5"), ("max_length", "'5'")),
+        (lambda: tok.encode("a b", max_length=2.5), ("max_length", "2.5")),
     ):
         with pytest.raises(TokenizerError) as error:
             call()
