@@ -20,8 +20,8 @@ build the model with an attention-mask bias of -100 instead of -6e4: the mask is
 attention scores, and a -6e4 in that tensor's range would leave the real scores a few int8 levels.
 
 Ops: TFLITE_BUILTINS only (+ the INT8 / 16x8 builtin sets); never Flex (SELECT_TF_OPS), which LiteRT
-cannot run. A --with-tokenizer model adds tf-text's custom ops (FastSentencepieceTokenize,
-RaggedTensorToTensor), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
+cannot run. A --with-tokenizer model adds tf-text's custom ops (WhitespaceTokenizeWithOffsetsV2,
+FastSentencepieceTokenize, RaggedTensorToTensor), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
 Every export's op list is read back from the file and checked.
 """
 

@@ -1,10 +1,12 @@
 """SentencePiece tokenizers (ALBERT, XLM-RoBERTa) giving Transformers' ids, in Python and in TF graphs.
 
-One graph serves every path: tf-text's `FastSentencepieceTokenizer` custom op on a *folded* model
-(Transformers' whole normaliser, its special tokens and its piece scores compiled into one
-SentencePiece model at conversion time: kzoo.converters.sentencepiece says how and why), then one
-`tf.gather` from the folded model's ids to Transformers' ids. Eager Python (`encode`, `__call__`),
-`tf.function`, SavedModel and TFLite all run that graph: it is the only SentencePiece op TFLite runs.
+One graph serves every path: tf-text's whitespace splitter (ASCII whitespace), then its
+`FastSentencepieceTokenizer` custom op on each word with a *folded* model (Transformers' whole
+normaliser, its special tokens and its piece scores compiled into one SentencePiece model at
+conversion time: kzoo.converters.sentencepiece says how and why), consecutive unknown pieces fused
+into one, and one `tf.gather` from the folded model's ids to Transformers' ids. Eager Python
+(`encode`, `__call__`), `tf.function`, SavedModel and TFLite all run that graph: these are the only
+tokenizer ops TFLite runs.
 
 Files in a model dir: kzoo_tokenizer.model (the folded model), kzoo_tokenizer.json (special and added
 tokens, the id table) and copies of the Hugging Face files it came from. Loading needs neither
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -95,6 +98,18 @@ class Vocabulary:
     source_files: list  # the Hugging Face files it came from (copied by `save`)
     token_to_id: dict = dataclasses.field(default_factory=dict)  # built lazily
     alignment: tuple = None  # (sentencepiece processor, markers) for offsets, built lazily
+
+
+def _splitter_config(codepoints) -> bytes:
+    """tf-text's whitespace-splitter config: a bitmap of the code points to split on (bit cp % 8 of byte cp // 8)."""
+    bits = bytearray(max(codepoints) // 8 + 1)
+    for cp in codepoints:
+        bits[cp // 8] |= 1 << (cp % 8)
+    return bytes(bits)
+
+
+_ASCII_SPACES = _splitter_config([*range(0x09, 0x0E), 0x20])  # \t \n \v \f \r and " ": Unicode White_Space
+_ASCII_SPACE_RUNS = re.compile("[\t\n\v\f\r ]+")  # the same, for the Python side
 
 
 class SentencePieceTokenizer(Tokenizer, tf.Module):
@@ -249,10 +264,39 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
 
     def tf_tokenize(self, strings) -> tf.RaggedTensor:
         """Transformers ids without special tokens, int32 RaggedTensor [batch, (tokens)], for 1-D strings."""
-        folded = self._sp.tokenize(tf.convert_to_tensor(strings, tf.string))
-        if isinstance(folded, tf.RaggedTensor):
-            return folded.with_flat_values(tf.gather(self._id_map, folded.flat_values))
-        return tf.gather(self._id_map, folded)  # a scalar string: a 1-D tensor of ids
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank == 0:  # a scalar string: a 1-D tensor of ids
+            return self.tf_tokenize(tf.reshape(strings, [1])).flat_values
+        folded = self._folded(strings)
+        return folded.with_flat_values(tf.gather(self._id_map, folded.flat_values))
+
+    def _folded(self, strings) -> tf.RaggedTensor:
+        """The folded model's ids [batch, (tokens)], each word tokenized on its own, as Transformers does
+        (its pre-tokenizer splits words before the Viterbi): the op sums scores in float32, and a word's
+        short sums stay exact on the folded model's score grid (kzoo.converters.sentencepiece), where one
+        sum over a whole text would not. Words are cut at ASCII whitespace only: tf-text's splitter leaves
+        a multi-byte space's lead bytes in the word before it, and the folded charsmap turns the other
+        Unicode spaces into word boundaries inside the op anyway."""
+        # (the op behind tf_text.WhitespaceTokenizer, which takes no other set of spaces)
+        from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
+
+        words, splits, _, _ = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
+            input_values=strings, input_config=_ASCII_SPACES)
+        pieces = self._fuse_unknowns(self._sp.tokenize(words))  # [words, (pieces)]
+        return tf.RaggedTensor.from_row_splits(pieces.flat_values, tf.gather(pieces.row_splits, splits),
+                                               validate=False)
+
+    def _fuse_unknowns(self, pieces: tf.RaggedTensor) -> tf.RaggedTensor:
+        """Consecutive unknown pieces of a word as one, as Transformers' Unigram fuses them (the folded
+        model has several pieces that mean unknown)."""
+        flat, rows = pieces.flat_values, pieces.value_rowids()
+        unknown = tf.equal(tf.gather(self._id_map, flat), self.unk_token_id)
+        position = tf.range(tf.size(flat, out_type=rows.dtype), dtype=rows.dtype)
+        before = tf.maximum(position - 1, 0)
+        repeat = (position > 0) & unknown & tf.gather(unknown, before) & tf.equal(tf.gather(rows, before), rows)
+        kept = tf.concat([tf.zeros([1], rows.dtype), tf.cumsum(tf.cast(~repeat, rows.dtype))], 0)
+        return tf.RaggedTensor.from_row_splits(tf.boolean_mask(flat, ~repeat), tf.gather(kept, pieces.row_splits),
+                                               validate=False)
 
     def tf_encode(self, strings, sequence_length: int) -> dict:
         """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials,
@@ -316,14 +360,23 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return self._info.alignment
 
     def _normalized_lengths(self, processor, text, row, total):
-        """How many normalized characters each token of `row` covers: the processor's own segmentation
-        when it gives the same ids as the op (it does on every test text: same pieces and scores); else
-        the op's pieces, an unknown piece taking what the others leave."""
-        found = processor.EncodeAsOffsetMapping(text)
-        if [int(self._id_map_np[i]) for i in found["ids"]] == list(row) and sum(map(len, found["pieces"])) == total:
-            return [len(piece) for piece in found["pieces"]]
-        folded = np.asarray(self._sp.tokenize(tf.constant([text.encode("utf-8")])).flat_values).tolist()
-        lengths = [None if i == processor.unk_id() else len(processor.IdToPiece(i)) for i in folded]
+        """How many normalized characters each token of `row` covers: the processor's own segmentation,
+        word by word as the op segments, when it gives the same ids as the op (it does on every test text:
+        same pieces and scores); else the op's pieces, an unknown piece taking what the others leave."""
+        words = [w for w in _ASCII_SPACE_RUNS.split(text) if w]
+        ids, lengths = [], []
+        for word in processor.Encode(words, return_type="offset_mapping") if words else []:
+            for k, (i, piece) in enumerate(zip(word["ids"], word["pieces"])):
+                i = int(self._id_map_np[i])
+                if k and i == ids[-1] == self.unk_token_id:  # fused, as in `_fuse_unknowns`
+                    lengths[-1] += len(piece)
+                else:
+                    ids.append(i)
+                    lengths.append(len(piece))
+        if ids == list(row) and sum(lengths) == total:
+            return lengths
+        folded = np.asarray(self._folded(tf.constant([text.encode("utf-8")])).flat_values).tolist()
+        lengths = [None if self._id_map_np[i] == self.unk_token_id else len(processor.IdToPiece(i)) for i in folded]
         unknown = [k for k, n in enumerate(lengths) if n is None]
         rest = total - sum(n for n in lengths if n is not None)
         for k in unknown:

@@ -23,6 +23,7 @@ from kzoo.converters.verify import reference_inputs, run_reference
 from kzoo.export import export_savedmodel, export_tflite
 from reference import TINY_ALBERT, TINY_XLMR, make_checkpoint, model_with_tokenizer
 from spm_fixtures import held_out_texts, make_albert_tokenizer_dir, make_xlmr_tokenizer_dir, training_corpus
+from text_strategies import sample_texts
 
 MODES = ["none", "fp16", "dynamic-int8", "int8", "int16x8"]
 BOUNDS = {"fp16": 1e-2}  # max abs diff vs Keras fp32; int modes: cosine >= 0.99 per position
@@ -189,10 +190,12 @@ def test_tflite_with_tokenizer_ids_equal_python_tokenizer(models, tmp_path):
         content = out.read_bytes()
         assert report["ok"] and len(content) > 200_000  # weights present (the from_saved_model failure: none)
         builtin, custom = builtin_codes(content)
-        assert custom == {"TFText>FastSentencepieceTokenize", "RaggedTensorToTensor"}, custom
+        assert custom == {"TFText>WhitespaceTokenizeWithOffsetsV2", "TFText>FastSentencepieceTokenize",
+                          "RaggedTensorToTensor"}, custom
 
         tok = kzoo.load_tokenizer(model_dir)
         texts = held_out_texts(tok.mask_token)  # edge cases, masks everywhere, one text past the limit
+        texts += sample_texts(100, seed=3, adversarial=True)  # scripts, marks, NFD, emoji, odd spaces
         runner = interpreter(out, text=True).get_signature_runner("serve_text")
         got = runner(text=np.array([t.encode("utf-8") for t in texts], dtype=object))
         longest = report["max_tokens"]

@@ -15,6 +15,8 @@ import pytest
 import tensorflow as tf
 
 import spm_fixtures
+import text_strategies
+from hypothesis import HealthCheck, given, settings
 from kzoo.converters.tokenizers import from_hf_dir
 from kzoo.tokenizers import META_FILE
 from kzoo.tokenizers.sentencepiece import MODEL_FILE, SentencePieceTokenizer
@@ -334,16 +336,63 @@ def near_tie_dir(tmp_path, base):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="known difference (issue 11, item 9): piece scores rounded to 2**-10 in the "
-                   "folded model collapse near-ties; a finer grid needs per-word Viterbi, which tf-text's "
-                   "WhitespaceTokenizer cannot give in TFLite (it leaves a multi-byte space's leading bytes in "
-                   "the word before it)")
 def test_near_ties_resolve_as_in_transformers(tokenizer_dirs, tmp_path):
+    """Two segmentations 1e-4 apart (natural text has them down to ~1e-5: "l'etiqueta", "année")."""
     from transformers import AlbertTokenizer
 
     d = near_tie_dir(tmp_path, tokenizer_dirs["albert-json"][1])
     hf, kz = AlbertTokenizer.from_pretrained(d), from_hf_dir(d, "albert")
     for text in ("qzx", "a qzx b", "qzx " * 300):  # alone, in a sentence, in a long string
         want = hf(text)["input_ids"]
-        assert hf.convert_ids_to_tokens(want)[1:3] == ["\u2581qz", "x"]
+        assert "\u2581qz" in hf.convert_ids_to_tokens(want) and "\u2581q" not in hf.convert_ids_to_tokens(want)
         assert kz.encode(text) == want
+
+
+@pytest.mark.parametrize("name", ["xlm-roberta", "albert-json", "albert-hub-style"])
+def test_mixed_script_strings_equal_transformers(build, name):
+    """Property: any string of tests/text_strategies.py's kind (scripts mixed, marks after letters, NFD,
+    ZWJ/ZWNJ, U+061C, emoji sequences, compatibility characters, odd spaces) gets Transformers' ids.
+    Fixed seed and size: the same 150 strings on every run; a failure shrinks to a minimal string."""
+    hf, kz = build(name)
+
+    @settings(max_examples=150, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @given(text_strategies.mixed_text())
+    def check(text):
+        assert kz.encode(text) == hf(text)["input_ids"], text
+
+    check()
+
+
+def _without_documented_cases(text: str) -> str:
+    """`text` without the combining marks of kzoo's documented differences (converters/sentencepiece.py):
+    a mark after a compatibility character, or after two marks on one letter."""
+    import unicodedata
+
+    def extending(c):
+        return unicodedata.category(c).startswith("M") or c in "\u200c\u200d\uff9e\uff9f"
+
+    kept, marks = [], 0
+    for c in text:
+        if extending(c) and kept and (marks >= 2 or unicodedata.normalize("NFKC", kept[-1]) != kept[-1]
+                                      and not extending(kept[-1])):
+            continue
+        marks = marks + 1 if extending(c) else 0
+        kept.append(c)
+    return "".join(kept)
+
+
+@pytest.mark.parametrize("name", ["xlm-roberta", "albert-json"])
+def test_adversarial_strings_differ_only_where_documented(build, name):
+    """Random marks stacked on letters and marks after compatibility characters: every difference from
+    Transformers is a documented one (it goes when those marks go), and they are few."""
+    hf, kz = build(name)
+    texts = text_strategies.sample_texts(1000, seed=7, adversarial=True)
+    want = hf(texts)["input_ids"]
+    out = kz(texts)
+    got = [row[mask == 1].tolist() for row, mask in zip(out["token_ids"], out["padding_mask"])]
+    differ = [t for t, w, g in zip(texts, want, got) if w != g]
+    for text in differ:
+        rest = _without_documented_cases(text)
+        assert kz.encode(rest) == hf(rest)["input_ids"], (text, rest)
+    assert len(differ) <= 30, len(differ)  # measured: 2 % (XLM-R), 0 (ALBERT strips marks)
