@@ -18,6 +18,7 @@ kzoo.converters.sentencepiece.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import re
@@ -54,10 +55,23 @@ def token_spans(text, normalized, origin, lengths, markers) -> list:
     markers: {marker character: (the added token's text, lstrip, rstrip)}.
     """
 
+    # A rule whose output has as many characters as its input stands for Transformers' character-by-
+    # character rewriting (a grapheme of 6 bytes or more, e.g. NFD Greek): character k spans input k.
+    starts = sorted(set(origin[:len(normalized)])) + [len(text)]
+    chunk = {a: b - a for a, b in zip(starts, starts[1:])}  # input characters of each rewrite
+    first, size = {}, collections.Counter()  # its output characters (but ▁)
+    for i, c in enumerate(normalized):
+        if c != SPACE:
+            first.setdefault(origin[i], i)
+            size[origin[i]] += 1
+
     def span(i):
         if normalized[i] == SPACE:  # Metaspace's ▁ points at the word's first character
             return span(i + 1) if i + 1 < len(normalized) and normalized[i + 1] != SPACE else None
         start = origin[i]
+        run = slice(first[start], first[start] + size[start])
+        if size[start] == chunk[start] > 1 and SPACE not in normalized[run]:
+            start += i - run.start
         if normalized[i] == '"' and text[start:start + 2] in ("``", "''"):
             start += 1
         return start, start + 1

@@ -396,3 +396,15 @@ def test_adversarial_strings_differ_only_where_documented(build, name):
         rest = _without_documented_cases(text)
         assert kz.encode(rest) == hf(rest)["input_ids"], (text, rest)
     assert len(differ) <= 30, len(differ)  # measured: 2 % (XLM-R), 0 (ALBERT strips marks)
+
+
+@pytest.mark.parametrize("name", ["xlm-roberta", "albert-json"])
+def test_offsets_on_mixed_script_strings(build, name):
+    """offset_mapping through NFD compositions the charsmap step leaves alone, unknown runs, marks."""
+    hf, kz = build(name)
+    texts = text_strategies.sample_texts(500, seed=11)
+    ref = hf(texts, return_offsets_mapping=True)
+    out = kz(texts, return_offsets_mapping=True)
+    got = [row[mask == 1].tolist() for row, mask in zip(out["offset_mapping"], out["padding_mask"])]
+    want = [[list(span) for span in row] for row in ref["offset_mapping"]]
+    assert _first_difference(texts, want, got) is None
