@@ -71,6 +71,7 @@ TASK_OF_CLASS = {
     "AlbertForMaskedLM": "masked_lm",
     "AlbertForPreTraining": "pretraining",
     "AlbertForSequenceClassification": "classifier",
+    "AlbertForTokenClassification": "token_classifier",
 }
 
 # Transformers' AlbertConfig defaults, for hub configs that leave keys out.
@@ -112,6 +113,9 @@ def task_config(hf, task):
     num_labels = hf.get("num_labels") or len(labels) or 2
     if task == "classifier":
         return {"num_classes": num_labels, "classifier_dropout": hf["classifier_dropout_prob"]}
+    if task == "token_classifier":  # (AlbertForTokenClassification: hidden_dropout_prob where that is None)
+        dropout = hf["classifier_dropout_prob"]
+        return {"num_classes": num_labels, "classifier_dropout": hf["hidden_dropout_prob"] if dropout is None else dropout}
     if task == "pretraining":
         return {"num_sop_labels": num_labels, "classifier_dropout": hf["classifier_dropout_prob"]}
     return {}
@@ -130,6 +134,6 @@ def task_from_names(names):
         return "pretraining"
     if any(n.startswith("predictions.") for n in names):
         return "masked_lm"
-    if "classifier.weight" in names:
-        return "classifier"
+    if "classifier.weight" in names:  # on the pooled output (sequence) or on every token (no pooler)
+        return "classifier" if any("pooler." in n for n in names) else "token_classifier"
     return "backbone"

@@ -103,7 +103,7 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
             "preset": find_preset(family.name, backbone),
             "backbone": backbone,
             "task_config": spec.task_config(hf, task),
-            "labels": hf.get("id2label") if task == "classifier" else None,
+            "labels": hf.get("id2label") if task in ("classifier", "token_classifier") else None,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
         }
         with keras_internals.deferred_variables():

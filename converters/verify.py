@@ -24,6 +24,7 @@ HF_OUTPUTS = {
     "masked_lm": ("logits",),
     "pretraining": ("prediction_logits", "sop_logits"),
     "classifier": ("logits",),
+    "token_classifier": ("logits",),
 }
 
 

@@ -40,6 +40,8 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     ],
     # Head: the projection's weight is the token embedding (tied), its bias is its own.
     ("pred_layer.proj.bias", "lm_bias/bias", None),
+    ("classifier.weight", "classifier/kernel", T),  # XLMForTokenClassification
+    ("classifier.bias", "classifier/bias", None),
 ]
 PREFIX = "transformer."
 # Transformers 5 leaves the tied projection out of the file; older saves carry a copy.
@@ -49,6 +51,7 @@ IGNORED = (r"position_ids",)
 TASK_OF_CLASS = {
     "XLMModel": "backbone",
     "XLMWithLMHeadModel": "masked_lm",
+    "XLMForTokenClassification": "token_classifier",
 }
 
 # Transformers' XLMConfig defaults, for hub configs that leave keys out.
@@ -171,6 +174,9 @@ def task_config(hf, task):
             "config.json: asm=true (an adaptive-softmax LM head) is not supported by kzoo; "
             "convert it with --task backbone to keep the encoder only"
         )
+    if task == "token_classifier":
+        labels = hf.get("id2label") or {}
+        return {"num_classes": hf.get("num_labels") or len(labels) or 2, "classifier_dropout": hf["dropout"]}
     return {}
 
 
@@ -194,4 +200,6 @@ def hf_config(backbone, **extra):
 
 def task_from_names(names):
     """Which Transformers class wrote these tensors, when config.json does not say."""
-    return "masked_lm" if any(n.startswith("pred_layer.") for n in names) else "backbone"
+    if any(n.startswith("pred_layer.") for n in names):
+        return "masked_lm"
+    return "token_classifier" if "classifier.weight" in names else "backbone"

@@ -38,6 +38,7 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     ("lm_head.bias", "mlm_bias/bias", None),
     *_linear("classifier.dense", "classifier_dense"),
     *_linear("classifier.out_proj", "classifier"),
+    *_linear("classifier", "classifier"),  # XLMRobertaForTokenClassification
 ]
 PREFIX = "roberta."
 # The decoder is tied to the word embeddings and its bias to lm_head.bias;
@@ -59,6 +60,7 @@ TASK_OF_CLASS = {
     "XLMRobertaModel": "backbone",
     "XLMRobertaForMaskedLM": "masked_lm",
     "XLMRobertaForSequenceClassification": "classifier",
+    "XLMRobertaForTokenClassification": "token_classifier",
 }
 
 # Transformers' XLMRobertaConfig defaults, for configs that leave keys out.
@@ -96,7 +98,7 @@ def backbone_config(hf):
 
 def task_config(hf, task):
     hf = {**HF_DEFAULTS, **hf}
-    if task != "classifier":
+    if task not in ("classifier", "token_classifier"):
         return {}
     labels = hf.get("id2label") or {}
     dropout = hf["classifier_dropout"] if hf["classifier_dropout"] is not None else hf["hidden_dropout_prob"]
@@ -115,4 +117,6 @@ def task_from_names(names):
         return "masked_lm"
     if "classifier.out_proj.weight" in names:
         return "classifier"
+    if "classifier.weight" in names and not any("pooler." in n for n in names):  # (multiple choice: a pooler)
+        return "token_classifier"
     return "backbone"

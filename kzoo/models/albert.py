@@ -19,6 +19,7 @@ import keras_hub
 
 from kzoo.models.layers import (
     MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
+    token_logits,
 )
 
 
@@ -146,5 +147,18 @@ class AlbertClassifier(TaskModel):
         inputs = backbone.input
         logits = _pooled_logits(backbone, backbone(inputs)["pooled_output"], num_classes, classifier_dropout,
                                 "classifier")
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class AlbertTokenClassifier(TaskModel):
+    """Token classification: dropout -> dense on every position, logits [B, S, num_classes]."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)

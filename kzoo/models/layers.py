@@ -284,6 +284,11 @@ class TaskModel(Configured):
         return cls(**config)
 
 
+def token_logits(backbone, sequence_output, num_classes, dropout):
+    """Transformers' *ForTokenClassification head: dropout -> dense ("classifier") at every position."""
+    return dense(num_classes, "classifier", backbone.initializer_range)(keras.layers.Dropout(dropout)(sequence_output))
+
+
 def per_position_head(model):
     """The per-position outputs of a task model (rank 3: [B, S, ...]) as a Keras model taking the
     backbone's sequence_output (the same layers and weights), so that a head runs at a few positions

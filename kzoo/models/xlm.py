@@ -37,7 +37,7 @@ import numpy as np
 from keras import ops
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs,
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs, token_logits,
 )
 
 
@@ -244,3 +244,15 @@ class XLMMaskedLM(TaskModel):
         for layer in b.transformer_layers:
             x = layer(x, bias) * keep
         return self.lm_logits(ops.take(x, index, axis=1))
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMTokenClassifier(TaskModel):
+    """Token classification: dropout -> dense on every position, logits [B, S, num_classes]
+    (Transformers' `XLMForTokenClassification`)."""
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)

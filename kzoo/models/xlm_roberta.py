@@ -18,6 +18,7 @@ from keras import ops
 
 from kzoo.models.layers import (
     MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
+    token_logits,
 )
 
 
@@ -121,5 +122,18 @@ class XLMRobertaClassifier(TaskModel):
         x = dense(backbone.hidden_dim, "classifier_dense", backbone.initializer_range, activation="tanh")(x)
         x = keras.layers.Dropout(classifier_dropout)(x)
         logits = dense(num_classes, "classifier", backbone.initializer_range)(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMRobertaTokenClassifier(TaskModel):
+    """Token classification: dropout -> dense on every position, logits [B, S, num_classes]."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)

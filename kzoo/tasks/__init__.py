@@ -41,4 +41,6 @@ TASKS = MappingProxyType({t.name: t for t in [
          MappingProxyType(fill_mask.OPTIONS)),
     Task("classifier", "sequence classification: logits [B, num_classes]",
          ("logits",), ("features",), classification.text_signature),
+    Task("token_classifier", "token classification: logits [B, S, num_classes]",
+         ("logits",), ("features",), classification.text_signature),
 ]})

@@ -1,4 +1,4 @@
-"""classifier: scores and labels in TF, for the exports' text signature."""
+"""classifier, token_classifier: scores and labels in TF, for the exports' text signature."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ def label_names(config, num_classes):
 
 def text_signature(model, config, tokenizer):
     """`(numeric, strings)` (see kzoo.tasks.fill_mask): scores [B, C] (softmax), label_ids [B]
-    int32, then labels [B] (the config's label names)."""
+    int32, then labels [B] (the config's label names); per token for a token classifier ([B, S, C],
+    [B, S]: padding positions too, `padding_mask` says which are tokens)."""
     import tensorflow as tf
 
     from kzoo.models import outputs

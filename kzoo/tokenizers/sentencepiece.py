@@ -55,8 +55,8 @@ def token_spans(text, normalized, origin, lengths, markers) -> list:
     markers: {marker character: (the added token's text, lstrip, rstrip)}.
     """
 
-    # A rule whose output has as many characters as its input stands for Transformers' character-by-
-    # character rewriting (a grapheme of 6 bytes or more, e.g. NFD Greek): character k spans input k.
+    # An identity rule stands for Transformers' character-by-character rewriting (a grapheme of 6 bytes
+    # or more that the op would compose, e.g. NFD Greek): character k spans input k.
     starts = sorted(set(origin[:len(normalized)])) + [len(text)]
     chunk = {a: b - a for a, b in zip(starts, starts[1:])}  # input characters of each rewrite
     first, size = {}, collections.Counter()  # its output characters (but ▁)
@@ -70,7 +70,7 @@ def token_spans(text, normalized, origin, lengths, markers) -> list:
             return span(i + 1) if i + 1 < len(normalized) and normalized[i + 1] != SPACE else None
         start = origin[i]
         run = slice(first[start], first[start] + size[start])
-        if size[start] == chunk[start] > 1 and SPACE not in normalized[run]:
+        if size[start] == chunk[start] > 1 and normalized[run] == text[start:start + size[start]]:
             start += i - run.start
         if normalized[i] == '"' and text[start:start + 2] in ("``", "''"):
             start += 1
@@ -126,6 +126,20 @@ _ASCII_SPACES = _splitter_config([*range(0x09, 0x0E), 0x20])  # \t \n \v \f \r a
 _ASCII_SPACE_RUNS = re.compile("[\t\n\v\f\r ]+")  # the same, for the Python side
 
 
+def _marker_pieces(folded_model: bytes, id_map) -> np.ndarray:
+    """Which folded ids are added tokens' markers: `▁M` pieces appended past Transformers' vocabulary."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto()
+    proto.ParseFromString(folded_model)
+    differ = np.flatnonzero(id_map != np.arange(len(id_map)))  # from the first appended piece (the unk copy) on
+    markers = np.zeros(len(id_map), bool)
+    for i in range(int(differ[0]) if len(differ) else len(id_map), len(id_map)):
+        piece = proto.pieces[i].piece
+        markers[i] = len(piece) == 2 and piece[0] == SPACE
+    return markers
+
+
 class SentencePieceTokenizer(Tokenizer, tf.Module):
     """Transformers-exact ALBERT / XLM-RoBERTa tokenizer on tf-text's FastSentencepieceTokenizer.
 
@@ -141,9 +155,18 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         self._folded_model = bytes(folded_model)
         self._info = vocabulary  # a plain dataclass: not wrapped by tf.Module's tracking
         self._id_map_np = np.asarray(id_map, np.int32)
+        # Pieces that stand for unknown text (fused when consecutive): the unknown piece, its NORMAL copy
+        # and the unknown-character stand-in; not the marker `▁M` of an added token "<unk>" (Transformers
+        # cuts added tokens out before its model, so they are never fused).
+        self._unknown_np = (self._id_map_np == vocabulary.special_ids.get("unk_token")) & ~_marker_pieces(
+            self._folded_model, self._id_map_np)
+        # Words are tokenized one at a time unless an added token holds ASCII whitespace (it could not
+        # match across the cut): then whole strings, as before 2026-11 (exact ties within ~2**8 only).
+        self._split_words = not any(_ASCII_SPACE_RUNS.search(t) for t in vocabulary.added)
         with self.name_scope:
             self._sp = tf_text.FastSentencepieceTokenizer(self._folded_model)
             self._id_map = tf.constant(self._id_map_np, name="id_map")
+            self._unknown = tf.constant(self._unknown_np, name="unknown_pieces")
         self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
 
     @property
@@ -294,6 +317,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         # (the op behind tf_text.WhitespaceTokenizer, which takes no other set of spaces)
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
 
+        if not self._split_words:
+            return self._fuse_unknowns(self._sp.tokenize(strings))
         words, splits, _, _ = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
             input_values=strings, input_config=_ASCII_SPACES)
         pieces = self._fuse_unknowns(self._sp.tokenize(words))  # [words, (pieces)]
@@ -304,7 +329,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """Consecutive unknown pieces of a word as one, as Transformers' Unigram fuses them (the folded
         model has several pieces that mean unknown)."""
         flat, rows = pieces.flat_values, pieces.value_rowids()
-        unknown = tf.equal(tf.gather(self._id_map, flat), self.unk_token_id)
+        unknown = tf.gather(self._unknown, flat)
         position = tf.range(tf.size(flat, out_type=rows.dtype), dtype=rows.dtype)
         before = tf.maximum(position - 1, 0)
         repeat = (position > 0) & unknown & tf.gather(unknown, before) & tf.equal(tf.gather(rows, before), rows)
@@ -377,20 +402,19 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """How many normalized characters each token of `row` covers: the processor's own segmentation,
         word by word as the op segments, when it gives the same ids as the op (it does on every test text:
         same pieces and scores); else the op's pieces, an unknown piece taking what the others leave."""
-        words = [w for w in _ASCII_SPACE_RUNS.split(text) if w]
+        words = [w for w in _ASCII_SPACE_RUNS.split(text) if w] if self._split_words else [text]
         ids, lengths = [], []
         for word in processor.Encode(words, return_type="offset_mapping") if words else []:
             for k, (i, piece) in enumerate(zip(word["ids"], word["pieces"])):
-                i = int(self._id_map_np[i])
-                if k and i == ids[-1] == self.unk_token_id:  # fused, as in `_fuse_unknowns`
+                if k and self._unknown_np[i] and self._unknown_np[word["ids"][k - 1]]:  # as `_fuse_unknowns`
                     lengths[-1] += len(piece)
                 else:
-                    ids.append(i)
+                    ids.append(int(self._id_map_np[i]))
                     lengths.append(len(piece))
         if ids == list(row) and sum(lengths) == total:
             return lengths
         folded = np.asarray(self._folded(tf.constant([text.encode("utf-8")])).flat_values).tolist()
-        lengths = [None if self._id_map_np[i] == self.unk_token_id else len(processor.IdToPiece(i)) for i in folded]
+        lengths = [None if self._unknown_np[i] else len(processor.IdToPiece(i)) for i in folded]
         unknown = [k for k, n in enumerate(lengths) if n is None]
         rest = total - sum(n for n in lengths if n is not None)
         for k in unknown:

@@ -548,3 +548,50 @@ def test_cli_errors(albert, xlm, tmp_path, capsys):
     (tmp_path / "taken.tflite").write_bytes(b"")
     one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "taken.tflite")], capsys, "--overwrite")
     assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "sm").exists()
+
+
+# --- token classification: labels from the config, per token, in every export --------------------
+
+
+def test_token_classifier_exports_label_every_token(tmp_path):
+    """An XLMRobertaForTokenClassification with id2label: convert keeps the labels; the SavedModel's
+    and the text-in .tflite's serve_text give each token Transformers' label (argmax of PyTorch's
+    logits on the same ids) and its softmax score."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (serve_text's tokenizer ops)
+    import torch
+    import transformers
+
+    from kzoo.io import modeldir
+
+    labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    src, model_dir = model_with_tokenizer(
+        tmp_path, "XLMRobertaForTokenClassification", {**TINY_XLMR, "id2label": labels,
+                                                       "label2id": {v: k for k, v in labels.items()}},
+        make_xlmr_tokenizer_dir(tmp_path))
+    assert modeldir.read_config(model_dir)["labels"] == {str(k): v for k, v in labels.items()}
+    tok = kzoo.load_tokenizer(model_dir)
+    texts = ["Marie Curie a vécu à Paris.", "hello world", ""]
+    batch = tok(texts, padding="longest")
+    reference = transformers.XLMRobertaForTokenClassification.from_pretrained(src).eval()
+    with torch.no_grad():
+        logits = reference(input_ids=torch.as_tensor(batch["token_ids"], dtype=torch.long),
+                           attention_mask=torch.as_tensor(batch["padding_mask"], dtype=torch.long)).logits.numpy()
+    want_ids = logits.argmax(-1)
+    want_scores = np.exp(logits - logits.max(-1, keepdims=True))
+    want_scores /= want_scores.sum(-1, keepdims=True)
+    real = batch["padding_mask"] == 1
+
+    def check(out):
+        width = batch["token_ids"].shape[1]
+        ids, scores = np.asarray(out["label_ids"])[:, :width], np.asarray(out["scores"])[:, :width]
+        np.testing.assert_array_equal(ids[real], want_ids[real])
+        assert np.abs(scores[real] - want_scores[real]).max() <= 1e-4
+        names = np.asarray(out["labels"])[:, :width][real]
+        assert [n.decode() for n in names] == [labels[i] for i in want_ids[real]]
+
+    assert export_savedmodel(model_dir, tmp_path / "sm")["ok"]
+    check(tf.saved_model.load(str(tmp_path / "sm" / "1")).signatures["serve_text"](text=tf.constant(texts)))
+    assert export_tflite(model_dir, tmp_path / "tc.tflite", with_tokenizer=True)["ok"]
+    runner = interpreter(tmp_path / "tc.tflite", text=True).get_signature_runner("serve_text")
+    check(runner(text=np.array([t.encode() for t in texts], dtype=object)))

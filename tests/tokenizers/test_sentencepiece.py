@@ -408,3 +408,31 @@ def test_offsets_on_mixed_script_strings(build, name):
     got = [row[mask == 1].tolist() for row, mask in zip(out["offset_mapping"], out["padding_mask"])]
     want = [[list(span) for span in row] for row in ref["offset_mapping"]]
     assert _first_difference(texts, want, got) is None
+
+
+def test_unknowns_fuse_but_added_unk_tokens_do_not(case):
+    """Transformers fuses consecutive unknown pieces, never an added token "<unk>" (cut out before its
+    model); offsets through an expansion followed by a deleted character ("ﬁ" + ZWSP)."""
+    name, hf, kz, _ = case
+    unk = hf.unk_token
+    texts = [f"{unk}{unk}", f"\u2603{unk}", f"\U000E0100{unk}", "\u2603\u2604 x\u2603", "ﬁ\u200b", "ﬁ\ufeff"]
+    for text in texts:
+        assert kz.encode(text) == hf(text)["input_ids"], text
+    ref = hf(texts, return_offsets_mapping=True)
+    out = kz(texts, return_offsets_mapping=True)
+    got = [row[mask == 1].tolist() for row, mask in zip(out["offset_mapping"], out["padding_mask"])]
+    assert _first_difference(texts, [[list(s) for s in row] for row in ref["offset_mapping"]], got) is None
+
+
+def test_added_token_with_a_space_matches_whole(tokenizer_dirs, tmp_path):
+    """An added token holding a space cannot match across the per-word cut: such a tokenizer
+    tokenizes whole strings."""
+    from transformers import AlbertTokenizer
+
+    hf = AlbertTokenizer.from_pretrained(tokenizer_dirs["albert-json"][1])
+    hf.add_tokens(["new york"])
+    hf.save_pretrained(tmp_path / "added")
+    hf = AlbertTokenizer.from_pretrained(tmp_path / "added")
+    kz = from_hf_dir(tmp_path / "added", "albert")
+    for text in ("new york", "in new york city", "new  york", "hello world"):
+        assert kz.encode(text) == hf(text)["input_ids"], text
