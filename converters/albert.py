@@ -49,6 +49,8 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     ("sop_classifier.classifier.bias", "sop_classifier/bias", None),
     ("classifier.weight", "classifier/kernel", T),
     ("classifier.bias", "classifier/bias", None),
+    ("qa_outputs.weight", "qa_outputs/kernel", T),
+    ("qa_outputs.bias", "qa_outputs/bias", None),
 ]
 PREFIX = "albert."
 # The decoder is tied to the word embeddings and its bias to predictions.bias;
@@ -72,6 +74,7 @@ TASK_OF_CLASS = {
     "AlbertForPreTraining": "pretraining",
     "AlbertForSequenceClassification": "classifier",
     "AlbertForTokenClassification": "token_classifier",
+    "AlbertForQuestionAnswering": "question_answering",
 }
 
 # Transformers' AlbertConfig defaults, for hub configs that leave keys out.
@@ -134,6 +137,8 @@ def task_from_names(names):
         return "pretraining"
     if any(n.startswith("predictions.") for n in names):
         return "masked_lm"
+    if "qa_outputs.weight" in names:
+        return "question_answering"
     if "classifier.weight" in names:  # on the pooled output (sequence) or on every token (no pooler)
         return "classifier" if any("pooler." in n for n in names) else "token_classifier"
     return "backbone"

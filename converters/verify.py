@@ -25,6 +25,7 @@ HF_OUTPUTS = {
     "pretraining": ("prediction_logits", "sop_logits"),
     "classifier": ("logits",),
     "token_classifier": ("logits",),
+    "question_answering": ("start_logits", "end_logits"),
 }
 
 

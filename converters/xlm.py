@@ -42,6 +42,8 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     ("pred_layer.proj.bias", "lm_bias/bias", None),
     ("classifier.weight", "classifier/kernel", T),  # XLMForTokenClassification
     ("classifier.bias", "classifier/bias", None),
+    ("qa_outputs.weight", "qa_outputs/kernel", T),  # XLMForQuestionAnsweringSimple
+    ("qa_outputs.bias", "qa_outputs/bias", None),
 ]
 PREFIX = "transformer."
 # Transformers 5 leaves the tied projection out of the file; older saves carry a copy.
@@ -52,6 +54,7 @@ TASK_OF_CLASS = {
     "XLMModel": "backbone",
     "XLMWithLMHeadModel": "masked_lm",
     "XLMForTokenClassification": "token_classifier",
+    "XLMForQuestionAnsweringSimple": "question_answering",
 }
 
 # Transformers' XLMConfig defaults, for hub configs that leave keys out.
@@ -202,4 +205,6 @@ def task_from_names(names):
     """Which Transformers class wrote these tensors, when config.json does not say."""
     if any(n.startswith("pred_layer.") for n in names):
         return "masked_lm"
+    if "qa_outputs.weight" in names:
+        return "question_answering"
     return "token_classifier" if "classifier.weight" in names else "backbone"

@@ -39,6 +39,7 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     *_linear("classifier.dense", "classifier_dense"),
     *_linear("classifier.out_proj", "classifier"),
     *_linear("classifier", "classifier"),  # XLMRobertaForTokenClassification
+    *_linear("qa_outputs", "qa_outputs"),
 ]
 PREFIX = "roberta."
 # The decoder is tied to the word embeddings and its bias to lm_head.bias;
@@ -61,6 +62,7 @@ TASK_OF_CLASS = {
     "XLMRobertaForMaskedLM": "masked_lm",
     "XLMRobertaForSequenceClassification": "classifier",
     "XLMRobertaForTokenClassification": "token_classifier",
+    "XLMRobertaForQuestionAnswering": "question_answering",
 }
 
 # Transformers' XLMRobertaConfig defaults, for configs that leave keys out.
@@ -117,6 +119,8 @@ def task_from_names(names):
         return "masked_lm"
     if "classifier.out_proj.weight" in names:
         return "classifier"
+    if "qa_outputs.weight" in names:
+        return "question_answering"
     if "classifier.weight" in names and not any("pooler." in n for n in names):  # (multiple choice: a pooler)
         return "token_classifier"
     return "backbone"

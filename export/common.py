@@ -196,9 +196,13 @@ def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
     padded = {name: tf.pad(value, [[0, pad_rows], [0, pad_columns]], constant_values=pad_values.get(name, 0))
               for name, value in inputs.items()}
     out = compiled(padded)
-    # Every model output with a sequence axis is [B, S, ...] of rank 3 (sequence_output, MLM
-    # logits); rank-2 outputs are per text ([B, H], [B, C]). A [B, S] output would need its name here.
-    return {name: value[:size, :length] if lengths and value.shape.rank == 3 else value[:size]
+    # Outputs with a sequence axis: [B, S, ...] of rank 3 (sequence_output, MLM and token logits) and
+    # [B, S] (QA's start/end logits: the only rank-2 outputs whose second axis is not static); the
+    # others are per text ([B, H], [B, C]).
+    def per_position(value):
+        return value.shape.rank == 3 or (value.shape.rank == 2 and value.shape[1] is None)
+
+    return {name: value[:size, :length] if lengths and per_position(value) else value[:size]
             for name, value in out.items()}
 
 

@@ -289,6 +289,13 @@ def token_logits(backbone, sequence_output, num_classes, dropout):
     return dense(num_classes, "classifier", backbone.initializer_range)(keras.layers.Dropout(dropout)(sequence_output))
 
 
+def span_logits(backbone, sequence_output):
+    """Transformers' *ForQuestionAnswering head: dense ("qa_outputs", 2) at every position, split into
+    {"start_logits": [B, S], "end_logits": [B, S]}."""
+    logits = dense(2, "qa_outputs", backbone.initializer_range)(sequence_output)
+    return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+
+
 def per_position_head(model):
     """The per-position outputs of a task model (rank 3: [B, S, ...]) as a Keras model taking the
     backbone's sequence_output (the same layers and weights), so that a head runs at a few positions

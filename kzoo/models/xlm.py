@@ -37,7 +37,8 @@ import numpy as np
 from keras import ops
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs, token_logits,
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs, span_logits,
+    token_logits,
 )
 
 
@@ -256,3 +257,13 @@ class XLMTokenClassifier(TaskModel):
         logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMQuestionAnswering(TaskModel):
+    """Extractive QA: start_logits and end_logits [B, S] (Transformers' `XLMForQuestionAnsweringSimple`)."""
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        super().__init__(inputs=inputs, outputs=span_logits(backbone, backbone(inputs)["sequence_output"]), **kwargs)
+        self.keep(backbone)

@@ -18,7 +18,7 @@ from keras import ops
 
 from kzoo.models.layers import (
     MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
-    token_logits,
+    span_logits, token_logits,
 )
 
 
@@ -137,3 +137,15 @@ class XLMRobertaTokenClassifier(TaskModel):
         logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMRobertaQuestionAnswering(TaskModel):
+    """Extractive QA: start_logits and end_logits [B, S] from one dense on every position."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        super().__init__(inputs=inputs, outputs=span_logits(backbone, backbone(inputs)["sequence_output"]), **kwargs)
+        self.keep(backbone)

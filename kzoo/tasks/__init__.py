@@ -43,4 +43,6 @@ TASKS = MappingProxyType({t.name: t for t in [
          ("logits",), ("features",), classification.text_signature),
     Task("token_classifier", "token classification: logits [B, S, num_classes]",
          ("logits",), ("features",), classification.text_signature),
+    Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
+         ("start_logits", "end_logits"), ("features",)),
 ]})

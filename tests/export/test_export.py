@@ -595,3 +595,26 @@ def test_token_classifier_exports_label_every_token(tmp_path):
     assert export_tflite(model_dir, tmp_path / "tc.tflite", with_tokenizer=True)["ok"]
     runner = interpreter(tmp_path / "tc.tflite", text=True).get_signature_runner("serve_text")
     check(runner(text=np.array([t.encode() for t in texts], dtype=object)))
+
+
+def test_question_answering_exports_span_logits(tmp_path):
+    """An AlbertForQuestionAnswering: the SavedModel's serving_default gives PyTorch's start and end
+    logits ([B, S] outputs cut back from the length bucket); the .tflite meets its export bounds."""
+    import tensorflow as tf
+    import torch
+    import transformers
+
+    src = make_checkpoint(tmp_path / "ref", "AlbertForQuestionAnswering", TINY_ALBERT)
+    convert(src, tmp_path / "model")
+    batch = reference_inputs(TINY_ALBERT["vocab_size"])
+    reference = transformers.AlbertForQuestionAnswering.from_pretrained(src).eval()
+    with torch.no_grad():
+        want = reference(input_ids=torch.as_tensor(batch["token_ids"], dtype=torch.long),
+                         attention_mask=torch.as_tensor(batch["padding_mask"], dtype=torch.long),
+                         token_type_ids=torch.as_tensor(batch["segment_ids"], dtype=torch.long))
+    assert export_savedmodel(tmp_path / "model", tmp_path / "sm")["ok"]
+    got = tf.saved_model.load(str(tmp_path / "sm" / "1")).signatures["serving_default"](
+        **{k: tf.constant(v) for k, v in batch.items()})
+    for name in ("start_logits", "end_logits"):
+        assert np.abs(got[name].numpy() - getattr(want, name).numpy()).max() <= 1e-4
+    assert export_tflite(tmp_path / "model", tmp_path / "qa.tflite")["ok"]
