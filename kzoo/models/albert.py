@@ -19,8 +19,8 @@ import keras_hub
 
 from kzoo.models.layers import (
     MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
-    span_logits, token_logits,
 )
+from kzoo.models.layers import QuestionAnswering, TokenClassifier  # noqa: F401  (heads every family shares)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -149,28 +149,3 @@ class AlbertClassifier(TaskModel):
                                 "classifier")
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class AlbertTokenClassifier(TaskModel):
-    """Token classification: dropout -> dense on every position, logits [B, S, num_classes]."""
-
-    uses_pooler = False
-
-    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
-        inputs = backbone.input
-        logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class AlbertQuestionAnswering(TaskModel):
-    """Extractive QA: start_logits and end_logits [B, S] from one dense on every position."""
-
-    uses_pooler = False
-
-    def __init__(self, backbone, **kwargs):
-        inputs = backbone.input
-        super().__init__(inputs=inputs, outputs=span_logits(backbone, backbone(inputs)["sequence_output"]), **kwargs)
-        self.keep(backbone)

@@ -284,16 +284,38 @@ class TaskModel(Configured):
         return cls(**config)
 
 
-def token_logits(backbone, sequence_output, num_classes, dropout):
-    """Transformers' *ForTokenClassification head: dropout -> dense ("classifier") at every position."""
-    return dense(num_classes, "classifier", backbone.initializer_range)(keras.layers.Dropout(dropout)(sequence_output))
+# Heads that every family shares: Transformers' per-family classes compute the same function on the
+# sequence output (each family's model file imports them, and kzoo.families names them).
 
 
-def span_logits(backbone, sequence_output):
-    """Transformers' *ForQuestionAnswering head: dense ("qa_outputs", 2) at every position, split into
-    {"start_logits": [B, S], "end_logits": [B, S]}."""
-    logits = dense(2, "qa_outputs", backbone.initializer_range)(sequence_output)
-    return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
+@keras.saving.register_keras_serializable(package="kzoo")
+class TokenClassifier(TaskModel):
+    """Token classification (Transformers' *ForTokenClassification): dropout -> dense ("classifier")
+    at every position, logits [B, S, num_classes]."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
+        inputs = backbone.input
+        x = keras.layers.Dropout(classifier_dropout)(backbone(inputs)["sequence_output"])
+        logits = dense(num_classes, "classifier", backbone.initializer_range)(x)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class QuestionAnswering(TaskModel):
+    """Extractive QA (Transformers' *ForQuestionAnswering, XLMForQuestionAnsweringSimple): dense
+    ("qa_outputs", 2) at every position, {"start_logits": [B, S], "end_logits": [B, S]}."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, **kwargs):
+        inputs = backbone.input
+        logits = dense(2, "qa_outputs", backbone.initializer_range)(backbone(inputs)["sequence_output"])
+        super().__init__(inputs=inputs, outputs={"start_logits": logits[..., 0], "end_logits": logits[..., 1]},
+                         **kwargs)
+        self.keep(backbone)
 
 
 def per_position_head(model):

@@ -37,9 +37,9 @@ import numpy as np
 from keras import ops
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs, span_logits,
-    token_logits,
+    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs,
 )
+from kzoo.models.layers import QuestionAnswering, TokenClassifier  # noqa: F401  (heads every family shares)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")
@@ -245,25 +245,3 @@ class XLMMaskedLM(TaskModel):
         for layer in b.transformer_layers:
             x = layer(x, bias) * keep
         return self.lm_logits(ops.take(x, index, axis=1))
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class XLMTokenClassifier(TaskModel):
-    """Token classification: dropout -> dense on every position, logits [B, S, num_classes]
-    (Transformers' `XLMForTokenClassification`)."""
-
-    def __init__(self, backbone, num_classes=2, classifier_dropout=0.1, **kwargs):
-        inputs = backbone.input
-        logits = token_logits(backbone, backbone(inputs)["sequence_output"], num_classes, classifier_dropout)
-        super().__init__(inputs=inputs, outputs=logits, **kwargs)
-        self.keep(backbone, num_classes=num_classes, classifier_dropout=classifier_dropout)
-
-
-@keras.saving.register_keras_serializable(package="kzoo")
-class XLMQuestionAnswering(TaskModel):
-    """Extractive QA: start_logits and end_logits [B, S] (Transformers' `XLMForQuestionAnsweringSimple`)."""
-
-    def __init__(self, backbone, **kwargs):
-        inputs = backbone.input
-        super().__init__(inputs=inputs, outputs=span_logits(backbone, backbone(inputs)["sequence_output"]), **kwargs)
-        self.keep(backbone)

@@ -3,8 +3,8 @@
 A task is a model dir's "task" and a `--task` choice. Its declaration says what the Keras model
 outputs, which pipelines run it (kzoo.pipelines), and what its export's text signature computes
 (a function here, in TF, shared with the pipelines; kzoo.export reads it). Each family declares
-which tasks it has, with a class per task in its model file (kzoo.families). Adding a head means
-its class in each family file, its weight-table rows, a `Task` here and its pipeline;
+which tasks it has, with a class per task in its model file or shared in kzoo.models.layers
+(kzoo.families). Adding a head means its class, its weight-table rows, a `Task` here and its pipeline;
 docs/architecture.md says how.
 """
 
