@@ -161,7 +161,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         self._unknown_np = (self._id_map_np == vocabulary.special_ids.get("unk_token")) & ~_marker_pieces(
             self._folded_model, self._id_map_np)
         # Words are tokenized one at a time unless an added token holds ASCII whitespace (it could not
-        # match across the cut): then whole strings, as before 2026-11 (exact ties within ~2**8 only).
+        # match across the cut): then whole strings, whose score sums stay exact for ~100 words only.
         self._split_words = not any(_ASCII_SPACE_RUNS.search(t) for t in vocabulary.added)
         with self.name_scope:
             self._sp = tf_text.FastSentencepieceTokenizer(self._folded_model)
