@@ -92,7 +92,7 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
         task = task or detect_task(hf, spec, names)
         backbone = spec.backbone_config(hf)
         notes = []
-        if task == "backbone" and "use_pooler" in family.backbone_class().resolved({}) \
+        if task == "backbone" and family.backbone_class().has_pooler \
                 and not any("pooler" in name for name in names):
             backbone["use_pooler"] = False  # Transformers would initialise it at random; kzoo leaves it out
             notes.append("the checkpoint has no pooler (a head's checkpoint, such as a masked LM's): the backbone "

@@ -68,9 +68,10 @@ word whose near-ties differ by less than ~1e-5, or whose exact ties come after m
 characters the op scores as unknown (unassigned code points); a word whose path sums leave +-256
 (thousands of characters without a space); the op scores an unknown character per byte, Transformers
 per character (only between paths with different unknown characters); added tokens flagged
-`normalized=True` / `single_word=True` are matched on the raw text like the others; a literal `▁` is
-a word boundary for Transformers, here too only if the charsmap maps it to a space (the standard
-nmt_nfkc one does).
+`normalized=True` / `single_word=True` are matched on the raw text like the others; a tokenizer with
+an added token holding ASCII whitespace tokenizes whole strings (it could not match across the cut),
+whose exact ties hold for ~100 words only; a literal `▁` is a word boundary for Transformers, here
+too only if the charsmap maps it to a space (the standard nmt_nfkc one does).
 
 Conversion needs the `tokenizers` library (Transformers' normaliser, evaluated); the runtime tokenizer
 needs neither it nor Transformers / torch.
@@ -453,7 +454,6 @@ def _exact_scores(vocab):
 
 def _fold(hf: _HFTokenizer):
     """Returns (folded SentencePiece ModelProto bytes, id table: folded id -> Transformers id)."""
-    import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     rules = dict(_normalizer_rules(hf.spec.normalizer == "albert", hf.do_lower_case, hf.keep_accents,

@@ -63,9 +63,9 @@ def build_tokenizer(src, family, spec, **options):
     builder, accepted, _ = BUILDERS[family.tokenizer]
     try:
         return builder(src, family, spec, **{k: v for k, v in options.items() if k in accepted})
+    except TokenizerError:
+        raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # a field missing or mistyped
-        if isinstance(e, TokenizerError):
-            raise
         raise TokenizerError(f"{src}: its tokenizer files are incomplete or damaged ({type(e).__name__}: {e})") \
             from None
 

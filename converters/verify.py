@@ -12,6 +12,7 @@ import numpy as np
 from kzoo.converters import family_of
 from kzoo.converters.convert import read_hf_config, resolve_source
 from kzoo.converters.readers import CheckpointError, open_checkpoint
+from kzoo.families import architecture_key
 from kzoo.io import modeldir
 from kzoo.models import load_model, outputs
 from kzoo.tasks import TASKS
@@ -104,13 +105,10 @@ def run_kzoo(model, task, inputs):
 def _check_reference(src, hf, family, spec, config):
     """A one-line error when the reference cannot be the model dir's source: another family, another
     architecture, a head the checkpoint has not, or a checkpoint that does not read."""
-    def key(backbone):
-        return {k: v for k, v in backbone.items() if k not in ("dropout", "attention_dropout", "use_pooler")}
-
     if family.name != config.get("architecture"):
         raise CheckpointError(f"{src}: a {family.name} checkpoint; {config.get('architecture')} is what the model "
                               "dir holds")
-    theirs, ours = key(spec.backbone_config(hf)), key(config["backbone"])
+    theirs, ours = architecture_key(spec.backbone_config(hf)), architecture_key(config["backbone"])
     if theirs != ours:
         name = next(k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
         raise CheckpointError(f"{src}: another architecture than the model dir's ({name}: {theirs.get(name)!r} "

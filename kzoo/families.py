@@ -99,14 +99,16 @@ def get_family(name) -> Family:
     return FAMILIES[name]
 
 
+def architecture_key(backbone) -> dict:
+    """A backbone config without what leaves the architecture as it is (dropout, build options)."""
+    return {k: v for k, v in backbone.items()
+            if k not in ("dropout", "attention_dropout", "use_pooler", "mask_bias", "name")}
+
+
 def find_preset(architecture, backbone):
     """The preset whose architecture equals `backbone` (dropout and build options aside), or None."""
-    def key(cfg):
-        return {k: v for k, v in cfg.items()
-                if k not in ("dropout", "attention_dropout", "use_pooler", "mask_bias", "name")}
-
     family = FAMILIES.get(architecture)
     for name, config in (family.presets.items() if family else ()):
-        if key(config) == key(backbone):
+        if architecture_key(config) == architecture_key(backbone):
             return name
     return None

@@ -20,7 +20,7 @@ def build_model(config, **backbone_overrides):
     backbone_config = {**config["backbone"], **backbone_overrides}
     task_class = None if task == "backbone" else family.task_class(task)
     if task_class is not None and task_class.uses_pooler is not None \
-            and "use_pooler" in family.backbone_class().resolved({}):  # Transformers' add_pooling_layer
+            and family.backbone_class().has_pooler:  # Transformers' add_pooling_layer
         backbone_config["use_pooler"] = task_class.uses_pooler
     try:
         backbone = family.backbone_class()(**backbone_config, name=family.keras_name)

@@ -226,6 +226,8 @@ class Backbone(Configured):
     config), longer than kzoo's usual 60 lines, so that the architecture reads top to bottom; its
     length is the argument list and the layers."""
 
+    has_pooler = True  # takes `use_pooler` (Transformers' add_pooling_layer); XLM has none
+
     @staticmethod
     def arguments(local_variables) -> dict:
         return {k: v for k, v in local_variables.items() if k not in ("self", "kwargs", "__class__")}

@@ -87,6 +87,8 @@ class XLMBackbone(Backbone):
     """XLM encoder. Inputs `token_ids`, `segment_ids`, `padding_mask`, `lang_ids` ([B, S]
     int32). Returns {"sequence_output": [B, S, H]}, zero at padding positions."""
 
+    has_pooler = False
+
     def __init__(
         self,
         vocabulary_size,

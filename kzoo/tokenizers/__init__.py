@@ -53,8 +53,8 @@ def load_tokenizer(path) -> Tokenizer:
     format_name = meta.get("format") or ("kzoo-xlm-bpe" if meta.get("family") == "xlm" else "kzoo-sentencepiece")
     try:
         return tokenizer_class(format_name).load(path, meta)
+    except TokenizerError:
+        raise
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:  # a field missing or mistyped
-        if isinstance(e, TokenizerError):
-            raise
         raise TokenizerError(f"{meta_file}: incomplete or damaged ({type(e).__name__}: {e}); convert the "
                              "checkpoint again") from None
