@@ -24,6 +24,12 @@ def spec_of(family):
     return importlib.import_module(f"kzoo.converters.{family.converter}")
 
 
+def num_labels(hf: dict) -> int:
+    """How many classes a Transformers config's head has: its id2label's (which wins over a num_labels
+    that disagrees, as in Transformers' PretrainedConfig), else num_labels, else 2."""
+    return len(hf.get("id2label") or {}) or hf.get("num_labels") or 2
+
+
 def family_of(hf: dict):
     """(family declaration, converter module) for a Hugging Face config dict (its model_type)."""
     model_type = hf.get("model_type") if isinstance(hf, dict) else None

@@ -1,5 +1,6 @@
 """ALBERT: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
+from kzoo.converters import num_labels
 from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.io.arrays import transpose
 
@@ -75,6 +76,7 @@ TASK_OF_CLASS = {
     "AlbertForSequenceClassification": "classifier",
     "AlbertForTokenClassification": "token_classifier",
     "AlbertForQuestionAnswering": "question_answering",
+    "AlbertForMultipleChoice": "multiple_choice",
 }
 
 # Transformers' AlbertConfig defaults, for hub configs that leave keys out.
@@ -112,15 +114,16 @@ def backbone_config(hf):
 
 def task_config(hf, task):
     hf = {**HF_DEFAULTS, **hf}
-    labels = hf.get("id2label") or {}
-    num_labels = hf.get("num_labels") or len(labels) or 2
+    classes = num_labels(hf)
     if task == "classifier":
-        return {"num_classes": num_labels, "classifier_dropout": hf["classifier_dropout_prob"]}
+        return {"num_classes": classes, "classifier_dropout": hf["classifier_dropout_prob"]}
     if task == "token_classifier":  # (AlbertForTokenClassification: hidden_dropout_prob where that is None)
         dropout = hf["classifier_dropout_prob"]
-        return {"num_classes": num_labels, "classifier_dropout": hf["hidden_dropout_prob"] if dropout is None else dropout}
+        return {"num_classes": classes, "classifier_dropout": hf["hidden_dropout_prob"] if dropout is None else dropout}
+    if task == "multiple_choice":
+        return {"classifier_dropout": hf["classifier_dropout_prob"]}
     if task == "pretraining":
-        return {"num_sop_labels": num_labels, "classifier_dropout": hf["classifier_dropout_prob"]}
+        return {"num_sop_labels": classes, "classifier_dropout": hf["classifier_dropout_prob"]}
     return {}
 
 

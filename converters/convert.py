@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from kzoo.converters import family_of
+from kzoo.converters import family_of, num_labels
 from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.converters.tokenizers import TOKENIZER_FILES, build_tokenizer, check_options
 from kzoo.converters.weights import load_table
@@ -19,8 +19,10 @@ from kzoo.errors import ModelDirError
 from kzoo.families import find_preset
 from kzoo.io import keras_internals, modeldir
 from kzoo.io.atomic import atomic_dir, check_absent, overlaps
-from kzoo.models import build_model
+from kzoo.models import build_model, classes, new_head_paths
+from kzoo.tasks import TASKS
 
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")  # Transformers'
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES)
 
 
@@ -71,10 +73,24 @@ def detect_task(hf, spec, names):
     return spec.task_from_names(names)
 
 
-def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_options=None):
+def _labels(hf):
+    """config.json's id2label as {"0": name, ...} for the model's classes (Transformers' LABEL_i where
+    it names none)."""
+    num = num_labels(hf)
+    given = {str(k): str(v) for k, v in (hf.get("id2label") or {}).items()}
+    return {str(i): given.get(str(i), f"LABEL_{i}") for i in range(num)}
+
+
+def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=None, overwrite=False,
+            progress=None, tokenizer_options=None):
     """Converts `src` into a kzoo model dir at `out`; returns a summary dict.
 
     task: override the head (a task name of kzoo.tasks); by default the checkpoint's own class decides.
+        A head the checkpoint lacks (or, with `labels` / `num_labels`, has with another number of
+        classes) is initialised as Transformers initialises it; the summary lists it ("initialized").
+    labels, num_labels: the classes of a classifier or token classifier (names, or how many).
+    problem_type: a classifier's single_label_classification / multi_label_classification / regression
+        (Transformers' config key; what the pipelines' scores and the training loss follow).
     progress: optional factory `(total) -> advance(n)` for a progress bar.
     tokenizer_options: for the family's tokenizer builder (e.g. XLM's `pretokenize_by_lang=True`).
     """
@@ -87,9 +103,20 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
     hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
     family, spec = family_of(hf)
     check_options(family, tokenizer_options)
+    if problem_type is not None and problem_type not in PROBLEM_TYPES:
+        raise CheckpointError(f"problem_type {problem_type!r}: expected one of {', '.join(PROBLEM_TYPES)}")
     with open_checkpoint(src) as ckpt:
         names = ckpt.names()
+        new_head = task is not None or labels is not None or num_labels is not None
         task = task or detect_task(hf, spec, names)
+        try:
+            named = classes(task, labels, num_labels)
+        except ModelDirError as e:
+            raise CheckpointError(str(e)) from None
+        if named:
+            hf = {**hf, "id2label": named["labels"]}
+        if problem_type is not None and task != "classifier":
+            raise CheckpointError(f"problem_type is for a classifier, not a {task}")
         backbone = spec.backbone_config(hf)
         notes = []
         if task == "backbone" and family.backbone_class().has_pooler \
@@ -103,7 +130,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
             "preset": find_preset(family.name, backbone),
             "backbone": backbone,
             "task_config": spec.task_config(hf, task),
-            "labels": hf.get("id2label") if task in ("classifier", "token_classifier") else None,
+            "labels": _labels(hf) if TASKS[task].labelled else None,
+            "problem_type": (problem_type or hf.get("problem_type")) if task == "classifier" else None,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
         }
         with keras_internals.deferred_variables():
@@ -113,8 +141,8 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
                 raise CheckpointError(f"{src / 'config.json'}: {e}") from None
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
         advance = progress(len(names)) if progress else None
-        report = load_table(model, ckpt, spec.WEIGHTS,
-                            prefix=prefix, tied=spec.TIED, ignored=spec.IGNORED, progress=advance)
+        report = load_table(model, ckpt, spec.WEIGHTS, prefix=prefix, tied=spec.TIED, ignored=spec.IGNORED,
+                            fresh=new_head_paths(model) if new_head else (), progress=advance)
 
     tokenizer = build_tokenizer(src, family, spec, **tokenizer_options)
     with atomic_dir(out, overwrite=overwrite) as tmp:
@@ -130,6 +158,7 @@ def convert(src, out, *, task=None, overwrite=False, progress=None, tokenizer_op
         "checkpoint_format": config["source"]["format"],
         "report": report.summary(),
         "unexpected": report.unexpected,
+        "initialized": report.initialized,
         "tokenizer": tokenizer is not None,
         "notes": notes,
     }

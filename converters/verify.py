@@ -27,6 +27,7 @@ HF_OUTPUTS = {
     "classifier": ("logits",),
     "token_classifier": ("logits",),
     "question_answering": ("start_logits", "end_logits"),
+    "multiple_choice": ("logits",),
 }
 
 
@@ -98,7 +99,8 @@ def run_reference(src, task, spec, inputs):
 def run_kzoo(model, task, inputs):
     result = {k: np.asarray(v) for k, v in outputs(model, inputs).items()}
     if task != "backbone":
-        result["sequence_output"] = np.asarray(model.backbone(inputs)["sequence_output"])
+        rows = {k: v.reshape(-1, v.shape[-1]) for k, v in inputs.items()}  # (choices: every one a row)
+        result["sequence_output"] = np.asarray(model.backbone(rows)["sequence_output"])
     return result
 
 
@@ -141,6 +143,8 @@ def verify(model_dir, reference, *, model=None, batches=None):
         "padding-only row": reference_inputs(vocab, pad_id=pad, seed=2, num_segments=segments,
                                              num_languages=languages, empty_row=True),
     }
+    if TASKS[task].choices:  # the batch's rows as the choices of one example: [1, C, S]
+        batches = {name: {k: v[None] for k, v in inputs.items()} for name, inputs in batches.items()}
     rows = []
     for batch_name, inputs in batches.items():
         ours = run_kzoo(model, task, inputs)

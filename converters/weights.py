@@ -15,7 +15,7 @@ import numpy as np
 
 from kzoo.converters.tensors import CheckpointError
 from kzoo.io import keras_internals
-from kzoo.io.arrays import as_tensor
+from kzoo.io.arrays import as_tensor, transpose
 
 
 @dataclass
@@ -23,11 +23,17 @@ class LoadReport:
     loaded: list[str] = field(default_factory=list)  # checkpoint names applied
     tied: list[str] = field(default_factory=list)  # tied copies present in the file, skipped
     unexpected: list[str] = field(default_factory=list)  # checkpoint names no rule wanted
+    initialized: list[str] = field(default_factory=list)  # Keras variables of a new head, freshly initialised
+    replaced: list[str] = field(default_factory=list)  # checkpoint tensors of a head of another size, not used
 
     def summary(self) -> str:
         text = f"{len(self.loaded)} tensors loaded"
         if self.tied:
             text += f", {len(self.tied)} tied copies rebuilt from the embeddings"
+        if self.initialized:
+            text += f", {len(self.initialized)} new weights initialised: {_short(self.initialized)}"
+        if self.replaced:
+            text += f" (replacing {_short(self.replaced)}, of another size)"
         if self.unexpected:
             text += f", {len(self.unexpected)} unused: {_short(self.unexpected)}"
         return text
@@ -68,7 +74,16 @@ def _fill(variable, checkpoint, name, fn):
     keras_internals.initialize_from(variable, as_tensor(value, variable.dtype))  # (value adopted: one copy)
 
 
-def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), progress=None):
+def _shape_after(checkpoint, name, fn):
+    """The shape of a checkpoint tensor after its transform, without reading it (where the transform is
+    a transpose or none; else it is read)."""
+    if fn is None or fn is transpose:
+        shape = tuple(checkpoint.shape(name))
+        return shape[::-1] if fn is transpose else shape
+    return tuple(fn(checkpoint.get(name)).shape)
+
+
+def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), fresh=(), progress=None):
     """Fills `model`'s variables from `checkpoint` following `table`. A model built under
     `keras_internals.deferred_variables()` gets each variable created from its tensor (one copy).
 
@@ -76,6 +91,9 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
     tied: checkpoint names that duplicate another tensor (tied decoder); skipped.
     ignored: regexes for non-weight entries (buffers such as position_ids).
     progress: optional callable(advance: int) for a progress bar.
+    fresh: Keras variable paths of a new head (kzoo.models.new_head_paths): where the checkpoint has
+        none, or one of another shape, they keep their initializer's values (Transformers' from_pretrained
+        with ignore_mismatched_sizes), listed in the report.
     """
     variables = {v.path: v for v in model.weights}
     if len(variables) != len(model.weights):
@@ -98,14 +116,18 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), prog
         if path not in variables:
             report.unexpected.append(name)
             continue
+        if path in fresh and _shape_after(checkpoint, name, fn) != tuple(variables[path].shape):
+            report.replaced.append(name)
+            continue
         _fill(variables[path], checkpoint, name, fn)
         filled[path] = name
         report.loaded.append(name)
         if progress:
             progress(1)
 
-    keras_internals.clear_uninitialized()
-    missing = sorted(set(variables) - set(filled))
+    report.initialized = sorted(set(fresh) - set(filled))
+    keras_internals.initialize_rest(variables[path] for path in report.initialized)
+    missing = sorted(set(variables) - set(filled) - set(fresh))
     if missing:
         raise CheckpointError(
             f"{len(missing)} weights missing from the checkpoint: {_short(missing)}"

@@ -4,6 +4,7 @@ import logging
 import re
 from pathlib import PurePath
 
+from kzoo.converters import num_labels
 from kzoo.converters.tensors import CheckpointError
 from kzoo.io.arrays import transpose
 
@@ -44,6 +45,10 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
     ("classifier.bias", "classifier/bias", None),
     ("qa_outputs.weight", "qa_outputs/kernel", T),  # XLMForQuestionAnsweringSimple
     ("qa_outputs.bias", "qa_outputs/bias", None),
+    ("sequence_summary.summary.weight", "sequence_summary/kernel", T),  # XLMForSequenceClassification,
+    ("sequence_summary.summary.bias", "sequence_summary/bias", None),  # XLMForMultipleChoice
+    ("logits_proj.weight", "logits_proj/kernel", T),  # XLMForMultipleChoice
+    ("logits_proj.bias", "logits_proj/bias", None),
 ]
 PREFIX = "transformer."
 # Transformers 5 leaves the tied projection out of the file; older saves carry a copy.
@@ -55,6 +60,8 @@ TASK_OF_CLASS = {
     "XLMWithLMHeadModel": "masked_lm",
     "XLMForTokenClassification": "token_classifier",
     "XLMForQuestionAnsweringSimple": "question_answering",
+    "XLMForSequenceClassification": "classifier",
+    "XLMForMultipleChoice": "multiple_choice",
 }
 
 # Transformers' XLMConfig defaults, for hub configs that leave keys out.
@@ -62,8 +69,11 @@ HF_DEFAULTS = dict(
     vocab_size=30145, emb_dim=2048, n_layers=12, n_heads=16, dropout=0.1, attention_dropout=0.1,
     gelu_activation=True, sinusoidal_embeddings=False, causal=False, asm=False, n_langs=1,
     use_lang_emb=True, max_position_embeddings=512, layer_norm_eps=1e-12, init_std=0.02,
-    mask_token_id=0, lang_id=0,
+    mask_token_id=0, lang_id=0, summary_type="first", summary_use_proj=True, summary_activation=None,
+    summary_proj_to_labels=True, summary_first_dropout=0.1,
 )
+SUMMARY_KEYS = ("summary_type", "summary_use_proj", "summary_proj_to_labels", "summary_activation",
+                "summary_first_dropout", "summary_last_dropout")  # XLMSequenceSummary's, kept as they are
 # Special ids: hub files spell them `*_index`, Transformers 5 writes `*_token_id` (same values).
 SPECIAL_IDS = [  # (Transformers 5 key, older key, default, kzoo key)
     ("pad_token_id", "pad_index", 2, "pad_token_id"),
@@ -177,9 +187,14 @@ def task_config(hf, task):
             "config.json: asm=true (an adaptive-softmax LM head) is not supported by kzoo; "
             "convert it with --task backbone to keep the encoder only"
         )
+    num_classes = num_labels(hf)
     if task == "token_classifier":
-        labels = hf.get("id2label") or {}
-        return {"num_classes": hf.get("num_labels") or len(labels) or 2, "classifier_dropout": hf["dropout"]}
+        return {"num_classes": num_classes, "classifier_dropout": hf["dropout"]}
+    if task in ("classifier", "multiple_choice"):
+        if hf["summary_type"] not in ("first", "last", "mean", "cls_index"):
+            raise CheckpointError(f"config.json: summary_type {hf['summary_type']!r} is not supported by kzoo "
+                                  "(first, last, mean, cls_index)")
+        return {"num_classes": num_classes, **{k: hf[k] for k in SUMMARY_KEYS if k in hf}}
     return {}
 
 
@@ -207,4 +222,8 @@ def task_from_names(names):
         return "masked_lm"
     if "qa_outputs.weight" in names:
         return "question_answering"
+    if "logits_proj.weight" in names:
+        return "multiple_choice"
+    if "sequence_summary.summary.weight" in names:
+        return "classifier"
     return "token_classifier" if "classifier.weight" in names else "backbone"

@@ -1,5 +1,6 @@
 """XLM-RoBERTa: Transformers checkpoint names, config keys and tokenizer files -> kzoo."""
 
+from kzoo.converters import num_labels
 from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.converters.tensors import CheckpointError
 from kzoo.io.arrays import transpose
@@ -63,6 +64,7 @@ TASK_OF_CLASS = {
     "XLMRobertaForSequenceClassification": "classifier",
     "XLMRobertaForTokenClassification": "token_classifier",
     "XLMRobertaForQuestionAnswering": "question_answering",
+    "XLMRobertaForMultipleChoice": "multiple_choice",
 }
 
 # Transformers' XLMRobertaConfig defaults, for configs that leave keys out.
@@ -100,11 +102,12 @@ def backbone_config(hf):
 
 def task_config(hf, task):
     hf = {**HF_DEFAULTS, **hf}
+    if task == "multiple_choice":
+        return {"classifier_dropout": hf["hidden_dropout_prob"]}
     if task not in ("classifier", "token_classifier"):
         return {}
-    labels = hf.get("id2label") or {}
     dropout = hf["classifier_dropout"] if hf["classifier_dropout"] is not None else hf["hidden_dropout_prob"]
-    return {"num_classes": hf.get("num_labels") or len(labels) or 2, "classifier_dropout": dropout}
+    return {"num_classes": num_labels(hf), "classifier_dropout": dropout}
 
 
 def hf_config(backbone, **extra):
@@ -121,6 +124,6 @@ def task_from_names(names):
         return "classifier"
     if "qa_outputs.weight" in names:
         return "question_answering"
-    if "classifier.weight" in names and not any("pooler." in n for n in names):  # (multiple choice: a pooler)
-        return "token_classifier"
+    if "classifier.weight" in names:  # multiple choice on the pooled output, else on every token
+        return "multiple_choice" if any("pooler." in n for n in names) else "token_classifier"
     return "backbone"

@@ -50,11 +50,37 @@ def generate(model, prompt, **kwargs):
     return run(model, prompt, **kwargs)
 
 
-def from_preset(name, task="backbone"):
-    """A randomly initialised model of a published architecture, e.g. "albert-base-v2"."""
-    from kzoo.families import PRESETS
-    from kzoo.models import build_model
+def from_preset(preset, task=None, num_classes=None, labels=None):
+    """A model with the head of `task` (kzoo.tasks; for a classifier, `num_classes` or `labels`):
 
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; kzoo has {sorted(PRESETS)}")
-    return build_model({**PRESETS[name], "task": task})
+    - preset a kzoo model dir: its weights; under a new head when `task` or the classes differ from the
+      dir's, the head initialised as Transformers initialises one a checkpoint lacks
+      (`model.kzoo_initialized` lists it);
+    - preset a published architecture's name ("albert-base-v2", kzoo.families.PRESETS): random weights.
+    """
+    from pathlib import Path
+
+    from kzoo.families import PRESETS
+    from kzoo.models import build_model, classes, load_model, with_new_head
+
+    if Path(str(preset)).is_dir():
+        model = load_model(preset)
+        if (task is None or task == model.kzoo_config["task"]) and num_classes is None and labels is None:
+            return model
+        return with_new_head(preset, task or model.kzoo_config["task"], num_classes=num_classes, labels=labels)
+    if preset not in PRESETS:
+        raise ValueError(f"{preset!r} is neither a kzoo model dir nor a preset; kzoo has {sorted(PRESETS)}")
+    task = task or "backbone"
+    config = {**PRESETS[preset], "task": task, "task_config": {}, "labels": None,
+              **classes(task, labels, num_classes)}
+    model = build_model(config)
+    model.kzoo_config = config
+    return model
+
+
+def save(model, out, tokenizer=None, labels=None, overwrite=False):
+    """Writes a kzoo Keras model (loaded, from a preset, after `fit`) as a model dir at `out` that every
+    command accepts; `tokenizer`: a kzoo tokenizer, or the model dir whose tokenizer files to copy."""
+    from kzoo.models import save_model
+
+    return save_model(model, out, tokenizer=tokenizer, labels=labels, overwrite=overwrite)

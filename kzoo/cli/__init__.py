@@ -56,9 +56,23 @@ def _convert(command):
     p.add_argument("--task", choices=list(TASKS), metavar="TASK",
                    help="head to build (default: the checkpoint's own class): "
                         + "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values()))
+    p.add_argument("--labels", type=_label_list, metavar="A,B,...",
+                   help="a classifier's or token classifier's class names, comma-separated (e.g. O,B-PER,I-PER): "
+                        "a new head on a pretrained checkpoint, initialised as Transformers does")
+    p.add_argument("--num-labels", type=int, metavar="N", help="as --labels, with names LABEL_0..LABEL_N-1")
+    p.add_argument("--problem-type", choices=["single_label_classification", "multi_label_classification",
+                                              "regression"],
+                   help="a classifier's problem (default: the checkpoint's): what the scores and the loss are")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     p.add_argument("--pretokenize-by-lang", action="store_true",
                    help="XLM: apply the language's own Moses rules / segmenter (Transformers 5 does not)")
+
+
+def _label_list(text):
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty label name")
+    return names
 
 
 def _pipelines(command):

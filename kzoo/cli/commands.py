@@ -12,7 +12,8 @@ def cmd_convert(args):
 
     with progress_bar("converting", enabled=not args.json) as progress:
         options = {"pretokenize_by_lang": True} if args.pretokenize_by_lang else None
-        summary = convert(args.src, args.out, task=args.task, overwrite=args.overwrite, progress=progress,
+        summary = convert(args.src, args.out, task=args.task, labels=args.labels, num_labels=args.num_labels,
+                          problem_type=args.problem_type, overwrite=args.overwrite, progress=progress,
                           tokenizer_options=options)
     if args.json:
         return print_json(summary)

@@ -57,10 +57,12 @@ def int_inputs(*names) -> dict:
 
 
 def dense(units, name, initializer_range=0.02, activation=None):
+    """A Dense initialised as Transformers' `_init_weights` initialises nn.Linear: kernel ~ N(0, range),
+    bias 0 (what a new head on a pretrained checkpoint starts from)."""
     return keras.layers.Dense(
         units,
         activation=activation,
-        kernel_initializer=keras.initializers.TruncatedNormal(stddev=initializer_range),
+        kernel_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
         name=name,
     )
 
@@ -318,6 +320,50 @@ class QuestionAnswering(TaskModel):
         super().__init__(inputs=inputs, outputs={"start_logits": logits[..., 0], "end_logits": logits[..., 1]},
                          **kwargs)
         self.keep(backbone)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Choices(keras.layers.Layer):
+    """[B, C, S] -> [B * C, S] (`flatten`), or per-row scores [B * C, 1] -> [B, C] shaped like the
+    choices (`unflatten`): a layer, as the functional model's shapes are unknown until called."""
+
+    def __init__(self, flatten=True, **kwargs):
+        super().__init__(**kwargs)
+        self.flatten = flatten
+
+    def call(self, x, like=None):
+        if self.flatten:
+            return ops.reshape(x, (-1, ops.shape(x)[-1]))
+        return ops.reshape(x, (ops.shape(like)[0], ops.shape(like)[1]))
+
+    def compute_output_shape(self, x_shape, like_shape=None):
+        return (None, x_shape[-1]) if self.flatten else (like_shape[0], like_shape[1])
+
+    def get_config(self):
+        return {**super().get_config(), "flatten": self.flatten}
+
+
+def choice_inputs(backbone) -> dict:
+    """The backbone's inputs with a choices axis: int32 [batch, choices, length] each."""
+    return {name: keras.Input((None, None), dtype="int32", name=name) for name in backbone.input}
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class MultipleChoice(TaskModel):
+    """Multiple choice (Transformers' AlbertForMultipleChoice, XLMRobertaForMultipleChoice): inputs
+    [B, C, S], each choice a row of the backbone; dropout -> dense ("classifier", 1) on its pooled
+    output; logits [B, C]."""
+
+    uses_pooler = True
+
+    def __init__(self, backbone, classifier_dropout=0.1, **kwargs):
+        inputs = choice_inputs(backbone)
+        rows = {name: Choices(name=f"{name}_rows")(x) for name, x in inputs.items()}
+        pooled = keras.layers.Dropout(classifier_dropout)(backbone(rows)["pooled_output"])
+        scores = dense(1, "classifier", backbone.initializer_range)(pooled)
+        logits = Choices(flatten=False, name="choice_logits")(scores, like=inputs["token_ids"])
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, classifier_dropout=classifier_dropout)
 
 
 def per_position_head(model):

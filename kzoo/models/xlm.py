@@ -5,7 +5,7 @@ Reads top to bottom like Transformers' `modeling_xlm.py`:
   `num_languages > 1 and use_lang_emb`) + token type, where token types are looked up in the
   *token* table (XLM has no segment table) -> LayerNorm -> dropout -> zero the padding
   -> `num_layers` post-LN transformer layers, the padding zeroed again after each one.
-No pooler. Head: the LM head, a decoder tied to the token embedding plus its own bias; one
+No pooler. Heads: the LM head, a decoder tied to the token embedding plus its own bias; one
 model serves MLM (fill-mask) and causal generation.
 
 Inputs, all int32 [B, S]: `token_ids`, `padding_mask`, `segment_ids`, `lang_ids` (the
@@ -37,7 +37,8 @@ import numpy as np
 from keras import ops
 
 from kzoo.models.layers import (
-    MASK_BIAS, Backbone, Bias, TaskModel, TransformerLayer, attention_bias, int_inputs,
+    MASK_BIAS, Backbone, Bias, Choices, TaskModel, TransformerLayer, attention_bias, choice_inputs, dense,
+    get_activation, int_inputs,
 )
 from kzoo.models.layers import QuestionAnswering, TokenClassifier  # noqa: F401  (heads every family shares)
 
@@ -247,3 +248,57 @@ class XLMMaskedLM(TaskModel):
         for layer in b.transformer_layers:
             x = layer(x, bias) * keep
         return self.lm_logits(ops.take(x, index, axis=1))
+
+
+SUMMARY_DEFAULTS = dict(summary_type="first", summary_use_proj=True, summary_proj_to_labels=True,
+                        summary_activation=None, summary_first_dropout=0.1, summary_last_dropout=0.0)
+
+
+def _sequence_summary(backbone, x, num_classes, summary_type="first", summary_use_proj=True,
+                      summary_proj_to_labels=True, summary_activation=None, summary_first_dropout=0.1,
+                      summary_last_dropout=0.0):
+    """Transformers' XLMSequenceSummary on sequence_output [B, S, H] -> [B, num_classes or H]."""
+    if summary_type == "first":
+        x = x[:, 0, :]
+    elif summary_type in ("last", "cls_index"):  # (cls_index without indices: the last position)
+        x = x[:, -1, :]
+    elif summary_type == "mean":  # over every position, padding (zeroed) included, as Transformers
+        x = ops.mean(x, axis=1)
+    else:
+        raise ValueError(f"summary_type {summary_type!r} is not supported (first, last, mean, cls_index)")
+    x = keras.layers.Dropout(summary_first_dropout)(x)
+    if summary_use_proj:
+        units = num_classes if summary_proj_to_labels and num_classes > 0 else backbone.hidden_dim
+        x = dense(units, "sequence_summary", backbone.initializer_range)(x)
+    if summary_activation:
+        x = get_activation(summary_activation)(x)
+    return keras.layers.Dropout(summary_last_dropout)(x)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMClassifier(TaskModel):
+    """Sequence classification (Transformers' XLMForSequenceClassification): the sequence summary,
+    logits [B, num_classes]."""
+
+    def __init__(self, backbone, num_classes=2, **kwargs):
+        summary = {k: kwargs.pop(k, v) for k, v in SUMMARY_DEFAULTS.items()}
+        inputs = backbone.input
+        logits = _sequence_summary(backbone, backbone(inputs)["sequence_output"], num_classes, **summary)
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, **summary)
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class XLMMultipleChoice(TaskModel):
+    """Multiple choice (Transformers' XLMForMultipleChoice): inputs [B, C, S], each choice a row; the
+    sequence summary -> dense ("logits_proj", 1); logits [B, C]."""
+
+    def __init__(self, backbone, num_classes=2, **kwargs):
+        summary = {k: kwargs.pop(k, v) for k, v in SUMMARY_DEFAULTS.items()}
+        inputs = choice_inputs(backbone)
+        rows = {name: Choices(name=f"{name}_rows")(x) for name, x in inputs.items()}
+        x = _sequence_summary(backbone, backbone(rows)["sequence_output"], num_classes, **summary)
+        scores = dense(1, "logits_proj", backbone.initializer_range)(x)
+        logits = Choices(flatten=False, name="choice_logits")(scores, like=inputs["token_ids"])
+        super().__init__(inputs=inputs, outputs=logits, **kwargs)
+        self.keep(backbone, num_classes=num_classes, **summary)

@@ -61,14 +61,25 @@ class Pipeline:
     the pipeline's name (kzoo.pipelines.PIPELINES), which the model's task must list (kzoo.tasks)."""
 
     name = "?"
+    OPTIONS = ()  # the keyword options of a call that takes `**options`; given at construction: defaults
 
-    def __init__(self, model, tokenizer=None):
+    def __init__(self, model, tokenizer=None, **defaults):
+        self.defaults = self._options(defaults, {})
         self.runner = as_runner(model)
         task = self.runner.task
         if task in TASKS and self.name not in TASKS[task].pipelines:
             runs = [t.name for t in TASKS.values() if self.name in t.pipelines]
             raise PipelineError(f"{self.name} runs {', '.join(runs)} models; this one is a {task!r} model")
         self.tokenizer = as_tokenizer(tokenizer, self.runner)
+
+    def _options(self, given, defaults=None):
+        """The call's options over the constructor's (Transformers' pipelines take either); an unknown
+        name is a one-line error."""
+        unknown = sorted(set(given) - set(self.OPTIONS))
+        if unknown:
+            takes = f"it takes {', '.join(self.OPTIONS)}" if self.OPTIONS else "it takes none at construction"
+            raise PipelineError(f"{self.name}: unknown option(s) {', '.join(unknown)}; {takes}")
+        return {**(self.defaults if defaults is None else defaults), **given}
 
     @property
     def architecture(self):
@@ -107,13 +118,21 @@ class Pipeline:
                                 "cut, on the command line --truncation")
         return out
 
-    def _batch(self, texts, lang=None, truncation=False):
+    def _batch(self, texts, lang=None, truncation=False, pairs=None, offsets=False, special_tokens_mask=False):
         """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no
         language ids, as Transformers' pipelines call XLM (they never pass `langs`). truncation: texts
         longer than the model takes are cut to its longest input (Transformers' pipelines: the
-        tokenizer's truncation); else they are a one-line error naming both lengths."""
+        tokenizer's truncation); else they are a one-line error naming both lengths. pairs: a text pair
+        for each text; offsets, special_tokens_mask: the tokenizer's offset_mapping, special_tokens_mask
+        too (not model inputs: kzoo.runtime leaves them out)."""
         longest = self.runner.limits()[1]
         cut = {"max_length": longest, "truncation": True} if truncation and longest else {}
+        if pairs is not None:
+            cut["pairs"] = pairs
+        if offsets:
+            cut["return_offsets_mapping"] = True
+        if special_tokens_mask:
+            cut["return_special_tokens_mask"] = True
         batch = self.tokenizer(texts, **cut) if lang is None else self._with_lang(texts, lang, cut)
         lengths = batch["padding_mask"].sum(axis=1)
         if longest and not truncation and lengths.size and lengths.max() > longest:

@@ -28,6 +28,8 @@ class Task:
     text_signature: Callable | None = None
     text_options: MappingProxyType = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     # (the text signature's options and their defaults)
+    choices: bool = False  # inputs [B, C, S]: C choices per example, each one a row of the backbone
+    labelled: bool = False  # its classes have names (config.json's id2label)
 
 
 TASKS = MappingProxyType({t.name: t for t in [
@@ -40,9 +42,11 @@ TASKS = MappingProxyType({t.name: t for t in [
          ("mlm_logits", "sop_logits"), ("fill-mask", "features"), fill_mask.text_signature,
          MappingProxyType(fill_mask.OPTIONS)),
     Task("classifier", "sequence classification: logits [B, num_classes]",
-         ("logits",), ("features",), classification.text_signature),
+         ("logits",), ("text-classification", "features"), classification.text_signature, labelled=True),
     Task("token_classifier", "token classification: logits [B, S, num_classes]",
-         ("logits",), ("features",), classification.text_signature),
+         ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True),
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
          ("start_logits", "end_logits"), ("features",)),
+    Task("multiple_choice", "multiple choice: inputs [B, C, S] (C choices), logits [B, C]",
+         ("logits",), (), choices=True),
 ]})

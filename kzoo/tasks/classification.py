@@ -10,8 +10,8 @@ def label_names(config, num_classes):
 
 
 def text_signature(model, config, tokenizer):
-    """`(numeric, strings)` (see kzoo.tasks.fill_mask): scores [B, C] (softmax), label_ids [B]
-    int32, then labels [B] (the config's label names); per token for a token classifier ([B, S, C],
+    """`(numeric, strings)` (see kzoo.tasks.fill_mask): logits [B, C], scores [B, C] (softmax), label_ids
+    [B] int32, then labels [B] (the config's label names); per token for a token classifier ([B, S, C],
     [B, S]: padding positions too, `padding_mask` says which are tokens)."""
     import tensorflow as tf
 
@@ -22,7 +22,7 @@ def text_signature(model, config, tokenizer):
     def numeric(batch):
         logits = outputs(model, batch)["logits"]
         return {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"],
-                "scores": tf.nn.softmax(logits), "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+                "logits": logits, "scores": tf.nn.softmax(logits), "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
     def strings(out):
         out["labels"] = tf.gather(tf.constant(names), out["label_ids"])

@@ -110,6 +110,12 @@ class Tokenizer:
     def _join(self, tokens) -> str:
         raise NotImplementedError
 
+    @property
+    def is_fast(self) -> bool:
+        """Whether it gives character offsets, as Transformers' fast tokenizers do (its Python ones, XLM's,
+        do not; pipelines then work as Transformers' do with a slow tokenizer)."""
+        return type(self)._offsets is not Tokenizer._offsets
+
     # ---- special tokens ------------------------------------------------------------------------
 
     def _special_id(self, attr):
@@ -226,12 +232,14 @@ class Tokenizer:
         return None, None
 
     def __call__(self, texts, pairs=None, max_length=None, truncation=None, padding=None, lang=None,
-                 return_offsets_mapping=False) -> dict:
+                 return_offsets_mapping=False, return_special_tokens_mask=False) -> dict:
         """Batch encoding like Transformers' `tokenizer(texts, pairs, ...)`, as numpy int32 arrays:
         token_ids, padding_mask (1 = token, 0 = padding) and segment_ids, padded with the pad id to
         the longest row (padding None or "longest") or to max_length (padding="max_length"); with
         `return_offsets_mapping`, offset_mapping [B, S, 2]: each token's (start, end) character span
-        in its text (a pair's tokens: in the pair), (0, 0) for special tokens and padding.
+        in its text (a pair's tokens: in the pair), (0, 0) for special tokens and padding; with
+        `return_special_tokens_mask`, special_tokens_mask [B, S]: 1 for the template's special tokens and
+        special tokens written in the text (not an unknown piece), 0 for other tokens and padding.
         truncation: as in `encode`, but, as in Transformers, None cuts to max_length only when padding
         is not asked for (padding None: the arrays still pad to the longest row, as they must)."""
         texts, pairs = self._check_texts(texts, pairs)
@@ -256,6 +264,9 @@ class Tokenizer:
                  "segment_ids": np.zeros((len(rows), width), np.int32)}
         if return_offsets_mapping:
             batch["offset_mapping"] = np.zeros((len(rows), width, 2), np.int32)
+        if return_special_tokens_mask:
+            batch["special_tokens_mask"] = np.zeros((len(rows), width), np.int32)
+            specials = np.asarray(sorted(set(self.all_special_ids) - {self.unk_token_id}))
         for r, row in enumerate(rows):
             span = slice(width - len(row.ids), width) if self.padding_side == "left" else slice(0, len(row.ids))
             batch["token_ids"][r, span] = row.ids
@@ -263,6 +274,8 @@ class Tokenizer:
             batch["segment_ids"][r, span] = row.segments
             if return_offsets_mapping:
                 batch["offset_mapping"][r, span] = np.asarray(row.spans, np.int32).reshape(-1, 2)
+            if return_special_tokens_mask:
+                batch["special_tokens_mask"][r, span] = np.isin(row.ids, specials)
         return self._finish_batch(batch, rows, lang)
 
     def _finish_batch(self, batch, rows, lang):
@@ -270,6 +283,10 @@ class Tokenizer:
         return batch
 
     # ---- text --------------------------------------------------------------------------------------
+
+    def convert_tokens_to_string(self, tokens) -> str:
+        """== Transformers' `convert_tokens_to_string` (its decoder on token strings)."""
+        return self._join(list(tokens))
 
     def decode(self, ids, skip_special_tokens=False):
         """== Transformers' `tokenizer.decode`; a batch ([[ids], ...] or 2-D) gives a list."""

@@ -331,7 +331,7 @@ class XLMTokenizer(Tokenizer):
                               truncation=truncation, lang=lang)
 
     def __call__(self, texts, pairs=None, lang=None, max_length=None, truncation=None, padding=None,
-                 return_offsets_mapping=False) -> dict:
+                 return_offsets_mapping=False, return_special_tokens_mask=False) -> dict:
         """Batch encoding like `tokenizer(texts, pairs, padding=..., truncation=..., max_length=...)`.
 
         numpy int32 [batch, length]: token_ids, padding_mask (1 token / 0 padding), segment_ids,
@@ -345,7 +345,8 @@ class XLMTokenizer(Tokenizer):
         original XLM nor Transformers' tokenizer (model_input_names) feeds them.
         """
         return super().__call__(texts, pairs, max_length=max_length, truncation=truncation, padding=padding,
-                                lang=lang, return_offsets_mapping=return_offsets_mapping)
+                                lang=lang, return_offsets_mapping=return_offsets_mapping,
+                                return_special_tokens_mask=return_special_tokens_mask)
 
     def _finish_batch(self, batch, rows, lang):
         batch["segment_ids"][:] = -1

@@ -1,0 +1,238 @@
+"""text-classification and token-classification, as Transformers' pipelines of those names compute them
+(transformers/pipelines/text_classification.py, token_classification.py): the same arguments, labels,
+words, character offsets and output formats, so that code written against them reads kzoo's results."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from kzoo.pipelines.base import Pipeline, PipelineError
+from kzoo.tasks.classification import label_names
+
+
+def softmax(x):
+    shifted = np.exp(x - np.max(x, axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+FUNCTIONS = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}
+
+
+class TextClassification(Pipeline):
+    """`TextClassification(model)(inputs, top_k=..., function_to_apply=...)`, Transformers'
+    `pipeline("text-classification")`: inputs a str, a {"text", "text_pair"} dict, or a list of them.
+
+    Without top_k (Transformers' legacy format): the best {label, score} per input, a str's wrapped in a
+    list; with top_k (an int, or None for every label): per input, that many {label, score} by score.
+    function_to_apply: "softmax" / "sigmoid" / "none"; by default, as Transformers: none for a
+    regression model (problem_type), sigmoid for multi-label or a single label, else softmax.
+    truncation: cut inputs longer than the model takes (default: an error); lang: XLM's language.
+    """
+
+    name = "text-classification"
+    OPTIONS = ("top_k", "function_to_apply", "truncation", "lang")
+
+    def __call__(self, inputs, **options):
+        legacy_call = "top_k" not in options
+        options = self._options(options)
+        top_k = options.get("top_k", 1)
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+            raise PipelineError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+        function = self._function(options.get("function_to_apply"))
+        single, texts, pairs = _text_inputs(inputs)
+        logits = [None] * len(texts)
+        for paired in (False, True):  # single texts and pairs: a batch each
+            rows = [r for r, pair in enumerate(pairs) if (pair is not None) == paired]
+            if rows:
+                chunk = self._logits([texts[r] for r in rows], [pairs[r] for r in rows] if paired else None,
+                                     options.get("lang"), options.get("truncation", False))
+                for r, row_logits in zip(rows, chunk):
+                    logits[r] = row_logits
+        scores = function(np.stack(logits).astype(np.float32))
+        names = label_names(self.runner.config, scores.shape[-1])
+        results = []
+        for row in scores:
+            if "top_k" not in options:  # Transformers' legacy format: the best label
+                best = int(row.argmax())
+                results.append({"label": names[best], "score": float(row[best])})
+                continue
+            order = sorted(range(len(row)), key=lambda i: row[i], reverse=True)
+            results.append([{"label": names[i], "score": float(row[i])} for i in order[:top_k]])
+        if single:
+            return [results[0]] if isinstance(inputs, str) and legacy_call else results[0]
+        return results
+
+    def _function(self, name):
+        if name is None or str(name).lower() == "default":  # Transformers' choice from the config
+            problem = self.runner.config.get("problem_type")
+            classes = (self.runner.config.get("task_config") or {}).get("num_classes", 2)
+            name = ("none" if problem == "regression" else
+                    "sigmoid" if problem == "multi_label_classification" or classes == 1 else "softmax")
+        function = FUNCTIONS.get(str(name).lower())
+        if function is None:
+            raise PipelineError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {name!r}")
+        return function
+
+    def _logits(self, texts, pairs, lang, truncation):
+        if self.text_only:
+            if pairs is not None:
+                raise PipelineError(f"{self.runner.path} takes single texts only (its text signature): run text "
+                                    "pairs on the model dir, its SavedModel or an ids-in .tflite")
+            return np.asarray(self._run_text(texts, lang, truncation, needs="logits")["logits"])
+        return np.asarray(self.runner(self._batch(texts, lang, truncation, pairs=pairs))["logits"])
+
+
+def _text_inputs(inputs):
+    """(single, texts, pairs: a pair or None per text) for a str, a {"text", "text_pair"} dict or a list of them."""
+    single = isinstance(inputs, (str, dict))
+    items = [inputs] if single else inputs
+    if not isinstance(items, (list, tuple)) or not items:
+        raise PipelineError("expected a str, a {'text': ..., 'text_pair': ...} dict, or a non-empty list of them, "
+                            f"got {'an empty list' if isinstance(items, (list, tuple)) else type(inputs).__name__}")
+    texts, pairs = [], []
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and set(item) <= {"text", "text_pair"} and isinstance(item.get("text"), str) \
+                and isinstance(item.get("text_pair", ""), str):
+            texts.append(item["text"])
+            pairs.append(item.get("text_pair"))
+        elif isinstance(item, str):
+            texts.append(item)
+            pairs.append(None)
+        else:
+            raise PipelineError(f"input {i + 1}: expected a str or a {{'text': str, 'text_pair': str}} dict (text "
+                                f"pairs), got {type(item).__name__}" + (f" with keys {sorted(item)}"
+                                                                        if isinstance(item, dict) else ""))
+    return single, texts, pairs
+
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+
+
+class TokenClassification(Pipeline):
+    """`TokenClassification(model)(texts, aggregation_strategy=..., ignore_labels=...)`, Transformers'
+    `pipeline("token-classification")` ("ner"): per text, a list of entities.
+
+    aggregation_strategy "none": per token {entity, score, index, word, start, end}; "simple": adjacent
+    tokens of one entity grouped as {entity_group, score, word, start, end}; "first" / "average" / "max":
+    a word's tokens first agree on one label (its first token's, the average scores' best, the most
+    confident token's), then grouped. start / end: character offsets into the text (None where the
+    tokenizer gives none: XLM's, a Python tokenizer in Transformers, which then takes none / simple
+    only). ignore_labels: labels left out (default ["O"]). Texts are cut to the longest input the model
+    takes, as Transformers' pipeline cuts them to the tokenizer's model_max_length.
+    """
+
+    name = "token-classification"
+    OPTIONS = ("aggregation_strategy", "ignore_labels", "lang")
+
+    def __call__(self, inputs, **options):
+        options = self._options(options)
+        strategy = str(options.get("aggregation_strategy") or "none").lower()
+        if strategy not in STRATEGIES:
+            raise PipelineError(f"aggregation_strategy must be one of {', '.join(STRATEGIES)}, not "
+                                f"{options['aggregation_strategy']!r}")
+        if strategy in ("first", "average", "max") and not self.tokenizer.is_fast:
+            raise PipelineError('Slow tokenizers cannot handle subwords. Please set the `aggregation_strategy` '
+                                'option to `"simple"` (this tokenizer gives no character offsets, as '
+                                "Transformers' Python tokenizer for this model)")
+        ignore = options.get("ignore_labels")
+        ignore = ["O"] if ignore is None else list(ignore)
+        single, texts = self._texts(inputs)
+        if self.text_only:
+            raise PipelineError(f"{self.runner.path}: token-classification needs the model's ids and character "
+                                "offsets; run it on the model dir, its SavedModel or an ids-in .tflite")
+        batch = self._batch(texts, options.get("lang"), truncation=True, offsets=self.tokenizer.is_fast,
+                            special_tokens_mask=True)
+        inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)
+        logits = np.asarray(self.runner(inputs)["logits"], np.float32)
+        names = label_names(self.runner.config, logits.shape[-1])
+        results = []
+        for row, text in enumerate(texts):
+            tokens = np.flatnonzero(batch["padding_mask"][row])
+            entities = self._pre_entities(text, batch, row, tokens, softmax(logits[row, tokens]), strategy)
+            entities = _aggregate(entities, strategy, names, self.tokenizer.convert_tokens_to_string)
+            results.append([e for e in entities
+                            if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
+        return results[0] if single else results
+
+    def _pre_entities(self, text, batch, row, tokens, scores, strategy):
+        """Transformers' gather_pre_entities: each non-special token's word, scores, span, whether it
+        continues a word (no word-aware tokenizer here: its fallback, "no space before it")."""
+        entities = []
+        for position, token_scores in zip(tokens, scores):
+            if batch["special_tokens_mask"][row, position]:
+                continue
+            token_id = int(batch["token_ids"][row, position])
+            word = self.tokenizer.convert_ids_to_tokens([token_id])[0]
+            start = end = None
+            is_subword = False
+            if "offset_mapping" in batch:
+                start, end = (int(v) for v in batch["offset_mapping"][row, position])
+                if strategy in ("first", "average", "max"):
+                    warnings.warn("Tokenizer does not support real words, using fallback heuristic", UserWarning)
+                is_subword = start > 0 and " " not in text[start - 1:start + 1]
+                if token_id == self.tokenizer.unk_token_id:
+                    word, is_subword = text[start:end], False
+            entities.append({"word": word, "scores": token_scores, "start": start, "end": end,
+                             "index": int(position - tokens[0]), "is_subword": is_subword})
+        return entities
+
+
+def _aggregate(pre_entities, strategy, names, join):
+    """Transformers' aggregate: per token (none), or words (first / average / max) and then grouped."""
+    if strategy in ("none", "simple"):
+        entities = [{"entity": names[int(e["scores"].argmax())], "score": float(e["scores"].max()),
+                     "index": e["index"], "word": e["word"], "start": e["start"], "end": e["end"]}
+                    for e in pre_entities]
+    else:
+        entities = [_word_entity(group, strategy, names, join) for group in _words(pre_entities)]
+    return entities if strategy == "none" else _group_entities(entities, join)
+
+
+def _words(pre_entities):
+    groups = []
+    for e in pre_entities:
+        if groups and e["is_subword"]:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return groups
+
+
+def _word_entity(tokens, strategy, names, join):
+    if strategy == "first":
+        scores = tokens[0]["scores"]
+    elif strategy == "max":
+        scores = max(tokens, key=lambda e: e["scores"].max())["scores"]
+    else:  # average
+        scores = np.nanmean(np.stack([e["scores"] for e in tokens]), axis=0)
+    best = int(scores.argmax())
+    return {"entity": names[best], "score": float(scores[best]), "word": join([e["word"] for e in tokens]),
+            "start": tokens[0]["start"], "end": tokens[-1]["end"]}
+
+
+def _tag(entity):
+    """("B" or "I", the tag): B-X / I-X, anything else a continuation ("I") of itself."""
+    if entity.startswith(("B-", "I-")):
+        return entity[0], entity[2:]
+    return "I", entity
+
+
+def _group_entities(entities, join):
+    """Adjacent entities of one tag (a B- starts a new one) as {entity_group, score (mean), word, start, end}."""
+    groups = []
+    for e in entities:
+        bi, tag = _tag(e["entity"])
+        if groups and tag == _tag(groups[-1][-1]["entity"])[1] and bi != "B":
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return [{"entity_group": group[0]["entity"].split("-", 1)[-1],
+             "score": float(np.nanmean([e["score"] for e in group])),
+             "word": join([e["word"] for e in group]), "start": group[0]["start"], "end": group[-1]["end"]}
+            for group in groups]
