@@ -40,6 +40,7 @@ def build_parser():
 
     _convert(command)
     _pipelines(command)
+    _classification(command)
     _generate(command)
     _export(sub)
     p = command("verify", commands.cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
@@ -69,7 +70,7 @@ def _convert(command):
 
 
 def _label_list(text):
-    names = [name.strip() for name in text.split(",")]
+    names = [name.strip() for name in text.split(",")] if text else []
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r}: an empty label name")
     return names
@@ -87,6 +88,47 @@ def _pipelines(command):
     p = command("embed", commands.cmd_embed, "sequence and pooled features of texts")
     p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+    p.add_argument("--truncation", action="store_true", help="cut texts longer than the model takes (default: "
+                   "such a text is an error, as in Transformers' pipeline)")
+
+
+def _classification(command):
+    p = command("classify", commands.cmd_classify, "classify texts (or text pairs) with a sequence classifier: "
+                "Transformers' text-classification pipeline")
+    p.add_argument("model", help="kzoo model dir (a classifier), or its SavedModel / .tflite export")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--text-pair", nargs="+", metavar="PAIR", help="a second text for each text (NLI, paraphrase)")
+    p.add_argument("--top-k", type=_top_k, default=argparse.SUPPRESS, metavar="K",
+                   help="labels per text, best first (default: the best one; 'all' for every label)")
+    p.add_argument("--function-to-apply", choices=["softmax", "sigmoid", "none"],
+                   help="scores from the logits (default: the model's problem_type, as Transformers)")
+    _text_options(p)
+
+    p = command("token-classify", commands.cmd_token_classify, "label the words of texts (NER) with a token "
+                "classifier: Transformers' token-classification pipeline")
+    p.add_argument("model", help="kzoo model dir (a token classifier), or its SavedModel / ids-in .tflite export")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--aggregation-strategy", choices=["none", "simple", "first", "average", "max"], default="none",
+                   help="per token (none, the default), or grouped into entities (see Transformers' pipeline)")
+    p.add_argument("--ignore-labels", type=_label_list, default=None, metavar="A,B",
+                   help="labels to leave out (default: O); '' keeps every label")
+    p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+
+
+def _top_k(text):
+    if text == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1, or 'all'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number >= 1, or 'all'")
+    return value
+
+
+def _text_options(p):
     p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
     p.add_argument("--truncation", action="store_true", help="cut texts longer than the model takes (default: "
                    "such a text is an error, as in Transformers' pipeline)")

@@ -55,6 +55,36 @@ def cmd_embed(args):
         print(line)
 
 
+def cmd_classify(args):
+    from kzoo.pipelines import PipelineError, TextClassification
+
+    if args.text_pair is not None and len(args.text_pair) != len(args.text):
+        raise PipelineError(f"{len(args.text)} texts but {len(args.text_pair)} --text-pair texts (one each)")
+    inputs = [{"text": t, "text_pair": p} for t, p in zip(args.text, args.text_pair)] if args.text_pair else args.text
+    options = {"top_k": args.top_k} if hasattr(args, "top_k") else {}  # (absent: the best label only)
+    results = TextClassification(args.model)(inputs, function_to_apply=args.function_to_apply, lang=args.lang,
+                                             truncation=args.truncation, **options)
+    if args.json:
+        return print_json(results)
+    for text, result in zip(args.text, results):
+        rows = result if isinstance(result, list) else [result]
+        print(f"{text!r}: " + ", ".join(f"{r['label']} {r['score']:.4f}" for r in rows))
+
+
+def cmd_token_classify(args):
+    from kzoo.pipelines import TokenClassification
+
+    results = TokenClassification(args.model)(args.text, aggregation_strategy=args.aggregation_strategy,
+                                              ignore_labels=args.ignore_labels, lang=args.lang)
+    if args.json:
+        return print_json(results)
+    for text, entities in zip(args.text, results):
+        print(f"{text!r}:")
+        for e in entities:
+            where = f"{e['start']}-{e['end']}" if e["start"] is not None else "-"
+            print(f"  {e.get('entity_group', e.get('entity')):<10} {e['score']:.4f}  {where:<9} {e['word']!r}")
+
+
 def cmd_generate(args):
     from kzoo.pipelines.generation import GenerationError, Generator
 

@@ -1,0 +1,206 @@
+"""text-classification and token-classification on converted task checkpoints, against Transformers'
+pipelines of those names on the PyTorch reference: the same labels, words, offsets and formats, scores
+within 1e-4."""
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import transformers
+
+import kzoo
+from kzoo.cli import main
+from kzoo.converters.convert import convert
+from kzoo.pipelines import PipelineError
+from reference import TINY_ALBERT, TINY_XLMR, model_with_tokenizer
+from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
+from xlm_fixtures import TINY_ENFR, lively, tokenizer_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NER = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
+SENTIMENT = {0: "negative", 1: "neutral", 2: "positive"}
+TEXTS = ["Hello I'm Jean-Pierre from Paris, France.", "Bonjour, je suis Marie Curie à Varsovie!",
+         "  spaces   and\ttabs, 1,000 of them ", "Ünïcödé façade naïve café"]
+
+
+def labelled(config, id2label, **extra):
+    return {**config, "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}, **extra}
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tokenizers")
+    return {"albert": make_albert_tokenizer_dir(tmp / "albert", with_tokenizer_json=True),
+            "xlm-roberta": make_xlmr_tokenizer_dir(tmp / "xlmr")}
+
+
+CONFIGS = {"albert": ("Albert", TINY_ALBERT), "xlm-roberta": ("XLMRoberta", TINY_XLMR)}
+
+
+def checkpoint(tmp_path_factory, tokenizers, family, head, id2label, **extra):
+    prefix, config = CONFIGS[family]
+    tmp = tmp_path_factory.mktemp(f"{family}-{head}")
+    return model_with_tokenizer(tmp, f"{prefix}For{head}", labelled(config, id2label, **extra), tokenizers[family])
+
+
+@pytest.fixture(scope="module", params=["albert", "xlm-roberta"])
+def ner(request, tmp_path_factory, tokenizers):
+    return checkpoint(tmp_path_factory, tokenizers, request.param, "TokenClassification", NER)
+
+
+@pytest.fixture(scope="module", params=["albert", "xlm-roberta"])
+def sentiment(request, tmp_path_factory, tokenizers):
+    return checkpoint(tmp_path_factory, tokenizers, request.param, "SequenceClassification", SENTIMENT)
+
+
+def reference(task, src, inputs, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return transformers.pipeline(task, model=str(src), device="cpu")(inputs, **kwargs)
+
+
+def assert_same(ours, theirs):
+    """Equal structure, keys and values; scores within 1e-4."""
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs):
+            assert_same(a, b)
+        return
+    assert isinstance(ours, dict) and set(ours) == set(theirs), (ours, theirs)
+    for key, want in theirs.items():
+        if key == "score":
+            assert abs(ours[key] - float(want)) < 1e-4, (ours, theirs)
+        else:
+            assert ours[key] == (want.item() if hasattr(want, "item") else want), (key, ours, theirs)
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_equals_transformers(ner, strategy):
+    src, out = ner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (Transformers' "fallback heuristic" warning, kzoo's too)
+        ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(TEXTS)
+    theirs = reference("token-classification", src, TEXTS, aggregation_strategy=strategy, ignore_labels=[])
+    assert_same(ours, theirs)
+    assert any(len(entities) for entities in ours)
+    for text, entities in zip(TEXTS, ours):  # offsets into the original text
+        for e in entities:
+            assert 0 <= e["start"] <= e["end"] <= len(text)
+
+
+def test_token_classification_default_ignores_o_and_takes_options_per_call(ner):
+    src, out = ner
+    pipe = kzoo.pipeline("token-classification", out)
+    assert_same(pipe(TEXTS[0]), reference("token-classification", src, TEXTS[0]))
+    assert_same(pipe(TEXTS[1], aggregation_strategy="simple", ignore_labels=["O", "MISC"]),
+                reference("token-classification", src, TEXTS[1], aggregation_strategy="simple",
+                          ignore_labels=["O", "MISC"]))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"top_k": None}, {"top_k": 2}, {"function_to_apply": "sigmoid"},
+                                    {"function_to_apply": "none", "top_k": 1}])
+@pytest.mark.parametrize("inputs", ["Hello world", ["Hello world", "Bonjour tout le monde"],
+                                    {"text": "Hello", "text_pair": "world"},
+                                    [{"text": "a b", "text_pair": "c"}, "plain text"]],
+                         ids=["str", "list", "pair", "mixed"])
+def test_text_classification_equals_transformers(sentiment, inputs, kwargs):
+    src, out = sentiment
+    assert_same(kzoo.pipeline("sentiment-analysis", out)(inputs, **kwargs),
+                reference("text-classification", src, inputs, **kwargs))
+
+
+def test_text_classification_options_at_construction(sentiment):
+    """Transformers' quirk kept: top_k given to the constructor, a str's result is wrapped once more."""
+    src, out = sentiment
+    ours = kzoo.pipeline("text-classification", out, top_k=2)("Hello world")
+    theirs = transformers.pipeline("text-classification", model=str(src), device="cpu", top_k=2)("Hello world")
+    assert_same(ours, theirs)
+    assert isinstance(ours[0], list)
+
+
+@pytest.mark.parametrize("problem_type, num_labels, function", [
+    ("regression", 1, lambda x: x), ("multi_label_classification", 3, lambda x: 1 / (1 + np.exp(-x))),
+    (None, 1, lambda x: 1 / (1 + np.exp(-x)))])
+def test_default_function_follows_problem_type(tmp_path_factory, tokenizers, problem_type, num_labels, function):
+    id2label = {i: f"L{i}" for i in range(num_labels)}
+    src, out = checkpoint(tmp_path_factory, tokenizers, "xlm-roberta", "SequenceClassification", id2label,
+                          problem_type=problem_type)
+    ours = kzoo.pipeline("text-classification", out)(TEXTS, top_k=None)
+    assert_same(ours, reference("text-classification", src, TEXTS, top_k=None))
+    model = kzoo.load(out)
+    logits = np.asarray(model(kzoo.load_tokenizer(out)(TEXTS[:1])))[0]
+    assert abs(max(r["score"] for r in ours[0]) - function(logits).max()) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def xlm_ner(tmp_path_factory):
+    root = tmp_path_factory.mktemp("xlm_ner")
+    tok, vocab_size = tokenizer_dir(root / "tokenizer")
+    config = transformers.XLMConfig(**labelled({**TINY_ENFR, "vocab_size": vocab_size}, NER))
+    src = root / "ref"
+    lively(transformers.XLMForTokenClassification(config).eval()).save_pretrained(src)
+    for f in tok.iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, src / f.name)
+    convert(src, root / "out")
+    return src, root / "out"
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple"])
+def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
+    """XLM's tokenizer is a Python one in Transformers: no offsets (start/end None), words by tokens."""
+    src, out = xlm_ner
+    texts = ["Paris is the capital of France.", "l'été dernier à Paris"]
+    ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(texts)
+    assert_same(ours, reference("ner", src, texts, aggregation_strategy=strategy, ignore_labels=[]))
+    with pytest.raises(PipelineError, match="Slow tokenizers cannot handle subwords"):
+        kzoo.pipeline("ner", out)(texts, aggregation_strategy="first")
+
+
+def test_bad_options_are_one_line_errors(ner, sentiment):
+    _, out = ner
+    with pytest.raises(PipelineError, match="unknown option.*stride"):
+        kzoo.pipeline("ner", out, stride=16)
+    with pytest.raises(PipelineError, match="aggregation_strategy must be one of"):
+        kzoo.pipeline("ner", out)("x", aggregation_strategy="longest")
+    with pytest.raises(PipelineError, match="token-classification runs token_classifier models"):
+        kzoo.pipeline("token-classification", sentiment[1])
+    with pytest.raises(PipelineError, match="function_to_apply must be one of"):
+        kzoo.pipeline("text-classification", sentiment[1])("x", function_to_apply="relu")
+    with pytest.raises(PipelineError, match="top_k must be"):
+        kzoo.pipeline("text-classification", sentiment[1])("x", top_k=0)
+    with pytest.raises(PipelineError, match="input 2: expected a str or"):
+        kzoo.pipeline("text-classification", sentiment[1])(["x", {"txt": "y"}])
+
+
+def test_new_token_classifier_head_runs_in_the_pipeline(tmp_path, tokenizers):
+    """`kzoo convert --task token_classifier --labels ...` on a masked-LM checkpoint: a model dir the pipeline
+    runs, with the new labels."""
+    src, _ = model_with_tokenizer(tmp_path, "XLMRobertaForMaskedLM", TINY_XLMR, tokenizers["xlm-roberta"])
+    assert main(["convert", str(src), str(tmp_path / "ner"), "--task", "token_classifier",
+                 "--labels", "O,B-PER,I-PER", "--json"]) == 0
+    entities = kzoo.pipeline("ner", tmp_path / "ner", ignore_labels=[])("Jean-Pierre lives in Paris")
+    assert entities and {e["entity"] for e in entities} <= {"O", "B-PER", "I-PER"}
+    config = json.loads((tmp_path / "ner" / "config.json").read_text())
+    assert config["labels"] == {"0": "O", "1": "B-PER", "2": "I-PER"}
+
+
+def test_cli_classify_and_token_classify_json(ner, sentiment, capsys):
+    src, out = sentiment
+    assert main(["classify", str(out), "Hello world", "Bonjour", "--text-pair", "a", "b", "--top-k", "all",
+                 "--json"]) == 0
+    inputs = [{"text": "Hello world", "text_pair": "a"}, {"text": "Bonjour", "text_pair": "b"}]
+    assert_same(json.loads(capsys.readouterr().out), reference("text-classification", src, inputs, top_k=None))
+    src, out = ner
+    assert main(["token-classify", str(out), TEXTS[0], "--aggregation-strategy", "simple", "--ignore-labels", "",
+                 "--json"]) == 0
+    assert_same(json.loads(capsys.readouterr().out),
+                [reference("ner", src, TEXTS[0], aggregation_strategy="simple", ignore_labels=[])])
+    assert main(["classify", str(out), "x"]) == 2  # a token classifier given to classify
+    err = capsys.readouterr().err
+    assert "text-classification runs classifier models" in err and "Traceback" not in err
+    assert main(["classify", str(sentiment[1]), "x", "y", "--text-pair", "z"]) == 2
+    assert "2 texts but 1 --text-pair" in capsys.readouterr().err
