@@ -42,6 +42,9 @@ def text_options(config, **given):
     """The model dir's task's text-signature options: the declared ones (kzoo.tasks), each given value
     or its default, checked (whole numbers >= 1) before any slow work."""
     task = TASKS.get(config.get("task"))
+    if task is not None and task.choices:
+        raise ExportError(f"{task.name} models (inputs [batch, choices, length]) have no SavedModel or TFLite export "
+                          "yet; run them in Keras (kzoo.load)")
     declared = dict(task.text_options) if task else {}
     foreign = [_flag(name) for name, value in given.items() if value is not None and name not in declared]
     if foreign:

@@ -22,6 +22,7 @@ import numpy as np
 
 from kzoo.errors import RunnerError
 from kzoo.io import layout
+from kzoo.tasks import TASKS
 
 __all__ = ["Runner", "RunnerError", "from_keras", "load"]
 
@@ -128,7 +129,8 @@ class Runner:
         if missing:
             raise RunnerError(f"missing input(s) {', '.join(missing)}: the model takes {', '.join(self.input_names)} "
                               f"({', '.join(f'{n}: {_WHAT[n]}' for n in missing if n in _WHAT)})")
-        check_inputs(batch, *self.limits())
+        task = TASKS.get(self.task)
+        check_inputs(batch, *self.limits(), rank=3 if task is not None and task.choices else 2)
         shape = batch["token_ids"].shape
         return {name: batch[name].astype(np.int32) if name in batch else np.full(shape, optional[name], np.int32)
                 for name in self.input_names}
@@ -201,19 +203,21 @@ def _texts(inputs):
     return texts
 
 
-def check_inputs(batch, ranges, longest):
+def check_inputs(batch, ranges, longest, rank=2):
     """A one-line RunnerError for inputs the model cannot take: not [batch, length] integers of one
-    shape, a value outside its range (instead of computing on clamped garbage), or too long."""
+    shape ([batch, choices, length]: rank 3, a multiple-choice model), a value outside its range
+    (instead of computing on clamped garbage), or too long."""
     shape = batch["token_ids"].shape
-    if len(shape) == 2 and 0 in shape:  # (LiteRT cannot run it; the other runners would return nothing)
+    dims = "[batch, length]" if rank == 2 else "[batch, choices, length]"
+    if len(shape) == rank and 0 in shape:  # (LiteRT cannot run it; the other runners would return nothing)
         raise RunnerError(f"token_ids has shape {list(shape)}: no rows or no tokens (a row needs at least one)")
     for name, value in batch.items():
-        if value.ndim != 2:
-            raise RunnerError(f"{name} has shape {list(value.shape)}: every input is one [batch, length] array "
-                              "(one text: [[...]])")
+        if value.ndim != rank:
+            raise RunnerError(f"{name} has shape {list(value.shape)}: every input is one {dims} array"
+                              + (" (one text: [[...]])" if rank == 2 else ""))
         if value.shape != shape:
             raise RunnerError(f"{name} has shape {list(value.shape)}, token_ids {list(shape)}: every input has "
-                              "the same [batch, length]")
+                              f"the same {dims}")
         if value.size and value.dtype.kind not in "iu":
             raise RunnerError(f"{name}: expected integer ids, got {value.dtype}")
     for name, limits in ranges.items():
@@ -224,8 +228,8 @@ def check_inputs(batch, ranges, longest):
         bad = value[(value < low) | (value >= high)]
         if bad.size:
             raise RunnerError(f"{name}: {int(bad[0])} is outside {low}..{high - 1} ({_WHAT.get(name, 'its range')})")
-    if longest is not None and len(shape) == 2 and shape[1] > longest:
-        raise RunnerError(f"the input is {shape[1]} tokens long; the model takes at most {longest} "
+    if longest is not None and len(shape) == rank and shape[-1] > longest:
+        raise RunnerError(f"the input is {shape[-1]} tokens long; the model takes at most {longest} "
                           "(truncate it: truncation=True, or --truncation)")
 
 

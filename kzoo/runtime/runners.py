@@ -45,14 +45,15 @@ class KerasRunner(Runner):
         from kzoo.models import outputs
         from kzoo.models.layers import per_position_head
 
-        ids = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in self.input_names}
+        model = self.model.backbone if part == "backbone" else self.model
+        rank = len(model.input["token_ids"].shape)  # ([batch, choices, length]: a multiple-choice model)
+        ids = {name: tf.TensorSpec([None] * rank, tf.int32, name=name) for name in self.input_names}
         if part == "head":
             head = per_position_head(self.model)
             if head is None:
                 return None
             hidden = tf.TensorSpec([None, None, self.model.backbone.hidden_dim], tf.float32)
             return traced(lambda x: head(x, training=False), [hidden])
-        model = self.model.backbone if part == "backbone" else self.model
         return traced(lambda batch: outputs(model, batch), [ids])
 
     def _run_ids(self, batch):

@@ -135,3 +135,24 @@ def test_save_a_model_built_in_python(tmp_path):
     inputs = {k: np.ones((2, 3, 5), "int32") for k in built.input}
     assert np.asarray(again(inputs)).shape == (2, 3)
     np.testing.assert_array_equal(np.asarray(built(inputs)), np.asarray(again(inputs)))
+
+
+def test_multiple_choice_runs_through_the_runtime_and_says_it_has_no_export(tmp_path):
+    from kzoo import runtime
+    from kzoo.errors import RunnerError
+    from kzoo.export import export_tflite
+    from kzoo.export.common import ExportError
+
+    src = make_checkpoint(tmp_path / "ref", "XLMRobertaForMultipleChoice", tiny_hf_config("xlm-roberta"))
+    convert(src, tmp_path / "out")
+    runner = runtime.load(str(tmp_path / "out"))
+    inputs = {"token_ids": np.full((2, 3, 6), 7, "int32"), "padding_mask": np.ones((2, 3, 6), "int32")}
+    logits = runner(inputs)["logits"]
+    assert logits.shape == (2, 3)
+    np.testing.assert_allclose(logits, np.asarray(kzoo.load(tmp_path / "out")(
+        {**inputs, "segment_ids": np.zeros((2, 3, 6), "int32")})), atol=1e-5)
+    with pytest.raises(RunnerError, match=r"every input is one \[batch, choices, length\] array"):
+        runner({"token_ids": np.ones((2, 6), "int32"), "padding_mask": np.ones((2, 6), "int32")})
+    with pytest.raises(ExportError, match="multiple_choice models .* have no SavedModel or TFLite export yet"):
+        export_tflite(tmp_path / "out", tmp_path / "mc.tflite")
+    assert not (tmp_path / "mc.tflite").exists()
