@@ -67,7 +67,7 @@ def from_preset(preset, task=None, num_classes=None, labels=None):
         model = load_model(preset)
         if (task is None or task == model.kzoo_config["task"]) and num_classes is None and labels is None:
             return model
-        return with_new_head(preset, task or model.kzoo_config["task"], num_classes=num_classes, labels=labels)
+        return with_new_head(model, task or model.kzoo_config["task"], num_classes=num_classes, labels=labels)
     if preset not in PRESETS:
         raise ValueError(f"{preset!r} is neither a kzoo model dir nor a preset; kzoo has {sorted(PRESETS)}")
     task = task or "backbone"

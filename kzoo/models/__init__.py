@@ -74,11 +74,10 @@ def classes(task, labels=None, num_classes=None) -> dict:
     return {"labels": {str(i): name for i, name in enumerate(names)}, "task_config": {"num_classes": len(names)}}
 
 
-def with_new_head(path, task, *, num_classes=None, labels=None):
-    """The encoder of the model dir at `path` under a new `task` head (kzoo.tasks), initialised as
-    Transformers initialises a head a checkpoint lacks; returns the model, its config as `kzoo_config`
-    and the new variables' paths as `kzoo_initialized`. labels: class names (a list), or num_classes."""
-    source = load_model(path)
+def with_new_head(source, task, *, num_classes=None, labels=None):
+    """The encoder of `source` (a model loaded by `load_model`) under a new `task` head (kzoo.tasks),
+    initialised as Transformers initialises a head a checkpoint lacks; returns the model, its config as
+    `kzoo_config` and the new variables' paths as `kzoo_initialized`. labels: class names, or num_classes."""
     config = {k: v for k, v in source.kzoo_config.items() if k not in ("format", "format_version")}
     config.update(task=task, labels=None, problem_type=None, task_config={})
     if task != "backbone":
@@ -137,13 +136,11 @@ def save_model(model, out, *, tokenizer=None, labels=None, overwrite=False) -> d
     config["preset"] = find_preset(config["architecture"], config["backbone"])
     with atomic_dir(out, overwrite=overwrite) as tmp:
         modeldir.save(model, config, tmp)
-        if tokenizer is None:
-            pass
-        elif isinstance(tokenizer, (str, Path)):  # a model dir: its tokenizer files (all but config, weights)
+        if isinstance(tokenizer, (str, Path)):  # a model dir: its tokenizer files (all but config, weights)
             for f in Path(tokenizer).iterdir():
                 if f.is_file() and f.name not in (modeldir.CONFIG, modeldir.WEIGHTS):
                     shutil.copyfile(f, Path(tmp) / f.name)
-        else:
+        elif tokenizer is not None:
             tokenizer.save(tmp)
     return config
 

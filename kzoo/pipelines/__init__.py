@@ -7,17 +7,18 @@ model alike. A model's task (kzoo.tasks) lists the pipelines that run it.
 from __future__ import annotations
 
 from kzoo.pipelines.base import Pipeline, PipelineError
-from kzoo.pipelines.classification import TextClassification, TokenClassification
+from kzoo.pipelines.classification import TextClassification, TokenClassification, ZeroShotClassification
 from kzoo.pipelines.features import Features
 from kzoo.pipelines.fill_mask import FillMask
 from kzoo.pipelines.generation import Generator
 
-PIPELINES = {cls.name: cls for cls in (FillMask, Features, Generator, TextClassification, TokenClassification)}
+PIPELINES = {cls.name: cls for cls in (FillMask, Features, Generator, TextClassification, TokenClassification,
+                                       ZeroShotClassification)}
 ALIASES = {"embed": "features", "generate": "text-generation",
            "sentiment-analysis": "text-classification", "ner": "token-classification"}  # (Transformers' aliases)
 
 __all__ = ["PIPELINES", "Pipeline", "PipelineError", "FillMask", "Features", "Generator", "TextClassification",
-           "TokenClassification", "pipeline"]
+           "TokenClassification", "ZeroShotClassification", "pipeline"]
 
 
 def pipeline(name, model, tokenizer=None, **kwargs):

@@ -236,3 +236,55 @@ def _group_entities(entities, join):
              "score": float(np.nanmean([e["score"] for e in group])),
              "word": join([e["word"] for e in group]), "start": group[0]["start"], "end": group[-1]["end"]}
             for group in groups]
+
+
+class ZeroShotClassification(Pipeline):
+    """`ZeroShotClassification(nli_model)(sequences, candidate_labels, hypothesis_template=..., multi_label=...)`,
+    Transformers' `pipeline("zero-shot-classification")` on an NLI classifier: each (sequence, "This example
+    is {label}.") pair is classified; the entailment class is the config's label starting with "entail".
+    Per sequence {sequence, labels, scores}, best first: the entailment logits softmaxed over the labels,
+    or with multi_label (or one label) each label's entailment against contradiction.
+    """
+
+    name = "zero-shot-classification"
+    OPTIONS = ("candidate_labels", "hypothesis_template", "multi_label", "lang")
+
+    def __call__(self, sequences, *args, **options):
+        if len(args) == 1 and "candidate_labels" not in options:
+            options["candidate_labels"] = args[0]
+        elif args:
+            raise PipelineError(f"Unable to understand extra arguments {args}")
+        options = self._options(options)
+        labels = options.get("candidate_labels")
+        if isinstance(labels, str):
+            labels = [label.strip() for label in labels.split(",") if label.strip()]
+        template = options.get("hypothesis_template", "This example is {}.")
+        single, texts = self._texts(sequences)
+        if not labels or not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+            raise PipelineError("candidate_labels: at least one label (a str, comma-separated, or a list of str)")
+        if template.format(labels[0]) == template:
+            raise PipelineError(f'The provided hypothesis_template "{template}" was not able to be formatted with the '
+                                "target labels: it needs {} where the label goes")
+        entailment = self._entailment_id()
+        hypotheses = [template.format(label) for label in labels]
+        batch = self._batch([t for t in texts for _ in labels], options.get("lang"), pairs=hypotheses * len(texts))
+        logits = np.asarray(self.runner(batch)["logits"], np.float32).reshape(len(texts), len(labels), -1)
+        if options.get("multi_label", False) or len(labels) == 1:
+            contradiction = -1 if entailment == 0 else 0
+            scores = softmax(logits[..., [contradiction, entailment]])[..., 1]
+        else:
+            scores = softmax(logits[..., entailment])
+        results = []
+        for text, row in zip(texts, scores):
+            best = list(reversed(row.argsort()))
+            results.append({"sequence": text, "labels": [labels[i] for i in best], "scores": row[best].tolist()})
+        return results[0] if single else results
+
+    def _entailment_id(self):
+        names = label_names(self.runner.config, (self.runner.config.get("task_config") or {}).get("num_classes", 2))
+        for i, name in enumerate(names):
+            if name.lower().startswith("entail"):
+                return i
+        warnings.warn("Failed to determine 'entailment' label id from the model's labels; using -1 (the last), as "
+                      "Transformers does", UserWarning)
+        return -1

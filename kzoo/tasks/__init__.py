@@ -42,7 +42,7 @@ TASKS = MappingProxyType({t.name: t for t in [
          ("mlm_logits", "sop_logits"), ("fill-mask", "features"), fill_mask.text_signature,
          MappingProxyType(fill_mask.OPTIONS)),
     Task("classifier", "sequence classification: logits [B, num_classes]",
-         ("logits",), ("text-classification", "features"), classification.text_signature, labelled=True),
+         ("logits",), ("text-classification", "zero-shot-classification", "features"), classification.text_signature, labelled=True),
     Task("token_classifier", "token classification: logits [B, S, num_classes]",
          ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True),
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",

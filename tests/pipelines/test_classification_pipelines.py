@@ -204,3 +204,41 @@ def test_cli_classify_and_token_classify_json(ner, sentiment, capsys):
     assert "text-classification runs classifier models" in err and "Traceback" not in err
     assert main(["classify", str(sentiment[1]), "x", "y", "--text-pair", "z"]) == 2
     assert "2 texts but 1 --text-pair" in capsys.readouterr().err
+
+
+NLI = {0: "contradiction", 1: "neutral", 2: "entailment"}
+
+
+@pytest.fixture(scope="module", params=["albert", "xlm-roberta"])
+def nli(request, tmp_path_factory, tokenizers):
+    return checkpoint(tmp_path_factory, tokenizers, request.param, "SequenceClassification", NLI,
+                      max_position_embeddings=130)  # (premise + hypothesis: longer than TINY's 38 tokens)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(candidate_labels=["politics", "sports", "cooking"]),
+    dict(candidate_labels="politics, sports", multi_label=True),
+    dict(candidate_labels=["sports"]),
+    dict(candidate_labels=["economy", "art"], hypothesis_template="Sur {}."),
+])
+def test_zero_shot_equals_transformers(nli, kwargs):
+    src, out = nli
+    inputs = ["The match ended 2-1.", "Le gouvernement a voté."]
+    ours = kzoo.pipeline("zero-shot-classification", out)(inputs, **kwargs)
+    theirs = reference("zero-shot-classification", src, inputs, **kwargs)
+    for a, b in zip(ours, theirs):  # (label -> score: the order of scores equal within 1e-6 is arbitrary)
+        assert a["sequence"] == b["sequence"] and sorted(a["labels"]) == sorted(b["labels"])
+        mine, want = dict(zip(a["labels"], a["scores"])), dict(zip(b["labels"], b["scores"]))
+        assert all(abs(mine[label] - want[label]) < 1e-4 for label in want)
+        assert a["scores"] == sorted(a["scores"], reverse=True)
+    kwargs = dict(kwargs)
+    single = kzoo.pipeline("zero-shot-classification", out)(inputs[0], kwargs.pop("candidate_labels"), **kwargs)
+    assert single["labels"] == ours[0]["labels"]  # (candidate labels as the second argument, as Transformers)
+
+
+def test_zero_shot_errors(nli):
+    pipe = kzoo.pipeline("zero-shot-classification", nli[1])
+    with pytest.raises(PipelineError, match="at least one label"):
+        pipe("text", candidate_labels=[])
+    with pytest.raises(PipelineError, match="needs {} where the label goes"):
+        pipe("text", candidate_labels=["a"], hypothesis_template="No slot.")
