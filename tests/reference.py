@@ -24,13 +24,30 @@ def randomize(model, seed=0, std=0.2):
     return model
 
 
+def lively(model, seed=0):
+    """Weights under which outputs depend on the input: LayerNorm scales near 1, small biases, matrices
+    at std 0.3 (with every parameter at std 0.2, `randomize`, ALBERT's tanh pooler saturates and a
+    sequence classifier gives the same logits for every text)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("layer_norm" in name.lower() or "layernorm" in name.lower()) and name.endswith("weight"):
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if "embeddings" in name else 0.3))
+    return model
+
+
 def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safetensors",
-                    max_shard_size=None, seed=0, **config_kwargs):
-    """Saves `transformers.<cls_name>` built from `config` (a Config instance or dict) at `out_dir`."""
+                    max_shard_size=None, seed=0, weights=randomize, **config_kwargs):
+    """Saves `transformers.<cls_name>` built from `config` (a Config instance or dict) at `out_dir`;
+    weights: how its parameters are drawn (`randomize`, `lively`)."""
     cls = getattr(transformers, cls_name)
     if isinstance(config, dict):
         config = cls.config_class(**{**config, **config_kwargs})
-    model = randomize(cls(config).eval(), seed=seed).to(dtype)
+    model = weights(cls(config).eval(), seed=seed).to(dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "bin":
         config.architectures = [cls_name]
@@ -43,7 +60,7 @@ def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safe
     return out_dir
 
 
-def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir, out="out"):
+def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir, out="out", weights=randomize):
     """A random `cls_name` checkpoint with the tokenizer files of `tokenizer_dir` (its vocabulary size
     when it has a tokenizer.json), converted at tmp/out; returns (checkpoint dir, model dir)."""
     import json
@@ -54,7 +71,7 @@ def model_with_tokenizer(tmp, cls_name, config, tokenizer_dir, out="out"):
     tokenizer_json = tokenizer_dir / "tokenizer.json"
     if tokenizer_json.exists():
         config = {**config, "vocab_size": len(json.loads(tokenizer_json.read_text())["model"]["vocab"])}
-    src = make_checkpoint(tmp / "ref", cls_name, config)
+    src = make_checkpoint(tmp / "ref", cls_name, config, weights=weights)
     for f in tokenizer_dir.iterdir():
         shutil.copy(f, src / f.name)
     convert(src, tmp / out)
