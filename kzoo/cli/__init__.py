@@ -41,6 +41,7 @@ def build_parser():
     _convert(command)
     _pipelines(command)
     _classification(command)
+    _qa(command)
     _generate(command)
     _export(sub)
     p = command("verify", commands.cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
@@ -113,6 +114,33 @@ def _classification(command):
                    help="per token (none, the default), or grouped into entities (see Transformers' pipeline)")
     p.add_argument("--ignore-labels", type=_label_list, default=None, metavar="A,B",
                    help="labels to leave out (default: O); '' keeps every label")
+    p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
+
+
+def _qa(command):
+    p = command("qa", commands.cmd_qa, "answer a question from a context (extractive QA): Transformers' "
+                "question-answering pipeline")
+    p.add_argument("model", help="kzoo model dir (a question_answering model), or its SavedModel / ids-in .tflite")
+    p.add_argument("--question", required=True, help="the question")
+    p.add_argument("--context", required=True, help="the text holding the answer")
+    p.add_argument("--top-k", type=int, help="answers, best first (default 1)")
+    p.add_argument("--doc-stride", type=int, help="overlap of a long context's windows, in tokens (default: "
+                   "min(max-seq-len / 2, 128))")
+    p.add_argument("--max-answer-len", type=int, help="longest answer in tokens (default 15)")
+    p.add_argument("--max-seq-len", type=int, help="tokens per window, question included (default: min(the "
+                   "model's longest input, 384))")
+    p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")
+    p.add_argument("--no-align-to-words", action="store_true", help="answers from token offsets, not whole words")
+
+    p = command("zero-shot", commands.cmd_zero_shot, "classify texts into labels named on the command line, with "
+                "an NLI classifier: Transformers' zero-shot-classification pipeline")
+    p.add_argument("model", help="kzoo model dir (an NLI classifier: a label starting with 'entail')")
+    p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--candidate-labels", required=True, type=_label_list, metavar="A,B,...",
+                   help="the labels to choose from, comma-separated")
+    p.add_argument("--hypothesis-template", default="This example is {}.",
+                   help="the hypothesis each label is put in (default: 'This example is {}.')")
+    p.add_argument("--multi-label", action="store_true", help="labels scored independently")
     p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
 
 

@@ -85,6 +85,32 @@ def cmd_token_classify(args):
             print(f"  {e.get('entity_group', e.get('entity')):<10} {e['score']:.4f}  {where:<9} {e['word']!r}")
 
 
+def cmd_qa(args):
+    from kzoo.pipelines import QuestionAnswering
+
+    options = {k: v for k, v in dict(top_k=args.top_k, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len,
+                                     max_seq_len=args.max_seq_len).items() if v is not None}
+    result = QuestionAnswering(args.model)(question=args.question, context=args.context,
+                                           handle_impossible_answer=args.handle_impossible_answer,
+                                           align_to_words=not args.no_align_to_words, **options)
+    if args.json:
+        return print_json(result)
+    for r in result if isinstance(result, list) else [result]:
+        print(f"{r['score']:.4f}  {r['start']}-{r['end']}  {r['answer']!r}")
+
+
+def cmd_zero_shot(args):
+    from kzoo.pipelines import ZeroShotClassification
+
+    results = ZeroShotClassification(args.model)(args.text, candidate_labels=args.candidate_labels,
+                                                 hypothesis_template=args.hypothesis_template,
+                                                 multi_label=args.multi_label, lang=args.lang)
+    if args.json:
+        return print_json(results)
+    for r in results:
+        print(f"{r['sequence']!r}: " + ", ".join(f"{label} {score:.4f}" for label, score in zip(r["labels"], r["scores"])))
+
+
 def cmd_generate(args):
     from kzoo.pipelines.generation import GenerationError, Generator
 

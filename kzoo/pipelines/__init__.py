@@ -11,14 +11,15 @@ from kzoo.pipelines.classification import TextClassification, TokenClassificatio
 from kzoo.pipelines.features import Features
 from kzoo.pipelines.fill_mask import FillMask
 from kzoo.pipelines.generation import Generator
+from kzoo.pipelines.question_answering import QuestionAnswering
 
 PIPELINES = {cls.name: cls for cls in (FillMask, Features, Generator, TextClassification, TokenClassification,
-                                       ZeroShotClassification)}
+                                       ZeroShotClassification, QuestionAnswering)}
 ALIASES = {"embed": "features", "generate": "text-generation",
            "sentiment-analysis": "text-classification", "ner": "token-classification"}  # (Transformers' aliases)
 
 __all__ = ["PIPELINES", "Pipeline", "PipelineError", "FillMask", "Features", "Generator", "TextClassification",
-           "TokenClassification", "ZeroShotClassification", "pipeline"]
+           "TokenClassification", "ZeroShotClassification", "QuestionAnswering", "pipeline"]
 
 
 def pipeline(name, model, tokenizer=None, **kwargs):

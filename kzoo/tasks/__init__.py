@@ -46,7 +46,7 @@ TASKS = MappingProxyType({t.name: t for t in [
     Task("token_classifier", "token classification: logits [B, S, num_classes]",
          ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True),
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
-         ("start_logits", "end_logits"), ("features",)),
+         ("start_logits", "end_logits"), ("question-answering", "features")),
     Task("multiple_choice", "multiple choice: inputs [B, C, S] (C choices), logits [B, C]",
          ("logits",), (), choices=True),
 ]})

@@ -256,3 +256,14 @@ def test_zero_shot_errors(nli):
         pipe("text", candidate_labels=[])
     with pytest.raises(PipelineError, match="needs {} where the label goes"):
         pipe("text", candidate_labels=["a"], hypothesis_template="No slot.")
+
+
+def test_cli_zero_shot_json(nli, capsys):
+    src, out = nli
+    assert main(["zero-shot", str(out), "The match ended 2-1.", "--candidate-labels", "sports,politics",
+                 "--multi-label", "--json"]) == 0
+    (ours,) = json.loads(capsys.readouterr().out)
+    theirs = reference("zero-shot-classification", src, "The match ended 2-1.",
+                       candidate_labels=["sports", "politics"], multi_label=True)
+    assert ours["labels"] == theirs["labels"]
+    np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)

@@ -1,0 +1,214 @@
+"""question-answering: extractive QA as Transformers 4.57's `pipeline("question-answering")` computes it
+with a fast tokenizer (Transformers 5 removed the pipeline; kzoo keeps its algorithm, arguments and output
+format): the question, then windows of the context `doc_stride` tokens apart, each through the model; the
+best spans by start x end probability over the context tokens, aligned to words, duplicates merged."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kzoo.pipelines.base import Pipeline, PipelineError
+
+
+def decode_spans(start, end, top_k, max_answer_len, allowed):
+    """The top_k (start, end) token spans by start x end probability, end >= start, at most max_answer_len
+    tokens, both ends allowed (Transformers' decode_spans, including its selection among ties)."""
+    outer = np.matmul(start[:, None], end[None, :])
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = candidates.flatten()
+    if top_k == 1:
+        order = [np.argmax(flat)]
+    elif len(flat) < top_k:
+        order = np.argsort(-flat)
+    else:
+        best = np.argpartition(-flat, top_k)[0:top_k]
+        order = best[np.argsort(-flat[best])]
+    starts, ends = np.unravel_index(order, candidates.shape)
+    # (Transformers tests membership in `allowed[None].nonzero()`, row indices included: position 0 passes)
+    positions = np.concatenate([[0], np.flatnonzero(allowed)])
+    keep = np.isin(starts, positions) & np.isin(ends, positions)
+    starts, ends = starts[keep], ends[keep]
+    return starts, ends, candidates[starts, ends]
+
+
+def _probabilities(logits, allowed):
+    logits = np.where(allowed, logits, -10000.0)
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+class QuestionAnswering(Pipeline):
+    """`QuestionAnswering(model)(question=..., context=...)`: {score, start, end, answer}, start/end character
+    offsets into the context; a list of them with top_k > 1, or per question for several.
+
+    Inputs: question= and context= (str, or lists), a {"question", "context"} dict (or a list of them), or
+    (question, context) as two strings. Options (Transformers'): top_k (1), doc_stride (min(max_seq_len // 2,
+    128)), max_answer_len (15), max_seq_len (min(the model's longest input, 384)), handle_impossible_answer
+    (False: with it, the empty answer "" scored by the first token's start x end probability),
+    align_to_words (True: an answer widened to whole words). The question is never cut (a question longer
+    than max_seq_len takes is an error); ALBERT's context tokens get token type 1, as it was trained.
+    """
+
+    name = "question-answering"
+    OPTIONS = ("question", "context", "top_k", "doc_stride", "max_answer_len", "max_seq_len", "max_question_len",
+               "handle_impossible_answer", "align_to_words", "lang")
+
+    def __call__(self, *args, **options):
+        examples = _examples(args, options)
+        options = self._options({k: v for k, v in options.items() if k not in ("question", "context")})
+        if not self.tokenizer.is_fast:
+            raise PipelineError("question-answering needs character offsets, which this tokenizer (XLM's, a Python "
+                                "tokenizer in Transformers too) does not give")
+        if self.text_only:
+            raise PipelineError(f"{self.runner.path}: question-answering needs the model's ids and offsets; run it on "
+                                "the model dir, its SavedModel or an ids-in .tflite")
+        top_k = _positive(options, "top_k", 1)
+        max_answer_len = _positive(options, "max_answer_len", 15)
+        longest = self.runner.limits()[1] or 384
+        max_seq_len = _positive(options, "max_seq_len", min(longest, 384))
+        doc_stride = _positive(options, "doc_stride", min(max_seq_len // 2, 128), zero=True)
+        if doc_stride > max_seq_len:
+            raise PipelineError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})")
+        if max_seq_len > longest:
+            raise PipelineError(f"max_seq_len {max_seq_len}: the model takes at most {longest} tokens")
+        windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
+        rows = [row for example in windows for row, _, _ in example]
+        batch = self._pad(rows, options.get("lang"))
+        out = self.runner(batch)
+        results, r = [], 0
+        for (question, context), example in zip(examples, windows):
+            spans = []
+            for row, context_at, words in example:
+                n = len(row.ids)
+                spans.append((row, context_at, words, out["start_logits"][r, :n], out["end_logits"][r, :n]))
+                r += 1
+            answers = self._answers(context, spans, top_k, max_answer_len, bool(options.get("handle_impossible_answer")),
+                                    options.get("align_to_words", True))
+            results.append(answers[0] if len(answers) == 1 else answers)
+        return results[0] if len(results) == 1 else results
+
+    def _windows(self, question, context, max_seq_len, doc_stride, lang):
+        """[(Row, position of its first context token, its context tokens' word ids)] for the context's windows
+        (the tokenizers library's only_second truncation with a stride: windows of the room left, each
+        `room - doc_stride` tokens after the last, until one reaches the end)."""
+        tok = self.tokenizer
+        (q,), (c,) = tok._tokenize_pairs([question], [context], lang, offsets=True)
+        room = max_seq_len - len(q) - tok._num_special(True)
+        if room <= 0:
+            raise PipelineError(f"the question is {len(q)} tokens long: no room for the context in max_seq_len "
+                                f"{max_seq_len} tokens")
+        if len(c) > room and doc_stride >= room:
+            raise PipelineError(f"doc_stride {doc_stride} must be less than the context's room in a window ({room} "
+                                f"tokens: max_seq_len {max_seq_len} less the question and special tokens)")
+        words = _word_ids(context, [span for _, span in c])
+        windows, start = [], 0
+        while True:
+            row = tok._with_specials(q, c[start:start + room])
+            part = words[start:start + room]
+            windows.append((row, len(row.ids) - len(part) - 1, part))
+            if start + room >= len(c):
+                return windows
+            start += room - doc_stride
+
+    def _pad(self, rows, lang):
+        width = max(len(row.ids) for row in rows)
+        batch = {"token_ids": np.full((len(rows), width), self.tokenizer.pad_token_id, np.int32),
+                 "padding_mask": np.zeros((len(rows), width), np.int32),
+                 "segment_ids": np.zeros((len(rows), width), np.int32)}
+        for r, row in enumerate(rows):
+            batch["token_ids"][r, :len(row.ids)] = row.ids
+            batch["padding_mask"][r, :len(row.ids)] = 1
+            batch["segment_ids"][r, :len(row.ids)] = row.segments
+        batch = self.tokenizer._finish_batch(batch, rows, lang)
+        return {k: v for k, v in batch.items() if k in self.runner.input_names}
+
+    def _answers(self, context, spans, top_k, max_answer_len, impossible, align):
+        min_null = 1000000.0
+        answers = []
+        for row, context_at, words, start_logits, end_logits in spans:
+            n = len(row.ids)
+            allowed = np.zeros(n, bool)
+            allowed[context_at:n - 1] = True
+            allowed[np.asarray(row.ids) == self.tokenizer.cls_token_id] = True
+            start = _probabilities(np.asarray(start_logits, np.float32), allowed)
+            end = _probabilities(np.asarray(end_logits, np.float32), allowed)
+            if impossible:
+                min_null = min(min_null, float(start[0] * end[0]))
+            start[0] = end[0] = 0.0
+            for s, e, score in zip(*decode_spans(start, end, top_k * 2 + 10 if align else top_k, max_answer_len,
+                                                 allowed)):
+                begin, stop = _indices(int(s), int(e), context_at, row.spans, words, align)
+                text = context[begin:stop]
+                same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+                if same is not None:
+                    same["score"] += float(score)
+                else:
+                    answers.append({"score": float(score), "start": begin, "end": stop, "answer": text})
+        if impossible:
+            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+        return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+
+
+def _indices(s, e, first, spans, words, align):
+    """Character (start, end) of the tokens s..e: with `align`, of the words they are in (within this window,
+    from its first token of the word to its last), as Transformers' get_indices; a special token (no word)
+    falls back to the tokens' own offsets."""
+    def word(position):
+        return words[position - first] if 0 <= position - first < len(words) else None
+
+    ws, we = word(s), word(e)
+    if align and ws is not None and we is not None:
+        begin = spans[first + words.index(ws)][0]
+        end = spans[first + len(words) - 1 - words[::-1].index(we)][1]
+        return begin, end
+    return spans[s][0], spans[e][1]
+
+
+def _word_ids(text, spans):
+    """The word (a run of non-space characters) each token belongs to, by the first non-space character at
+    or after its start: a lone "▁" piece belongs to the word after it, as SentencePiece's Metaspace splits."""
+    starts = [i for i, ch in enumerate(text) if not ch.isspace() and (i == 0 or text[i - 1].isspace())]
+    ids = []
+    for a, _ in spans:
+        while a < len(text) and text[a].isspace():
+            a += 1
+        ids.append(int(np.searchsorted(starts, a, side="right")) - 1)
+    return ids
+
+
+def _positive(options, name, default, zero=False):
+    value = options.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if zero else 1):
+        raise PipelineError(f"{name} must be a whole number >= {0 if zero else 1}, got {value!r}")
+    return int(value)
+
+
+def _examples(args, options):
+    """[(question, context)] from Transformers' ways of giving them."""
+    question, context = options.get("question"), options.get("context")
+    if len(args) == 2 and all(isinstance(a, str) for a in args):
+        items = [{"question": args[0], "context": args[1]}]
+    elif len(args) == 1:
+        items = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+    elif args:
+        raise PipelineError(f"Unable to understand arguments {args}: pass question= and context=")
+    elif question is not None and context is not None:
+        questions = [question] if isinstance(question, str) else list(question)
+        contexts = [context] * len(questions) if isinstance(context, str) else list(context)
+        if len(questions) != len(contexts):
+            raise PipelineError(f"{len(questions)} questions but {len(contexts)} contexts")
+        items = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
+    else:
+        raise PipelineError("question-answering needs question= and context= (or a {'question', 'context'} dict)")
+    examples = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not {"question", "context"} <= set(item):
+            raise PipelineError(f"input {i + 1}: expected a dict with keys question and context, got "
+                                f"{type(item).__name__}")
+        for key in ("question", "context"):
+            if not isinstance(item[key], str) or not item[key]:
+                raise PipelineError(f"input {i + 1}: `{key}` must be a non-empty str")
+        examples.append((item["question"], item["context"]))
+    return examples

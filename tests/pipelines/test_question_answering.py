@@ -1,0 +1,89 @@
+"""question-answering against Transformers 4.57's QuestionAnsweringPipeline algorithm (tests/qa_reference.py:
+5.23 removed the pipeline) on the PyTorch reference: the same answers, character offsets and scores (1e-4),
+over contexts split into several windows."""
+
+import json
+
+import pytest
+
+import kzoo
+from kzoo.cli import main
+from kzoo.pipelines import PipelineError
+from qa_reference import reference_qa
+from reference import TINY_ALBERT, TINY_XLMR, lively, model_with_tokenizer
+from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+QUESTION = "Where does Jean live?"
+CONTEXT = ("Jean-Pierre lives in Paris, France, since 1999. He works at the café near the Seine, with 1,000 "
+           "others, and   spends weekends in Lyon.")
+
+
+@pytest.fixture(scope="module", params=["albert", "xlm-roberta"])
+def qa(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "albert":
+        cls, config, tok = "AlbertForQuestionAnswering", TINY_ALBERT, make_albert_tokenizer_dir(tmp, True)
+    else:
+        cls, config, tok = "XLMRobertaForQuestionAnswering", TINY_XLMR, make_xlmr_tokenizer_dir(tmp)
+    return model_with_tokenizer(tmp, cls, {**config, "max_position_embeddings": 130}, tok, weights=lively)
+
+
+def assert_same(ours, theirs):
+    if isinstance(theirs, list):
+        assert isinstance(ours, list) and len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs):
+            assert_same(a, b)
+        return
+    assert (ours["answer"], ours["start"], ours["end"]) == (theirs["answer"], theirs["start"], theirs["end"])
+    assert abs(ours["score"] - theirs["score"]) < 1e-4
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_seq_len=32, doc_stride=8),
+    dict(max_seq_len=64, doc_stride=16, top_k=3),
+    dict(max_seq_len=30, doc_stride=5, top_k=5, handle_impossible_answer=True),
+    dict(max_seq_len=40, doc_stride=10, top_k=2, align_to_words=False, max_answer_len=4),
+    dict(top_k=2),  # (one window: the defaults, max_seq_len the model's 128 tokens)
+], ids=["windows", "top3", "impossible", "tokens", "defaults"])
+def test_question_answering_equals_transformers_algorithm(qa, kwargs):
+    src, out = qa
+    ours = kzoo.pipeline("question-answering", out)(question=QUESTION, context=CONTEXT, **kwargs)
+    theirs = reference_qa(src, QUESTION, CONTEXT, **{"max_seq_len": 128, **kwargs})
+    assert_same(ours, theirs)
+    for answer in ours if isinstance(ours, list) else [ours]:
+        assert CONTEXT[answer["start"]:answer["end"]] == answer["answer"]
+
+
+def test_question_answering_input_forms(qa):
+    src, out = qa
+    pipe = kzoo.pipeline("question-answering", out, max_seq_len=48, doc_stride=12)
+    want = reference_qa(src, QUESTION, CONTEXT, max_seq_len=48, doc_stride=12)
+    assert_same(pipe(QUESTION, CONTEXT), want)
+    assert_same(pipe({"question": QUESTION, "context": CONTEXT}), want)
+    both = pipe(question=[QUESTION, "Who works?"], context=CONTEXT)
+    assert_same(both[0], want)
+    assert_same(both[1], reference_qa(src, "Who works?", CONTEXT, max_seq_len=48, doc_stride=12))
+
+
+def test_question_answering_errors(qa):
+    pipe = kzoo.pipeline("question-answering", qa[1])
+    with pytest.raises(PipelineError, match="needs question= and context="):
+        pipe(question=QUESTION)
+    with pytest.raises(PipelineError, match="`context` must be a non-empty str"):
+        pipe(question=QUESTION, context="")
+    with pytest.raises(PipelineError, match="doc_stride 20 must be less than"):
+        pipe(question=QUESTION, context=CONTEXT, max_seq_len=40, doc_stride=20)
+    with pytest.raises(PipelineError, match="no room for the context"):
+        pipe(question=QUESTION * 3, context=CONTEXT, max_seq_len=20, doc_stride=2)
+    with pytest.raises(PipelineError, match="top_k must be a whole number >= 1"):
+        pipe(question=QUESTION, context=CONTEXT, top_k=0)
+
+
+def test_cli_qa_json(qa, capsys):
+    src, out = qa
+    assert main(["qa", str(out), "--question", QUESTION, "--context", CONTEXT, "--max-seq-len", "32",
+                 "--doc-stride", "8", "--top-k", "2", "--json"]) == 0
+    assert_same(json.loads(capsys.readouterr().out),
+                reference_qa(src, QUESTION, CONTEXT, max_seq_len=32, doc_stride=8, top_k=2))
