@@ -11,19 +11,21 @@ import json
 import re
 from pathlib import Path
 
-from kzoo.converters import family_of, num_labels
+from kzoo.converters import family_of, num_labels, sentence_transformers
 from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.converters.tokenizers import TOKENIZER_FILES, build_tokenizer, check_options
 from kzoo.converters.weights import load_table
 from kzoo.errors import ModelDirError
 from kzoo.families import find_preset
 from kzoo.io import keras_internals, modeldir
+from kzoo.io.arrays import as_tensor
 from kzoo.io.atomic import atomic_dir, check_absent, overlaps
 from kzoo.models import build_model, classes, new_head_paths
 from kzoo.tasks import TASKS
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")  # Transformers'
-WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES)
+WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES,
+                   "modules.json", "sentence_bert_config.json", "*/config.json")  # (sentence-transformers' modules)
 
 
 def resolve_source(src) -> Path:
@@ -73,6 +75,18 @@ def detect_task(hf, spec, names):
     return spec.task_from_names(names)
 
 
+def _load_dense(model, st):
+    """Fills the Dense layers of a sentence-transformers model from their modules' files; their paths."""
+    variables = {v.path: v for v in model.weights}
+    arrays = sentence_transformers.dense_weights(st)
+    for path, value in arrays.items():
+        if tuple(value.shape) != tuple(variables[path].shape):
+            raise CheckpointError(f"{path}: shape {tuple(value.shape)} in the Dense module does not fit "
+                                  f"{tuple(variables[path].shape)} (its config.json's in/out_features?)")
+        keras_internals.initialize_from(variables[path], as_tensor(value, variables[path].dtype))
+    return set(arrays)
+
+
 def _labels(hf):
     """config.json's id2label as {"0": name, ...} for the model's classes (Transformers' LABEL_i where
     it names none)."""
@@ -99,6 +113,11 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
     src = resolve_source(src)
     if overlaps(out, src):
         raise CheckpointError(f"{out}: that is where the checkpoint {src} is; convert to another dir")
+    st = sentence_transformers.read(src) if task in (None, "sentence_embedding") else None
+    if task == "sentence_embedding" and st is None:
+        raise CheckpointError(f"{src}: no modules.json: not a sentence-transformers model dir")
+    if st is not None:  # its Transformer module's dir holds the Hugging Face checkpoint and tokenizer
+        src = st.encoder
     hf = read_hf_config(src)
     hf.setdefault("_name_or_path", str(src))  # XLM tells its clm checkpoint apart by name only
     family, spec = family_of(hf)
@@ -108,7 +127,7 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
     with open_checkpoint(src) as ckpt:
         names = ckpt.names()
         new_head = task is not None or labels is not None or num_labels is not None
-        task = task or detect_task(hf, spec, names)
+        task = task or ("sentence_embedding" if st else detect_task(hf, spec, names))
         try:
             named = classes(task, labels, num_labels)
         except ModelDirError as e:
@@ -129,7 +148,8 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
             "task": task,
             "preset": find_preset(family.name, backbone),
             "backbone": backbone,
-            "task_config": spec.task_config(hf, task),
+            "task_config": st.task_config if st else spec.task_config(hf, task),
+            "max_seq_length": st.max_seq_length if st else None,  # (sentence-transformers cuts texts to it)
             "labels": _labels(hf) if TASKS[task].labelled else None,
             "problem_type": (problem_type or hf.get("problem_type")) if task == "classifier" else None,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},
@@ -141,8 +161,10 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
                 raise CheckpointError(f"{src / 'config.json'}: {e}") from None
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
         advance = progress(len(names)) if progress else None
-        report = load_table(model, ckpt, spec.WEIGHTS, prefix=prefix, tied=spec.TIED, ignored=spec.IGNORED,
-                            fresh=new_head_paths(model) if new_head else (), progress=advance)
+        preloaded = _load_dense(model, st) if st else {}
+        report = load_table(model, ckpt, spec.WEIGHTS, prefix=prefix, tied=spec.TIED,
+                            ignored=spec.IGNORED + ((r"pooler\..*",) if st else ()),  # (sentence vectors: no pooler)
+                            fresh=new_head_paths(model) if new_head else (), preloaded=preloaded, progress=advance)
 
     tokenizer = build_tokenizer(src, family, spec, **tokenizer_options)
     with atomic_dir(out, overwrite=overwrite) as tmp:

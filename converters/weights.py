@@ -83,7 +83,7 @@ def _shape_after(checkpoint, name, fn):
     return tuple(fn(checkpoint.get(name)).shape)
 
 
-def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), fresh=(), progress=None):
+def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), fresh=(), preloaded=(), progress=None):
     """Fills `model`'s variables from `checkpoint` following `table`. A model built under
     `keras_internals.deferred_variables()` gets each variable created from its tensor (one copy).
 
@@ -94,6 +94,7 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), fres
     fresh: Keras variable paths of a new head (kzoo.models.new_head_paths): where the checkpoint has
         none, or one of another shape, they keep their initializer's values (Transformers' from_pretrained
         with ignore_mismatched_sizes), listed in the report.
+    preloaded: Keras variable paths the caller filled from elsewhere (a sentence-transformers Dense module).
     """
     variables = {v.path: v for v in model.weights}
     if len(variables) != len(model.weights):
@@ -125,9 +126,9 @@ def load_table(model, checkpoint, table, *, prefix="", tied=(), ignored=(), fres
         if progress:
             progress(1)
 
-    report.initialized = sorted(set(fresh) - set(filled))
+    report.initialized = sorted(set(fresh) - set(filled) - set(preloaded))
     keras_internals.initialize_rest(variables[path] for path in report.initialized)
-    missing = sorted(set(variables) - set(filled) - set(fresh))
+    missing = sorted(set(variables) - set(filled) - set(fresh) - set(preloaded))
     if missing:
         raise CheckpointError(
             f"{len(missing)} weights missing from the checkpoint: {_short(missing)}"

@@ -86,9 +86,12 @@ def _pipelines(command):
     p.add_argument("--truncation", action="store_true", help="cut a text longer than the model takes (default: "
                    "such a text is an error, as in Transformers' pipeline)")
 
-    p = command("embed", commands.cmd_embed, "sequence and pooled features of texts")
+    p = command("embed", commands.cmd_embed, "sentence vectors of texts (a sentence-transformers model: its "
+                "encode()), or the sequence and pooled features of any other model")
     p.add_argument("model", help="kzoo model dir, or its SavedModel / .tflite export")
     p.add_argument("text", nargs="+", help="one or more texts")
+    p.add_argument("--normalize", action="store_true", help="sentence vectors: L2-normalise them "
+                   "(normalize_embeddings; a model with a Normalize module does already)")
     p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
     p.add_argument("--truncation", action="store_true", help="cut texts longer than the model takes (default: "
                    "such a text is an error, as in Transformers' pipeline)")

@@ -41,9 +41,18 @@ def cmd_fill_mask(args):
 
 
 def cmd_embed(args):
-    from kzoo.pipelines import Features
+    from kzoo import runtime
+    from kzoo.pipelines import Features, SentenceEmbeddings
 
-    results = Features(args.model)(args.text, lang=args.lang, truncation=args.truncation)
+    runner = runtime.load(args.model)
+    if runner.task == "sentence_embedding":  # a sentence-transformers model: its encode()
+        vectors = SentenceEmbeddings(runner)(args.text, lang=args.lang, normalize_embeddings=args.normalize)
+        if args.json:
+            return print_json(vectors)
+        for text, v in zip(args.text, vectors):
+            print(f"{text!r}: [{len(v)}] = [{', '.join(f'{x:.4f}' for x in v[:4])}, ...]")
+        return
+    results = Features(runner)(args.text, lang=args.lang, truncation=args.truncation)
     if args.json:
         return print_json(results)
     for text, r in zip(args.text, results):

@@ -20,7 +20,7 @@ import keras_hub
 from kzoo.models.layers import (
     MASK_BIAS, Backbone, TaskModel, TransformerLayer, attention_bias, dense, int_inputs, masked_lm_logits,
 )
-from kzoo.models.layers import MultipleChoice, QuestionAnswering, TokenClassifier  # noqa: F401  (heads every family shares)
+from kzoo.models.layers import MultipleChoice, QuestionAnswering, SentenceEmbedding, TokenClassifier  # noqa: F401  (heads every family shares)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -29,6 +29,7 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
     "relu": keras.activations.relu,
     "tanh": keras.activations.tanh,
+    "sigmoid": keras.activations.sigmoid,
 }
 
 
@@ -364,6 +365,70 @@ class MultipleChoice(TaskModel):
         logits = Choices(flatten=False, name="choice_logits")(scores, like=inputs["token_ids"])
         super().__init__(inputs=inputs, outputs=logits, **kwargs)
         self.keep(backbone, classifier_dropout=classifier_dropout)
+
+
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class Pooling(keras.layers.Layer):
+    """sentence-transformers' Pooling: token vectors [B, S, H] and padding_mask [B, S] -> [B, H * modes], the
+    modes' vectors concatenated: cls (the first token), max, mean, mean_sqrt_len_tokens (sum / sqrt(count)),
+    weightedmean (position i weighted i + 1), lasttoken (the last token); over the tokens only."""
+
+    def __init__(self, modes=("mean",), **kwargs):
+        super().__init__(**kwargs)
+        unknown = [m for m in modes if m not in POOLING_MODES]
+        if unknown or not modes:
+            raise ValueError(f"pooling modes {list(modes)}: expected some of {', '.join(POOLING_MODES)}")
+        self.modes = list(modes)
+
+    def call(self, x, padding_mask):
+        mask = ops.expand_dims(ops.cast(padding_mask, x.dtype), -1)  # [B, S, 1]
+        count = ops.maximum(ops.sum(mask, axis=1), 1e-9)
+        first = ops.argmax(ops.cast(padding_mask, "int32"), axis=1)
+        last = ops.shape(x)[1] - 1 - ops.argmax(ops.flip(ops.cast(padding_mask, "int32"), axis=1), axis=1)
+        vectors = []
+        for mode in self.modes:
+            if mode == "cls":
+                vectors.append(ops.take_along_axis(x, first[:, None, None], axis=1)[:, 0])
+            elif mode == "lasttoken":
+                vectors.append(ops.take_along_axis(x * mask, last[:, None, None], axis=1)[:, 0])
+            elif mode == "max":
+                vectors.append(ops.max(ops.where(mask > 0, x, -float("inf")), axis=1))
+            elif mode in ("mean", "mean_sqrt_len_tokens"):
+                total = ops.sum(x * mask, axis=1)
+                vectors.append(total / (count if mode == "mean" else ops.sqrt(count)))
+            else:  # weightedmean: weights 1, 2, .. from the first token
+                positions = ops.arange(1, ops.shape(x)[1] + 1, dtype=x.dtype)[None, :, None]
+                weights = mask * (positions - ops.cast(first, x.dtype)[:, None, None])
+                vectors.append(ops.sum(x * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-9))
+        return vectors[0] if len(vectors) == 1 else ops.concatenate(vectors, axis=-1)
+
+    def compute_output_shape(self, x_shape, padding_mask_shape=None):
+        return (x_shape[0], x_shape[-1] * len(self.modes))
+
+    def get_config(self):
+        return {**super().get_config(), "modes": self.modes}
+
+
+@keras.saving.register_keras_serializable(package="kzoo")
+class SentenceEmbedding(TaskModel):
+    """A sentence-transformers model: the encoder's token vectors -> Pooling -> Dense layers (`dense`: a list
+    of {"units", "bias", "activation"}) -> L2 normalisation when `normalize`; sentence_embedding [B, D]."""
+
+    uses_pooler = False
+
+    def __init__(self, backbone, pooling=("mean",), dense=(), normalize=False, **kwargs):
+        inputs = backbone.input
+        x = Pooling(pooling, name="pooling")(backbone(inputs)["sequence_output"], padding_mask=inputs["padding_mask"])
+        for i, layer in enumerate(dense):
+            x = keras.layers.Dense(layer["units"], use_bias=layer.get("bias", True), name=f"dense_{i}",
+                                   activation=get_activation(layer["activation"]) if layer.get("activation") else None)(x)
+        if normalize:  # (torch's F.normalize: x / max(|x|, 1e-12))
+            x = x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True)), 1e-12)
+        super().__init__(inputs=inputs, outputs={"sentence_embedding": x}, **kwargs)
+        self.keep(backbone, pooling=list(pooling), dense=[dict(d) for d in dense], normalize=normalize)
 
 
 def per_position_head(model):

@@ -40,7 +40,7 @@ from kzoo.models.layers import (
     MASK_BIAS, Backbone, Bias, Choices, TaskModel, TransformerLayer, attention_bias, choice_inputs, dense,
     get_activation, int_inputs,
 )
-from kzoo.models.layers import QuestionAnswering, TokenClassifier  # noqa: F401  (heads every family shares)
+from kzoo.models.layers import QuestionAnswering, SentenceEmbedding, TokenClassifier  # noqa: F401  (heads every family shares)
 
 
 @keras.saving.register_keras_serializable(package="kzoo")

@@ -12,14 +12,15 @@ from kzoo.pipelines.features import Features
 from kzoo.pipelines.fill_mask import FillMask
 from kzoo.pipelines.generation import Generator
 from kzoo.pipelines.question_answering import QuestionAnswering
+from kzoo.pipelines.sentence_embedding import SentenceEmbeddings
 
 PIPELINES = {cls.name: cls for cls in (FillMask, Features, Generator, TextClassification, TokenClassification,
-                                       ZeroShotClassification, QuestionAnswering)}
+                                       ZeroShotClassification, QuestionAnswering, SentenceEmbeddings)}
 ALIASES = {"embed": "features", "generate": "text-generation",
            "sentiment-analysis": "text-classification", "ner": "token-classification"}  # (Transformers' aliases)
 
 __all__ = ["PIPELINES", "Pipeline", "PipelineError", "FillMask", "Features", "Generator", "TextClassification",
-           "TokenClassification", "ZeroShotClassification", "QuestionAnswering", "pipeline"]
+           "TokenClassification", "ZeroShotClassification", "QuestionAnswering", "SentenceEmbeddings", "pipeline"]
 
 
 def pipeline(name, model, tokenizer=None, **kwargs):

@@ -47,6 +47,8 @@ TASKS = MappingProxyType({t.name: t for t in [
          ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True),
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
          ("start_logits", "end_logits"), ("question-answering", "features")),
+    Task("sentence_embedding", "a sentence-transformers model: pooling, dense layers, normalisation: "
+         "sentence_embedding [B, D]", ("sentence_embedding",), ("sentence-embedding",)),
     Task("multiple_choice", "multiple choice: inputs [B, C, S] (C choices), logits [B, C]",
          ("logits",), (), choices=True),
 ]})

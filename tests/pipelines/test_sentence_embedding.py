@@ -1,0 +1,109 @@
+"""sentence-transformers dirs (both layouts) converted, against SentenceTransformer(dir).encode: every pooling
+mode, Dense layers, Normalize, max_seq_length truncation; `kzoo embed` on them."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import modules as M
+
+import kzoo
+from kzoo.cli import main
+from kzoo.converters.convert import convert
+from kzoo.converters.readers import CheckpointError
+from reference import TINY_ALBERT, TINY_XLMR, lively, make_checkpoint
+from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TEXTS = ["hello world", "a", "Bonjour tout le monde, ceci est un texte nettement plus long que les autres, avec "
+         "1,000 mots et des virgules, qui dépasse max_seq_length de loin."]
+
+
+@pytest.fixture(scope="module", params=["xlm-roberta", "albert"])
+def encoder(request, tmp_path_factory):
+    """A Hugging Face encoder dir (random lively weights) with its tokenizer files."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "albert":
+        tok, cls, config = make_albert_tokenizer_dir(tmp, with_tokenizer_json=True), "AlbertModel", TINY_ALBERT
+    else:
+        tok, cls, config = make_xlmr_tokenizer_dir(tmp), "XLMRobertaModel", TINY_XLMR
+    vocab = len(json.loads((tok / "tokenizer.json").read_text())["model"]["vocab"])
+    src = make_checkpoint(tmp / "hf", cls, {**config, "vocab_size": vocab}, weights=lively)
+    for f in tok.iterdir():
+        shutil.copy(f, src / f.name)
+    return src
+
+
+def sentence_transformer(encoder, out, modes, dense=True, normalize=True, max_seq_length=20):
+    modules = [M.Transformer(str(encoder), max_seq_length=max_seq_length),
+               M.Pooling(32, pooling_mode=modes[0] if len(modes) == 1 else tuple(modes))]
+    if dense:
+        modules.append(M.Dense(32 * len(modes), 16, activation_function=torch.nn.Tanh()))
+    if normalize:
+        modules.append(M.Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu")
+    for p in model[2].parameters() if dense else ():
+        p.data.normal_(0, 0.3)
+    model.save(str(out))
+    return out
+
+
+@pytest.mark.parametrize("modes, dense, normalize", [
+    (["mean"], True, True), (["cls"], False, True), (["max"], True, False), (["lasttoken"], False, False),
+    (["weightedmean"], True, True), (["mean_sqrt_len_tokens"], False, True), (["cls", "mean"], True, True)])
+def test_sentence_embedding_equals_sentence_transformers(tmp_path, encoder, modes, dense, normalize):
+    st = sentence_transformer(encoder, tmp_path / "st", modes, dense, normalize)
+    summary = convert(st, tmp_path / "out")
+    assert summary["task"] == "sentence_embedding" and summary["unexpected"] == []
+    want = SentenceTransformer(str(st), device="cpu").encode(TEXTS)
+    ours = kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS)
+    assert ours.dtype == np.float32 and ours.shape == want.shape
+    assert np.max(np.abs(ours - want)) <= 1e-4
+    assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS[0]) - want[0])) <= 1e-4
+
+
+def test_the_older_layout_reads_the_same(tmp_path, encoder):
+    """Hub dirs from sentence-transformers 2.x: pooling_mode_* booleans, sentence_bert_config.json's
+    max_seq_length (here 12: the long text is cut there)."""
+    st = sentence_transformer(encoder, tmp_path / "st", ["cls"], max_seq_length=None)
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}))
+    (st / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 12, "do_lower_case": False}))
+    want = SentenceTransformer(str(st), device="cpu").encode(TEXTS)
+    convert(st, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["max_seq_length"] == 12
+    assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS) - want)) <= 1e-4
+
+
+def test_embed_cli_and_options(tmp_path, encoder, capsys):
+    st = sentence_transformer(encoder, tmp_path / "st", ["mean"], normalize=False)
+    convert(st, tmp_path / "out")
+    reference = SentenceTransformer(str(st), device="cpu")
+    assert main(["embed", str(tmp_path / "out"), *TEXTS[:2], "--normalize", "--json"]) == 0
+    want = reference.encode(TEXTS[:2], normalize_embeddings=True)
+    assert np.max(np.abs(np.asarray(json.loads(capsys.readouterr().out)) - want)) <= 1e-4
+    pipe = kzoo.pipeline("sentence-embedding", tmp_path / "out", batch_size=1)
+    assert np.max(np.abs(pipe(TEXTS, prompt="query: ") - reference.encode(TEXTS, prompt="query: "))) <= 1e-4
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda st: (st / "modules.json").write_text(json.dumps(
+        [*json.loads((st / "modules.json").read_text()), {"idx": 9, "path": "", "type": "x.LSTM"}])),
+     "module x.LSTM is not supported"),
+    (lambda st: (st / "2_Dense" / "config.json").write_text(json.dumps(
+        {**json.loads((st / "2_Dense" / "config.json").read_text()), "activation_function": "torch.nn.SiLU"})),
+     "activation_function torch.nn.SiLU is not supported"),
+    (lambda st: (st / "1_Pooling" / "config.json").write_text('{"pooling_mode": "median"}'),
+     "pooling mode 'median'"),
+])
+def test_unsupported_modules_are_one_line_errors(tmp_path, encoder, edit, message):
+    st = sentence_transformer(encoder, tmp_path / "st", ["mean"])
+    edit(st)
+    with pytest.raises(CheckpointError, match=message):
+        convert(st, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
