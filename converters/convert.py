@@ -23,6 +23,9 @@ from kzoo.io.atomic import atomic_dir, check_absent, overlaps
 from kzoo.models import build_model, classes, new_head_paths
 from kzoo.tasks import TASKS
 
+# Models taking more tokens than this (bge-m3: 8,192) attend in blocks of ATTENTION_CHUNK queries: all heads'
+# [S, S] scores at once would take 4.3 GB a layer at 8,192 tokens (XLM-R large).
+LONG_INPUTS, ATTENTION_CHUNK = 4096, 1024
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")  # Transformers'
 WEIGHT_PATTERNS = ("config.json", "*.safetensors", "*.safetensors.index.json", *TOKENIZER_FILES,
                    "modules.json", "sentence_bert_config.json", "*/config.json")  # (sentence-transformers' modules)
@@ -138,6 +141,11 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
             raise CheckpointError(f"problem_type is for a classifier, not a {task}")
         backbone = spec.backbone_config(hf)
         notes = []
+        if family.backbone_class().max_tokens(backbone) > LONG_INPUTS:
+            backbone["attention_chunk_size"] = ATTENTION_CHUNK
+            notes.append(f"inputs up to {family.backbone_class().max_tokens(backbone)} tokens: attention runs on "
+                         f"blocks of {ATTENTION_CHUNK} queries, so that long texts fit in memory (the same numbers; "
+                         "kzoo.load(dir, attention_chunk_size=None) for one block)")
         if task == "backbone" and family.backbone_class().has_pooler \
                 and not any("pooler" in name for name in names):
             backbone["use_pooler"] = False  # Transformers would initialise it at random; kzoo leaves it out

@@ -30,11 +30,16 @@ def check_out(out, overwrite, model_dir, *replaced):
         raise ExportError(f"{out} already exists (pass --overwrite to replace it)")
 
 
-def model_and_config(model_dir, mask_bias=None):
+def model_and_config(model_dir, mask_bias=None, full_attention=False):
     """(Keras model, config) of a kzoo model dir; with `mask_bias`, built with that attention-mask
-    bias instead of the exact one (a backbone argument: kzoo.models.layers.MASK_BIAS)."""
+    bias instead of the exact one (a backbone argument: kzoo.models.layers.MASK_BIAS); with
+    `full_attention`, attention over all queries at once even where the config has it in blocks
+    (`attention_chunk_size`: a loop TFLite would run as a WHILE op)."""
     config = modeldir.read_config(model_dir)
-    model = load_model(model_dir, **({} if mask_bias is None else {"mask_bias": float(mask_bias)}))
+    overrides = {} if mask_bias is None else {"mask_bias": float(mask_bias)}
+    if full_attention:
+        overrides["attention_chunk_size"] = None
+    model = load_model(model_dir, **overrides)
     return model, config
 
 

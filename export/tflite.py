@@ -90,7 +90,9 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against
     if mask_bias is None and quantize in FULL_INTEGER:
         mask_bias = FULL_INTEGER_MASK_BIAS
-    model = model_and_config(model_dir, mask_bias)[0] if mask_bias is not None else reference
+    chunked = config["backbone"].get("attention_chunk_size") is not None
+    model = model_and_config(model_dir, mask_bias, full_attention=True)[0] if mask_bias is not None or chunked \
+        else reference
     advance()
 
     holder, concrete = _trace(model, config, text_tokenizer, options, text_length)

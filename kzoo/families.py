@@ -105,7 +105,7 @@ def get_family(name) -> Family:
 def architecture_key(backbone) -> dict:
     """A backbone config without what leaves the architecture as it is (dropout, build options)."""
     return {k: v for k, v in backbone.items()
-            if k not in ("dropout", "attention_dropout", "use_pooler", "mask_bias", "name")}
+            if k not in ("dropout", "attention_dropout", "use_pooler", "mask_bias", "attention_chunk_size", "name")}
 
 
 def find_preset(architecture, backbone):

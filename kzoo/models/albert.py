@@ -50,6 +50,7 @@ class AlbertBackbone(Backbone):
         initializer_range=0.02,
         use_pooler=True,
         mask_bias=MASK_BIAS,
+        attention_chunk_size=None,
         **kwargs,
     ):
         config = Backbone.arguments(locals())

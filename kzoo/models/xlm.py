@@ -115,6 +115,7 @@ class XLMBackbone(Backbone):
         generation_mask_token_id=0,
         generation_lang_id=0,
         mask_bias=MASK_BIAS,
+        attention_chunk_size=None,
         **kwargs,
     ):
         intermediate_dim = intermediate_dim or 4 * hidden_dim

@@ -46,6 +46,7 @@ class XLMRobertaBackbone(Backbone):
         initializer_range=0.02,
         use_pooler=True,
         mask_bias=MASK_BIAS,
+        attention_chunk_size=None,
         **kwargs,
     ):
         config = Backbone.arguments(locals())

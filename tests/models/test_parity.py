@@ -68,3 +68,40 @@ def test_max_tokens_is_the_longest_input_the_positions_take(name):
     run(longest)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError)):
         run(longest + 1)
+
+
+@pytest.mark.parametrize("name, extra", [(n, {}) for n in NAMES] + [("xlm", {"causal": True})],
+                         ids=[*NAMES, "xlm-causal"])
+def test_attention_in_blocks_of_queries_holds_to_the_reference(tmp_path, name, extra):
+    """attention_chunk_size (what convert sets for inputs over 4,096 tokens): each block of queries' scores in
+    turn, the same numbers as all at once, to the PyTorch reference; also compiled by XLA."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kzoo.converters.convert import convert
+    from kzoo.converters.verify import reference_inputs, verify
+    from kzoo.models import load_model
+    from reference import make_checkpoint
+
+    src = make_checkpoint(tmp_path / "ref", masked_lm_class(name), tiny_hf_config(name, **extra))
+    convert(src, tmp_path / "out")
+    model = load_model(tmp_path / "out", attention_chunk_size=5)
+    report = verify(tmp_path / "out", src, model=model)
+    assert report["ok"], [r for r in report["rows"] if not r["ok"]]
+    x = reference_inputs(99, length=17, num_segments=1)
+    x = {k: tf.constant(x.get(k, np.zeros_like(x["token_ids"]))) for k in model.input}
+    compiled = tf.function(lambda batch: model.backbone(batch)["sequence_output"], jit_compile=True)
+    np.testing.assert_allclose(compiled(x), model.backbone(x)["sequence_output"], atol=1e-5)
+
+
+def test_convert_sets_blocks_of_queries_for_long_inputs(tmp_path):
+    import json
+
+    from kzoo.converters.convert import convert
+    from reference import make_checkpoint
+
+    src = make_checkpoint(tmp_path / "ref", "XLMRobertaModel", tiny_hf_config("xlm-roberta",
+                                                                              max_position_embeddings=8194))
+    summary = convert(src, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["backbone"]["attention_chunk_size"] == 1024
+    assert any("blocks of 1024 queries" in note for note in summary["notes"])
