@@ -4,6 +4,7 @@
     weights.py                            the one loop applying a weight table to a Keras model
     albert.py, xlm_roberta.py, xlm.py     one per family: its weight table, config keys, tokenizer files
     sentencepiece.py, xlm_tokenizer.py    build kzoo's tokenizers from Hugging Face tokenizer files
+    sentence_transformers.py              a sentence-transformers dir's modules -> the sentence_embedding head
     tokenizers.py                         which of the two a family's tokenizer format needs
     convert.py                            `kzoo convert`
     verify.py                             `kzoo verify`: a model dir against its PyTorch reference

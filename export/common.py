@@ -214,11 +214,12 @@ def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
             for name, value in out.items()}
 
 
-def text_max_length(max_length, longest):
+def text_max_length(max_length, longest, config=None):
     """A text signature's longest input in tokens (special tokens included): `max_length`, checked, or
-    the model's longest. Longer texts are cut; the signature says which (its `truncated` output)."""
+    the model's longest (a sentence-transformers model's max_seq_length, where it cuts every text). Longer
+    texts are cut; the signature says which (its `truncated` output)."""
     if max_length is None:
-        return longest
+        return min(longest, (config or {}).get("max_seq_length") or longest)
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 2 < max_length <= longest:
         raise ExportError(f"--max-length must be a whole number in 3..{longest} (the model's longest input), "
                           f"got {max_length!r}")

@@ -63,7 +63,7 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     config = modeldir.read_config(model_dir)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
     longest = max_tokens(config)
-    text_length = text_max_length(max_length, longest)
+    text_length = text_max_length(max_length, longest, config)
     buckets = length_buckets(longest)
     tokenizer = _text_tokenizer(model_dir, config, text)
     check_text_only(tokenizer is not None, "--ids-only" if text is False else "its tokenizer cannot run in the "

@@ -84,7 +84,7 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
                     max_length=max_length)
     options = text_options(config, top_k=top_k, max_masks=max_masks)
     longest = max_tokens(config)
-    text_length = text_max_length(max_length, longest)
+    text_length = text_max_length(max_length, longest, config)
     text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
     tokenizer = text_tokenizer or _any_tokenizer(model_dir)
     reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against

@@ -35,8 +35,10 @@ def load_tokenizer(path):
 
 
 def pipeline(task, model, tokenizer=None, **kwargs):
-    """`"fill-mask"`, `"features"` or (XLM) `"text-generation"` on a model dir, a SavedModel, a
-    .tflite file, or a Keras model + tokenizer. See kzoo.pipelines."""
+    """A pipeline by Transformers' name ("fill-mask", "text-classification", "token-classification",
+    "question-answering", "zero-shot-classification", "sentence-embedding", "features", XLM's
+    "text-generation") on a model dir, a SavedModel, a .tflite file, or a Keras model + tokenizer;
+    kwargs: its options' defaults (Transformers' names). See kzoo.pipelines."""
     from kzoo.pipelines import pipeline as make
 
     return make(task, model, tokenizer, **kwargs)

@@ -36,8 +36,11 @@ class SentenceEmbeddings(Pipeline):
         vectors = []
         for at in range(0, len(texts), batch_size):
             chunk = texts[at:at + batch_size]
-            batch = self.tokenizer(chunk, **cut) if lang is None else self._with_lang(chunk, lang, cut)
-            vectors.append(np.asarray(self.runner(batch)["sentence_embedding"], np.float32))
+            if self.text_only:  # (its text signature cuts at the export's --max-length: max_seq_length by default)
+                out = self._run_text(chunk, lang, truncation=True, needs="sentence_embedding")
+            else:
+                out = self.runner(self.tokenizer(chunk, **cut) if lang is None else self._with_lang(chunk, lang, cut))
+            vectors.append(np.asarray(out["sentence_embedding"], np.float32))
         embeddings = np.concatenate(vectors)
         if options.get("normalize_embeddings"):
             embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)

@@ -48,7 +48,7 @@ TASKS = MappingProxyType({t.name: t for t in [
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
          ("start_logits", "end_logits"), ("question-answering", "features")),
     Task("sentence_embedding", "a sentence-transformers model: pooling, dense layers, normalisation: "
-         "sentence_embedding [B, D]", ("sentence_embedding",), ("sentence-embedding",)),
+         "sentence_embedding [B, D]", ("sentence_embedding",), ("sentence-embedding",), features.text_signature),
     Task("multiple_choice", "multiple choice: inputs [B, C, S] (C choices), logits [B, C]",
          ("logits",), (), choices=True),
 ]})

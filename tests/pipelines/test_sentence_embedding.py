@@ -23,11 +23,9 @@ TEXTS = ["hello world", "a", "Bonjour tout le monde, ceci est un texte nettement
          "1,000 mots et des virgules, qui dépasse max_seq_length de loin."]
 
 
-@pytest.fixture(scope="module", params=["xlm-roberta", "albert"])
-def encoder(request, tmp_path_factory):
+def make_encoder(tmp, family):
     """A Hugging Face encoder dir (random lively weights) with its tokenizer files."""
-    tmp = tmp_path_factory.mktemp(request.param)
-    if request.param == "albert":
+    if family == "albert":
         tok, cls, config = make_albert_tokenizer_dir(tmp, with_tokenizer_json=True), "AlbertModel", TINY_ALBERT
     else:
         tok, cls, config = make_xlmr_tokenizer_dir(tmp), "XLMRobertaModel", TINY_XLMR
@@ -36,6 +34,11 @@ def encoder(request, tmp_path_factory):
     for f in tok.iterdir():
         shutil.copy(f, src / f.name)
     return src
+
+
+@pytest.fixture(scope="module", params=["xlm-roberta", "albert"])
+def encoder(request, tmp_path_factory):
+    return make_encoder(tmp_path_factory.mktemp(request.param), request.param)
 
 
 def sentence_transformer(encoder, out, modes, dense=True, normalize=True, max_seq_length=20):
@@ -107,3 +110,19 @@ def test_unsupported_modules_are_one_line_errors(tmp_path, encoder, edit, messag
     with pytest.raises(CheckpointError, match=message):
         convert(st, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_exports_give_the_same_vectors(tmp_path):
+    """The SavedModel (ids through serving_default) and a text-in .tflite (the tokenizer inside, cutting at
+    max_seq_length) give SentenceTransformer.encode's vectors; dynamic int8 within its cosine bound."""
+    from kzoo.export import export_savedmodel, export_tflite
+
+    st = sentence_transformer(make_encoder(tmp_path, "xlm-roberta"), tmp_path / "st", ["mean"], max_seq_length=20)
+    convert(st, tmp_path / "out")
+    want = SentenceTransformer(str(st), device="cpu").encode(TEXTS)
+    assert export_savedmodel(tmp_path / "out", tmp_path / "sm")["ok"]
+    assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "sm")(TEXTS) - want)) <= 1e-4
+    report = export_tflite(tmp_path / "out", tmp_path / "e.tflite", with_tokenizer=True)
+    assert report["ok"] and report["signatures"]["serve_text"]["outputs"]
+    assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "e.tflite")(TEXTS) - want)) <= 1e-4
+    assert export_tflite(tmp_path / "out", tmp_path / "q.tflite", quantize="dynamic-int8", with_tokenizer=True)["ok"]
