@@ -69,10 +69,19 @@ def get_indices(enc, s, e, sequence_index, align_to_words):
     return start_index, end_index
 
 
-def reference_qa(src, question, context, top_k=1, doc_stride=None, max_answer_len=15, max_seq_len=None,
-                 handle_impossible_answer=False, align_to_words=True):
+def reference_qa(src, question, context, **options):
+    return loaded(src)(question, context, **options)
+
+
+def loaded(src):
+    """The pipeline on the checkpoint at `src`: a function (question, context, **options) -> its answer(s)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(src))
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(src)).eval()
+    return lambda question, context, **options: answer(tokenizer, model, question, context, **options)
+
+
+def answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_answer_len=15, max_seq_len=None,
+           handle_impossible_answer=False, align_to_words=True):
     if max_seq_len is None:
         max_seq_len = min(tokenizer.model_max_length, 384)
     if doc_stride is None:
