@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,6 +25,15 @@ HERE = Path(__file__).resolve().parent
 BGE_M3 = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
               intermediate_size=4096, max_position_embeddings=8194, type_vocab_size=1, pad_token_id=1,
               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, hidden_act="gelu")
+
+
+def peak_rss():
+    """This process's peak resident memory in bytes: VmHWM (getrusage's ru_maxrss would count the parent's
+    memory at fork: Linux carries it across exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def log(msg):
@@ -107,7 +115,7 @@ def child(args):
     """One run in this process: prints {"seconds", "peak_rss", "vector"} as JSON."""
     st, kz = Path(args.out) / "st", Path(args.out) / "kzoo"
     seconds, vector = run_torch(st, args.length) if args.engine == "torch" else run_kzoo(kz, args.length)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "vector": vector.tolist()}))
 
 

@@ -20,11 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __version__ = "0.1.0"
 
 
-def load(path):
-    """A kzoo model dir as a Keras model (the task model with its head)."""
+def load(path, **build_options):
+    """A kzoo model dir as a Keras model (the task model with its head). build_options: backbone build
+    options over the config's, e.g. attention_chunk_size=None (attention over all queries at once)."""
     from kzoo.models import load_model
 
-    return load_model(path)
+    return load_model(path, **build_options)
 
 
 def load_tokenizer(path):
