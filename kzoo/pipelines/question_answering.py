@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kzoo.errors import TokenizerError
 from kzoo.pipelines.base import Pipeline, PipelineError
 
 
@@ -73,7 +74,7 @@ class QuestionAnswering(Pipeline):
             raise PipelineError(f"max_seq_len {max_seq_len}: the model takes at most {longest} tokens")
         windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
         rows = [row for example in windows for row, _, _ in example]
-        batch = self._pad(rows, options.get("lang"))
+        batch = self._pad(rows)
         out = self.runner(batch)
         results, r = [], 0
         for (question, context), example in zip(examples, windows):
@@ -89,28 +90,15 @@ class QuestionAnswering(Pipeline):
 
     def _windows(self, question, context, max_seq_len, doc_stride, lang):
         """[(Row, position of its first context token, its context tokens' word ids)] for the context's windows
-        (the tokenizers library's only_second truncation with a stride: windows of the room left, each
-        `room - doc_stride` tokens after the last, until one reaches the end)."""
-        tok = self.tokenizer
-        (q,), (c,) = tok._tokenize_pairs([question], [context], lang, offsets=True)
-        room = max_seq_len - len(q) - tok._num_special(True)
-        if room <= 0:
-            raise PipelineError(f"the question is {len(q)} tokens long: no room for the context in max_seq_len "
-                                f"{max_seq_len} tokens")
-        if len(c) > room and doc_stride >= room:
-            raise PipelineError(f"doc_stride {doc_stride} must be less than the context's room in a window ({room} "
-                                f"tokens: max_seq_len {max_seq_len} less the question and special tokens)")
-        words = _word_ids(context, [span for _, span in c])
-        windows, start = [], 0
-        while True:
-            row = tok._with_specials(q, c[start:start + room])
-            part = words[start:start + room]
-            windows.append((row, len(row.ids) - len(part) - 1, part))
-            if start + room >= len(c):
-                return windows
-            start += room - doc_stride
+        (the tokenizer's `windows`: Transformers' only_second truncation with a stride)."""
+        try:
+            windows = self.tokenizer.windows(question, context, max_seq_len, doc_stride, lang)
+        except TokenizerError as e:
+            raise PipelineError(f"question and context (max_seq_len {max_seq_len}, doc_stride {doc_stride}): {e}") \
+                from None
+        return [(row, first, _word_ids(context, row.spans[first:len(row.ids) - 1])) for row, first, _ in windows]
 
-    def _pad(self, rows, lang):
+    def _pad(self, rows):
         width = max(len(row.ids) for row in rows)
         batch = {"token_ids": np.full((len(rows), width), self.tokenizer.pad_token_id, np.int32),
                  "padding_mask": np.zeros((len(rows), width), np.int32),
@@ -119,7 +107,6 @@ class QuestionAnswering(Pipeline):
             batch["token_ids"][r, :len(row.ids)] = row.ids
             batch["padding_mask"][r, :len(row.ids)] = 1
             batch["segment_ids"][r, :len(row.ids)] = row.segments
-        batch = self.tokenizer._finish_batch(batch, rows, lang)
         return {k: v for k, v in batch.items() if k in self.runner.input_names}
 
     def _answers(self, context, spans, top_k, max_answer_len, impossible, align):

@@ -278,6 +278,30 @@ class Tokenizer:
                 batch["special_tokens_mask"][r, span] = np.isin(row.ids, specials)
         return self._finish_batch(batch, rows, lang)
 
+    def windows(self, text, pair, max_length, stride, lang=None) -> list:
+        """Transformers' `tokenizer(text, pair, truncation="only_second", max_length=..., stride=...,
+        return_overflowing_tokens=True, return_offsets_mapping=True)` (a long context with its question):
+        the pair's tokens in windows of the room `max_length` leaves beside the text, each starting
+        `room - stride` tokens after the last, until one reaches the end (the tokenizers library's
+        windows). Returns [(Row with offsets, position of its first pair token, index of that token in the
+        pair)]."""
+        (a,), (b,) = self._tokenize_pairs([text], [pair], lang, offsets=True)
+        room = max_length - len(a) - self._num_special(True)
+        if room <= 0:
+            raise TokenizerError(f"the first text is {len(a)} tokens long: no room for the second in max_length "
+                                 f"{max_length}")
+        if len(b) > room and stride >= room:
+            raise TokenizerError(f"stride {stride} must be less than the room for the second text in a window "
+                                 f"({room} tokens: max_length {max_length} less the first text and special tokens)")
+        windows, start = [], 0
+        while True:
+            part = b[start:start + room]
+            row = self._with_specials(a, part)
+            windows.append((row, len(row.ids) - len(part) - 1, start))
+            if start + room >= len(b):
+                return windows
+            start += room - stride
+
     def _finish_batch(self, batch, rows, lang):
         """A format's extra inputs (XLM: lang_ids)."""
         return batch

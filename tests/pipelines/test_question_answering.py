@@ -73,9 +73,9 @@ def test_question_answering_errors(qa):
         pipe(question=QUESTION)
     with pytest.raises(PipelineError, match="`context` must be a non-empty str"):
         pipe(question=QUESTION, context="")
-    with pytest.raises(PipelineError, match="doc_stride 20 must be less than"):
+    with pytest.raises(PipelineError, match="stride 20 must be less than the room"):
         pipe(question=QUESTION, context=CONTEXT, max_seq_len=40, doc_stride=20)
-    with pytest.raises(PipelineError, match="no room for the context"):
+    with pytest.raises(PipelineError, match="no room for the second"):
         pipe(question=QUESTION * 3, context=CONTEXT, max_seq_len=20, doc_stride=2)
     with pytest.raises(PipelineError, match="top_k must be a whole number >= 1"):
         pipe(question=QUESTION, context=CONTEXT, top_k=0)
