@@ -87,3 +87,19 @@ def test_cli_qa_json(qa, capsys):
                  "--doc-stride", "8", "--top-k", "2", "--json"]) == 0
     assert_same(json.loads(capsys.readouterr().out),
                 reference_qa(src, QUESTION, CONTEXT, max_seq_len=32, doc_stride=8, top_k=2))
+
+
+@pytest.mark.parametrize("max_length, stride", [(30, 4), (32, 8), (40, 0), (200, 8)])
+def test_tokenizer_windows_are_transformers_overflowing_tokens(qa, max_length, stride):
+    import transformers
+
+    src, out = qa
+    theirs = transformers.AutoTokenizer.from_pretrained(str(src))(
+        QUESTION, CONTEXT, truncation="only_second", max_length=max_length, stride=stride,
+        return_overflowing_tokens=True, return_offsets_mapping=True)
+    windows = kzoo.load_tokenizer(out).windows(QUESTION, CONTEXT, max_length, stride)
+    assert [row.ids for row, _, _ in windows] == theirs["input_ids"]
+    for (row, first, _), offsets, sequence in zip(windows, theirs["offset_mapping"],
+                                                  [theirs.sequence_ids(i) for i in range(len(windows))]):
+        assert first == sequence.index(1)
+        assert [tuple(s) for s in row.spans[first:-1]] == [tuple(o) for o in offsets[first:-1]]
