@@ -175,6 +175,18 @@ def set_thread_env():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def run_child(script, args, what):
+    """`script args` in a fresh process (so that its peak memory, `hwm`, is its own: getrusage's ru_maxrss
+    would carry the parent's across fork + exec); its last stdout line, parsed as JSON."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode:
+        raise SystemExit(f"{what}: failed\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def write_json(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

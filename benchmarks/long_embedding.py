@@ -22,18 +22,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 BGE_M3 = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
               intermediate_size=4096, max_position_embeddings=8194, type_vocab_size=1, pad_token_id=1,
               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, hidden_act="gelu")
-
-
-def peak_rss():
-    """This process's peak resident memory in bytes: VmHWM (getrusage's ru_maxrss would count the parent's
-    memory at fork: Linux carries it across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def log(msg):
@@ -115,7 +108,7 @@ def child(args):
     """One run in this process: prints {"seconds", "peak_rss", "vector"} as JSON."""
     st, kz = Path(args.out) / "st", Path(args.out) / "kzoo"
     seconds, vector = run_torch(st, args.length) if args.engine == "torch" else run_kzoo(kz, args.length)
-    peak = peak_rss()
+    peak = common.hwm()
     print(json.dumps({"seconds": seconds, "peak_rss": peak, "vector": vector.tolist()}))
 
 
@@ -130,7 +123,6 @@ def main():
         return child(args)
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
     from run import machine_info
 
     out = Path(args.out)
@@ -140,12 +132,8 @@ def main():
         result = {}
         for engine in ("torch", "kzoo"):
             log(f"{engine} at {length} tokens")
-            proc = subprocess.run([sys.executable, __file__, "--engine", engine, "--length", str(length),
-                                   "--out", str(out)], capture_output=True, text=True, env={
-                                       **os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            if proc.returncode:
-                raise SystemExit(f"{engine} at {length}: failed\n{proc.stderr[-3000:]}")
-            result[engine] = json.loads(proc.stdout.strip().splitlines()[-1])
+            result[engine] = common.run_child(__file__, ["--engine", engine, "--length", length, "--out", out],
+                                              f"{engine} at {length}")
         diff = float(np.max(np.abs(np.asarray(result["kzoo"]["vector"]) - np.asarray(result["torch"]["vector"]))))
         rows.append({"tokens": length, "max_abs_diff": diff,
                      **{f"{e}_first_seconds": result[e]["seconds"][0] for e in result},

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import common  # noqa: E402
 ROOT = HERE.parent
 TASKS = ("token-classification", "question-answering", "sentence-embedding")
 VARIANTS = ("torch", "kzoo", "savedmodel", "tflite-fp32", "tflite-dynamic-int8")
@@ -32,15 +34,6 @@ BATCH = 32
 WORDS = ("the city of Paris lies on the Seine and Marie Curie worked there for many years with Pierre in a small "
          "laboratory near the university while Berlin Madrid Lisbon and Rome are other capitals of Europe where "
          "people speak many languages and write long texts about history science music and art").split()
-
-
-def peak_rss():
-    """This process's peak resident memory in bytes: VmHWM (getrusage's ru_maxrss would count the parent's
-    memory at fork: Linux carries it across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def log(msg):
@@ -172,7 +165,7 @@ def child(args):
     started = time.perf_counter()
     result = run(args.texts)
     seconds = time.perf_counter() - started
-    peak = peak_rss()
+    peak = common.hwm()
     print(json.dumps({"seconds": seconds, "first_seconds": first, "peak_rss": peak,
                       "result": json.loads(json.dumps(result, default=lambda x: x.tolist()
                                                       if hasattr(x, "tolist") else float(x)))}))
@@ -206,7 +199,6 @@ def main():
     args = p.parse_args()
     if args.variant:
         return child(args)
-    sys.path.insert(0, str(HERE))
     from run import machine_info
 
     out = Path(args.out)
@@ -216,12 +208,8 @@ def main():
         results = {}
         for variant in VARIANTS:
             log(f"{task}: {variant}")
-            proc = subprocess.run([sys.executable, __file__, "--task", task, "--variant", variant, "--texts",
-                                   str(args.texts), "--out", str(out)], capture_output=True, text=True,
-                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            if proc.returncode:
-                raise SystemExit(f"{task} {variant}: failed\n{proc.stderr[-3000:]}")
-            results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+            results[variant] = common.run_child(__file__, ["--task", task, "--variant", variant, "--texts",
+                                                           args.texts, "--out", out], f"{task} {variant}")
         for variant, r in results.items():
             rows.append({"task": task, "variant": variant, "texts_per_second": args.texts / r["seconds"],
                          "ratio_to_torch": results["torch"]["seconds"] / r["seconds"],

