@@ -16,6 +16,21 @@ class PipelineError(KzooError, ValueError):
     """A one-line, user-facing problem with a pipeline's input."""
 
 
+BATCH_SIZE = 32  # texts (or rows) per model call, unless `batch_size` says otherwise
+
+
+def batch_size_of(options) -> int:
+    """The `batch_size` option (Transformers' pipelines' name), checked: model calls take that many rows."""
+    value = options.get("batch_size", BATCH_SIZE)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PipelineError(f"batch_size must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def chunks(items, size):
+    return [items[at:at + size] for at in range(0, len(items), size)]
+
+
 def as_runner(model):
     """A kzoo.runtime Runner for a path (model dir, SavedModel, .tflite), a Keras model or a Runner."""
     from kzoo import runtime

@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from kzoo.pipelines.base import Pipeline, PipelineError
+from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
 from kzoo.tasks.classification import label_names
 
 
@@ -36,7 +36,7 @@ class TextClassification(Pipeline):
     """
 
     name = "text-classification"
-    OPTIONS = ("top_k", "function_to_apply", "truncation", "lang")
+    OPTIONS = ("top_k", "function_to_apply", "truncation", "lang", "batch_size")
 
     def __call__(self, inputs, **options):
         legacy_call = "top_k" not in options
@@ -50,10 +50,11 @@ class TextClassification(Pipeline):
         for paired in (False, True):  # single texts and pairs: a batch each
             rows = [r for r, pair in enumerate(pairs) if (pair is not None) == paired]
             if rows:
-                chunk = self._logits([texts[r] for r in rows], [pairs[r] for r in rows] if paired else None,
-                                     options.get("lang"), options.get("truncation", False))
-                for r, row_logits in zip(rows, chunk):
-                    logits[r] = row_logits
+                for part in chunks(rows, batch_size_of(options)):
+                    chunk = self._logits([texts[r] for r in part], [pairs[r] for r in part] if paired else None,
+                                         options.get("lang"), options.get("truncation", False))
+                    for r, row_logits in zip(part, chunk):
+                        logits[r] = row_logits
         scores = function(np.stack(logits).astype(np.float32))
         names = label_names(self.runner.config, scores.shape[-1])
         results = []
@@ -128,7 +129,7 @@ class TokenClassification(Pipeline):
     """
 
     name = "token-classification"
-    OPTIONS = ("aggregation_strategy", "ignore_labels", "lang")
+    OPTIONS = ("aggregation_strategy", "ignore_labels", "lang", "batch_size")
 
     def __call__(self, inputs, **options):
         options = self._options(options)
@@ -146,18 +147,19 @@ class TokenClassification(Pipeline):
         if self.text_only:
             raise PipelineError(f"{self.runner.path}: token-classification needs the model's ids and character "
                                 "offsets; run it on the model dir, its SavedModel or an ids-in .tflite")
-        batch = self._batch(texts, options.get("lang"), truncation=True, offsets=self.tokenizer.is_fast,
-                            special_tokens_mask=True)
-        inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)
-        logits = np.asarray(self.runner(inputs)["logits"], np.float32)
-        names = label_names(self.runner.config, logits.shape[-1])
         results = []
-        for row, text in enumerate(texts):
-            tokens = np.flatnonzero(batch["padding_mask"][row])
-            entities = self._pre_entities(text, batch, row, tokens, softmax(logits[row, tokens]), strategy)
-            entities = _aggregate(entities, strategy, names, self.tokenizer.convert_tokens_to_string)
-            results.append([e for e in entities
-                            if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
+        for part in chunks(texts, batch_size_of(options)):
+            batch = self._batch(part, options.get("lang"), truncation=True, offsets=self.tokenizer.is_fast,
+                                special_tokens_mask=True)
+            inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)
+            logits = np.asarray(self.runner(inputs)["logits"], np.float32)
+            names = label_names(self.runner.config, logits.shape[-1])
+            for row, text in enumerate(part):
+                tokens = np.flatnonzero(batch["padding_mask"][row])
+                entities = self._pre_entities(text, batch, row, tokens, softmax(logits[row, tokens]), strategy)
+                entities = _aggregate(entities, strategy, names, self.tokenizer.convert_tokens_to_string)
+                results.append([e for e in entities
+                                if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
         return results[0] if single else results
 
     def _pre_entities(self, text, batch, row, tokens, scores, strategy):
@@ -247,7 +249,7 @@ class ZeroShotClassification(Pipeline):
     """
 
     name = "zero-shot-classification"
-    OPTIONS = ("candidate_labels", "hypothesis_template", "multi_label", "lang")
+    OPTIONS = ("candidate_labels", "hypothesis_template", "multi_label", "lang", "batch_size")
 
     def __call__(self, sequences, *args, **options):
         if len(args) == 1 and "candidate_labels" not in options:
@@ -267,8 +269,12 @@ class ZeroShotClassification(Pipeline):
                                 "target labels: it needs {} where the label goes")
         entailment = self._entailment_id()
         hypotheses = [template.format(label) for label in labels]
-        batch = self._batch([t for t in texts for _ in labels], options.get("lang"), pairs=hypotheses * len(texts))
-        logits = np.asarray(self.runner(batch)["logits"], np.float32).reshape(len(texts), len(labels), -1)
+        premises = [t for t in texts for _ in labels]
+        pairs = hypotheses * len(texts)
+        logits = np.concatenate([
+            np.asarray(self.runner(self._batch([premises[r] for r in part], options.get("lang"),
+                                               pairs=[pairs[r] for r in part]))["logits"], np.float32)
+            for part in chunks(list(range(len(premises))), batch_size_of(options))]).reshape(len(texts), len(labels), -1)
         if options.get("multi_label", False) or len(labels) == 1:
             contradiction = -1 if entailment == 0 else 0
             scores = softmax(logits[..., [contradiction, entailment]])[..., 1]

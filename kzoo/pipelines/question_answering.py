@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from kzoo.errors import TokenizerError
-from kzoo.pipelines.base import Pipeline, PipelineError
+from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
 
 
 def decode_spans(start, end, top_k, max_answer_len, allowed):
@@ -52,7 +52,7 @@ class QuestionAnswering(Pipeline):
 
     name = "question-answering"
     OPTIONS = ("question", "context", "top_k", "doc_stride", "max_answer_len", "max_seq_len", "max_question_len",
-               "handle_impossible_answer", "align_to_words", "lang")
+               "handle_impossible_answer", "align_to_words", "lang", "batch_size")
 
     def __call__(self, *args, **options):
         examples = _examples(args, options)
@@ -74,14 +74,16 @@ class QuestionAnswering(Pipeline):
             raise PipelineError(f"max_seq_len {max_seq_len}: the model takes at most {longest} tokens")
         windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
         rows = [row for example in windows for row, _, _ in example]
-        batch = self._pad(rows)
-        out = self.runner(batch)
+        logits = []  # (start, end) per window, BATCH_SIZE windows a model call
+        for part in chunks(rows, batch_size_of(options)):
+            out = self.runner(self._pad(part))
+            logits += [(out["start_logits"][i, :len(row.ids)], out["end_logits"][i, :len(row.ids)])
+                       for i, row in enumerate(part)]
         results, r = [], 0
         for (question, context), example in zip(examples, windows):
             spans = []
             for row, context_at, words in example:
-                n = len(row.ids)
-                spans.append((row, context_at, words, out["start_logits"][r, :n], out["end_logits"][r, :n]))
+                spans.append((row, context_at, words, *logits[r]))
                 r += 1
             answers = self._answers(context, spans, top_k, max_answer_len, bool(options.get("handle_impossible_answer")),
                                     options.get("align_to_words", True))

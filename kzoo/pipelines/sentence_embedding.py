@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kzoo.pipelines.base import Pipeline, PipelineError
+from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
 
 
 class SentenceEmbeddings(Pipeline):
@@ -25,17 +25,14 @@ class SentenceEmbeddings(Pipeline):
             if not isinstance(prompt, str):
                 raise PipelineError(f"prompt must be a str, got {type(prompt).__name__}")
             texts = [prompt + t for t in texts]
-        batch_size = options.get("batch_size", 32)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise PipelineError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        batch_size = batch_size_of(options)
         longest = self.runner.limits()[1]
         limit = self.runner.config.get("max_seq_length")
         max_length = min(n for n in (limit, longest) if n) if (limit or longest) else None
         cut = {"max_length": max_length, "truncation": True} if max_length else {}
         lang = options.get("lang")
         vectors = []
-        for at in range(0, len(texts), batch_size):
-            chunk = texts[at:at + batch_size]
+        for chunk in chunks(texts, batch_size):
             if self.text_only:  # (its text signature cuts at the export's --max-length: max_seq_length by default)
                 out = self._run_text(chunk, lang, truncation=True, needs="sentence_embedding")
             else:

@@ -267,3 +267,22 @@ def test_cli_zero_shot_json(nli, capsys):
                        candidate_labels=["sports", "politics"], multi_label=True)
     assert ours["labels"] == theirs["labels"]
     np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)
+
+
+def test_batch_size_splits_model_calls_not_results(ner, sentiment, nli):
+    """batch_size (Transformers' name): model calls of that many rows; the results as in one call."""
+    many = TEXTS * 3
+    for pipe, inputs, kwargs in [
+            (kzoo.pipeline("ner", ner[1], ignore_labels=[]), many, {}),
+            (kzoo.pipeline("text-classification", sentiment[1]), many, {"top_k": None}),
+            (kzoo.pipeline("zero-shot-classification", nli[1]), many[:5], {"candidate_labels": ["a", "b", "c"]})]:
+        whole, split = pipe(inputs, batch_size=100, **kwargs), pipe(inputs, batch_size=2, **kwargs)
+        assert len(whole) == len(split) == len(inputs)
+        for a, b in zip(whole, split):
+            if isinstance(a, dict) and "sequence" in a:  # zero-shot
+                assert a["labels"] == b["labels"]
+                np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+            else:
+                assert_same(a, b)
+    with pytest.raises(PipelineError, match="batch_size must be a whole number >= 1"):
+        kzoo.pipeline("ner", ner[1])("x", batch_size=0)

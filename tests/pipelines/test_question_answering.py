@@ -103,3 +103,10 @@ def test_tokenizer_windows_are_transformers_overflowing_tokens(qa, max_length, s
                                                   [theirs.sequence_ids(i) for i in range(len(windows))]):
         assert first == sequence.index(1)
         assert [tuple(s) for s in row.spans[first:-1]] == [tuple(o) for o in offsets[first:-1]]
+
+
+def test_batch_size_splits_windows_not_answers(qa):
+    pipe = kzoo.pipeline("question-answering", qa[1], max_seq_len=32, doc_stride=8, top_k=3)
+    questions = [QUESTION, "Who works?", "Where is Lyon?"]
+    assert_same(pipe(question=questions, context=CONTEXT, batch_size=1),
+                pipe(question=questions, context=CONTEXT, batch_size=64))
