@@ -269,12 +269,11 @@ class ZeroShotClassification(Pipeline):
                                 "target labels: it needs {} where the label goes")
         entailment = self._entailment_id()
         hypotheses = [template.format(label) for label in labels]
-        premises = [t for t in texts for _ in labels]
-        pairs = hypotheses * len(texts)
-        logits = np.concatenate([
-            np.asarray(self.runner(self._batch([premises[r] for r in part], options.get("lang"),
-                                               pairs=[pairs[r] for r in part]))["logits"], np.float32)
-            for part in chunks(list(range(len(premises))), batch_size_of(options))]).reshape(len(texts), len(labels), -1)
+        premises, pairs = [t for t in texts for _ in labels], hypotheses * len(texts)
+        size = batch_size_of(options)
+        logits = np.concatenate([np.asarray(self.runner(self._batch(p, options.get("lang"), pairs=h))["logits"])
+                                 for p, h in zip(chunks(premises, size), chunks(pairs, size))])
+        logits = logits.astype(np.float32).reshape(len(texts), len(labels), -1)
         if options.get("multi_label", False) or len(labels) == 1:
             contradiction = -1 if entailment == 0 else 0
             scores = softmax(logits[..., [contradiction, entailment]])[..., 1]

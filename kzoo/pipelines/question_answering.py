@@ -98,7 +98,9 @@ class QuestionAnswering(Pipeline):
         except TokenizerError as e:
             raise PipelineError(f"question and context (max_seq_len {max_seq_len}, doc_stride {doc_stride}): {e}") \
                 from None
-        return [(row, first, _word_ids(context, row.spans[first:len(row.ids) - 1])) for row, first, _ in windows]
+        word_starts = [i for i, ch in enumerate(context) if not ch.isspace() and (i == 0 or context[i - 1].isspace())]
+        return [(row, first, _word_ids(context, word_starts, row.spans[first:len(row.ids) - 1]))
+                for row, first, _ in windows]
 
     def _pad(self, rows):
         width = max(len(row.ids) for row in rows)
@@ -153,10 +155,10 @@ def _indices(s, e, first, spans, words, align):
     return spans[s][0], spans[e][1]
 
 
-def _word_ids(text, spans):
-    """The word (a run of non-space characters) each token belongs to, by the first non-space character at
-    or after its start: a lone "▁" piece belongs to the word after it, as SentencePiece's Metaspace splits."""
-    starts = [i for i, ch in enumerate(text) if not ch.isspace() and (i == 0 or text[i - 1].isspace())]
+def _word_ids(text, starts, spans):
+    """The word (a run of non-space characters; `starts`: where each begins) each token belongs to, by the
+    first non-space character at or after its start: a lone "▁" piece belongs to the word after it, as
+    SentencePiece's Metaspace splits."""
     ids = []
     for a, _ in spans:
         while a < len(text) and text[a].isspace():
