@@ -167,6 +167,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             self._sp = tf_text.FastSentencepieceTokenizer(self._folded_model)
             self._id_map = tf.constant(self._id_map_np, name="id_map")
             self._unknown = tf.constant(self._unknown_np, name="unknown_pieces")
+        self._piece_table = None  # built on first use by tf_tokenize_with_offsets
         self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
 
     @property
@@ -325,41 +326,177 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return tf.RaggedTensor.from_row_splits(pieces.flat_values, tf.gather(pieces.row_splits, splits),
                                                validate=False)
 
-    def _fuse_unknowns(self, pieces: tf.RaggedTensor) -> tf.RaggedTensor:
+    def tf_tokenize_with_offsets(self, strings):
+        """(ids, starts, ends): int32 RaggedTensors [batch, (tokens)]: `tf_tokenize`'s ids and each token's
+        character span in its text, for 1-D strings; builtin TFLite ops and tf-text's only.
+
+        The op gives no offsets, so they are counted: a word's pieces cover its characters in order, each
+        its own characters but `▁` (an added token's marker: the token's text), an unknown piece what the
+        others leave (one per word), with Transformers' rules of `token_spans` (a lone `▁` spans the character after it,
+        lstrip / rstrip added tokens take in the whitespace). That is Transformers' offset_mapping wherever
+        normalisation keeps each character one character (case, accents, width, most text); in a word where
+        it does not (ligatures such as "ﬁ", composed or removed marks, removed control characters, ALBERT's
+        `` -> ", runs of non-ASCII spaces) or with two unknown pieces, every token of the word spans the whole
+        word (between ASCII whitespace). Python's `__call__(return_offsets_mapping=True)` aligns those too.
+        """
+        from tensorflow_text.python.ops.byte_splitter import gen_byte_splitter
+        from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
+
+        strings = tf.convert_to_tensor(strings, tf.string)
+        chars, leading, marker, lstrip, rstrip = self._piece_tables()
+        # Characters before each byte: a UTF-8 character starts at every byte but 10xxxxxx.
+        values, byte_splits = gen_byte_splitter.tf_text_byte_split_with_offsets(input_values=strings)[:2]
+        values, byte_splits = tf.cast(values, tf.int32), tf.cast(byte_splits, tf.int32)
+        starts_char = tf.cast((values < 0x80) | (values >= 0xC0), tf.int32)
+        before = tf.concat([[0], tf.cumsum(starts_char)], 0)  # [bytes + 1]
+        text_base = tf.gather(byte_splits, tf.range(tf.size(byte_splits) - 1))  # each text's first byte
+        if self._split_words:
+            words, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
+                input_values=strings, input_config=_ASCII_SPACES)
+        else:  # the whole text is one word
+            words, splits = strings, tf.range(tf.size(strings) + 1)
+            word_start = tf.zeros_like(text_base)
+            word_end = byte_splits[1:] - text_base
+        splits = tf.cast(splits, tf.int32)
+        word_text = tf.cast(tf.RaggedTensor.from_row_splits(tf.zeros([splits[-1]], tf.int32), splits,
+                                                            validate=False).value_rowids(), tf.int32)
+
+        def char(byte_offset, text):  # a byte offset in a text -> a character offset
+            base = tf.gather(text_base, text)
+            return tf.gather(before, base + tf.cast(byte_offset, tf.int32)) - tf.gather(before, base)
+
+        w_start, w_end = char(word_start, word_text), char(word_end, word_text)
+        text_chars = char(byte_splits[1:] - text_base, tf.range(tf.size(text_base)))
+        first_of_text = tf.gather(splits, word_text)
+        w_index = tf.range(tf.size(word_text))
+        # whitespace before / after each word, to the previous / next word of its text
+        space_from = tf.where(w_index > first_of_text, tf.gather(w_end, tf.maximum(w_index - 1, 0)), 0)
+        space_to = tf.where(w_index + 1 < tf.gather(splits, word_text + 1),
+                            tf.gather(w_start, tf.minimum(w_index + 1, tf.size(word_text) - 1)),
+                            tf.gather(text_chars, word_text))
+
+        pieces = self._sp.tokenize(words)  # [words, (pieces)]
+        pieces, length = self._fuse_unknowns(pieces, tf.gather(chars, pieces.flat_values))
+        ids, piece_splits = pieces.flat_values, tf.cast(pieces.row_splits, tf.int32)
+        word = tf.cast(pieces.value_rowids(), tf.int32)
+        n_words = tf.size(word_text)
+        position = tf.range(tf.size(ids))
+        first = tf.equal(position, tf.gather(piece_splits, word))
+        last = tf.equal(position + 1, tf.gather(piece_splits, word + 1))
+        is_marker = tf.gather(marker, ids)
+        after_marker = tf.gather(is_marker, tf.maximum(position - 1, 0)) & ~first
+        # a ▁ inside a word stands for a (non-ASCII) space there; the word's first ▁ and one after a marker
+        # are the normaliser's own
+        space = tf.cast(tf.gather(leading, ids) & ~first & ~after_marker, tf.int32)
+        unknown = length < 0  # the unknown piece (a run of unknown characters: as many as the others leave)
+        per_word = lambda x: tf.math.unsorted_segment_sum(x, word, n_words)  # noqa: E731
+        n_unknown = per_word(tf.cast(unknown, tf.int32))
+        w_chars = w_end - w_start
+        known = per_word(tf.where(unknown, 0, length) + space)
+        length = tf.where(unknown, tf.gather(w_chars - known, word), length)
+        taken = length + space
+        # (beside an unknown run, whether normalisation kept the word's length is not known: so only a run
+        # that is the whole word is counted)
+        counted = tf.equal(per_word(taken), w_chars) & ((n_unknown == 0) | ((n_unknown == 1) & tf.equal(known, 0)))
+        cum = tf.cumsum(taken, exclusive=True)
+        cum -= tf.gather(tf.concat([cum, [0]], 0), tf.gather(piece_splits, word))
+        start = tf.gather(w_start, word) + cum + space
+        end = start + tf.maximum(length, 1)  # a lone ▁ spans the character after it
+        end = tf.where(tf.equal(length, 0) & (start >= tf.gather(w_end, word)), 0, end)
+        start = tf.where(tf.equal(length, 0) & (start >= tf.gather(w_end, word)), 0, start)
+        start = tf.where(tf.gather(lstrip, ids) & first, tf.gather(space_from, word), start)
+        end = tf.where(tf.gather(rstrip, ids) & last, tf.gather(space_to, word), end)
+        whole = tf.gather(counted, word)
+        start = tf.where(whole, start, tf.gather(w_start, word))
+        end = tf.where(whole, end, tf.gather(w_end, word))
+        rows = tf.gather(piece_splits, splits)
+        ragged = lambda x: tf.RaggedTensor.from_row_splits(x, rows, validate=False)  # noqa: E731
+        return ragged(tf.gather(self._id_map, ids)), ragged(start), ragged(end)
+
+    def _piece_tables(self):
+        """Per folded piece: characters of the original text it covers (its own but `▁`; a marker: its
+        added token's text), starts with `▁`, is a marker, is an lstrip / rstrip added token (constants)."""
+        if self._piece_table is None:  # numpy, cached: a tensor would belong to the first caller's graph
+            processor, markers = self._alignment()
+            pieces = [processor.IdToPiece(i) for i in range(processor.GetPieceSize())]
+            marker = np.array([len(p) == 2 and p[0] == SPACE and p[1] in markers for p in pieces])
+            chars = [len(markers[p[1]][0]) if m else len(p.replace(SPACE, "")) for p, m in zip(pieces, marker)]
+            # an unknown piece: the stand-in for one character the vocabulary lacks (one each), or the
+            # unknown piece itself, which the op gives for a run of them (-1: not known)
+            chars = [(1 if len(p.replace(SPACE, "")) == 1 else -1) if unknown and not m else n
+                     for p, m, n, unknown in zip(pieces, marker, chars, self._unknown_np)]
+            strips = np.array([markers[p[1]][1:] if m else (False, False) for p, m in zip(pieces, marker)], bool)
+            leading = np.array([p.startswith(SPACE) for p in pieces]) & ~marker
+            self._piece_table = (np.array(chars, np.int32), leading, marker, strips[:, 0], strips[:, 1])
+        return [tf.constant(table) for table in self._piece_table]
+
+    def _fuse_unknowns(self, pieces: tf.RaggedTensor, lengths=None):
         """Consecutive unknown pieces of a word as one, as Transformers' Unigram fuses them (the folded
-        model has several pieces that mean unknown)."""
+        model has several pieces that mean unknown). With `lengths` (per piece): (fused, their sums)."""
         flat, rows = pieces.flat_values, pieces.value_rowids()
         unknown = tf.gather(self._unknown, flat)
         position = tf.range(tf.size(flat, out_type=rows.dtype), dtype=rows.dtype)
         before = tf.maximum(position - 1, 0)
         repeat = (position > 0) & unknown & tf.gather(unknown, before) & tf.equal(tf.gather(rows, before), rows)
         kept = tf.concat([tf.zeros([1], rows.dtype), tf.cumsum(tf.cast(~repeat, rows.dtype))], 0)
-        return tf.RaggedTensor.from_row_splits(tf.boolean_mask(flat, ~repeat), tf.gather(kept, pieces.row_splits),
-                                               validate=False)
+        fused = tf.RaggedTensor.from_row_splits(tf.boolean_mask(flat, ~repeat), tf.gather(kept, pieces.row_splits),
+                                                validate=False)
+        if lengths is None:
+            return fused
+        group = tf.cumsum(tf.cast(~repeat, tf.int32)) - 1  # the fused piece each piece joins
+        return fused, tf.math.unsorted_segment_sum(lengths, group, tf.size(fused.flat_values))
 
-    def tf_encode(self, strings, sequence_length: int) -> dict:
-        """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials,
-        and truncated [batch] int32: 1 where the text had more tokens than fit.
+    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False) -> dict:
+        """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials, and
+        truncated [batch] int32: 1 where a text had more tokens than fit.
 
-        `<cls> tokens <sep>` (truncated to fit), right-padded with the pad id; single sequences.
-        Built from concatenation and selects only, so it converts to TFLite as well.
+        `<cls> A <sep>`, or with `pairs` the template's pair (`[CLS] A [SEP] B [SEP]`, B segment 1;
+        `<s> A </s></s> B </s>`), right-padded with the pad id. A pair is cut as Transformers'
+        truncation="only_second" (the question-answering pipeline's): B gives way, A only where it alone
+        would not leave B one token. With `offsets`, also offset_mapping [batch, sequence_length, 2] (each
+        token's character span in its own text, `tf_tokenize_with_offsets`; (0, 0) for special tokens
+        and padding) and sequence_ids [batch, sequence_length] (0 for A's tokens, 1 for B's, -1 else:
+        Transformers' `sequence_ids()`). Built from gathers and selects, so it converts to TFLite as well.
         """
         length = int(sequence_length)
-        if length < 2:
-            raise ValueError("sequence_length must be at least 2 (room for the special tokens)")
-        tokens = self.tf_tokenize(strings)
-        pad, cls, sep = self.pad_token_id, self.cls_token_id, self.sep_token_id
-        body = tokens.to_tensor(default_value=pad, shape=[None, length - 2])  # [B, L-2], truncated
-        counts = tf.cast(tokens.row_lengths(), tf.int32)
-        n = tf.minimum(counts, length - 2)[:, None]  # [B, 1]
-        batch = tf.shape(body)[:1]
-        column = lambda value: tf.fill(tf.concat([batch, [1]], 0), tf.constant(value, tf.int32))  # noqa: E731
-        ids = tf.concat([column(cls), body, column(pad)], axis=1)  # [B, L]
-        positions = tf.range(length, dtype=tf.int32)[None, :]
-        ids = tf.where(tf.equal(positions, n + 1), tf.constant(sep, tf.int32), ids)
-        mask = tf.cast(positions < n + 2, tf.int32)
-        return {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.zeros_like(ids),
-                "truncated": tf.cast(counts > length - 2, tf.int32)}
+        special = self._num_special(pairs is not None)
+        if length < special + (pairs is not None):
+            raise ValueError(f"sequence_length must be at least {special + (pairs is not None)} (room for the special tokens)")
+        parts = [self.tf_tokenize_with_offsets(x) if offsets else (self.tf_tokenize(x),)
+                 for x in ([strings] if pairs is None else [strings, pairs])]
+        counts = [tf.cast(part[0].row_lengths(), tf.int32) for part in parts]
+        room = length - special
+        a = tf.minimum(counts[0], room - (pairs is not None))
+        b = tf.minimum(counts[1], room - a) if pairs is not None else tf.zeros_like(a)
+        truncated = counts[0] > a if pairs is None else (counts[0] > a) | (counts[1] > b)
+        middle = 0 if pairs is None else 1 if self.template == "bert" else 2  # separators between A and B
+        a, b = a[:, None], b[:, None]  # [B, 1]
+        p = tf.range(length, dtype=tf.int32)[None, :]  # [1, L]
+        in_a = (p >= 1) & (p <= a)
+        b_start = a + middle + 1
+        in_b = (p >= b_start) & (p < b_start + b)
+        total = b_start + b + 1 if pairs is not None else a + 2
+
+        def place(part_a, part_b, filler):  # the parts' values at their positions, `filler` elsewhere
+            dense = lambda x: x.to_tensor(default_value=0, shape=[None, length])  # noqa: E731
+            out = tf.where(in_a, tf.gather(dense(part_a), tf.maximum(p - 1 + 0 * a, 0), batch_dims=1), filler)
+            if part_b is not None:
+                out = tf.where(in_b, tf.gather(dense(part_b), tf.maximum(p - b_start, 0), batch_dims=1), out)
+            return out
+
+        tokens_b = parts[1][0] if pairs is not None else None
+        ids = tf.where(tf.equal(p, 0), self.cls_token_id, tf.where(p < total, self.sep_token_id, self.pad_token_id))
+        ids = place(parts[0][0], tokens_b, ids)  # (what is neither A nor B before `total`: separators)
+        mask = tf.cast(p < total, tf.int32)
+        second = (p >= b_start) & (p < total) & tf.constant(pairs is not None and self.template == "bert")
+        out = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.cast(second, tf.int32),
+               "truncated": tf.cast(truncated, tf.int32)}
+        if offsets:
+            zero = tf.zeros_like(ids)
+            b_of = (lambda k: parts[1][k]) if pairs is not None else (lambda k: None)  # noqa: E731
+            out["offset_mapping"] = tf.stack([place(parts[0][1], b_of(1), zero), place(parts[0][2], b_of(2), zero)], -1)
+            out["sequence_ids"] = tf.where(in_a, 0, tf.where(in_b, 1, -1))
+        return out
 
     # ---- Python ------------------------------------------------------------------------------------
 
