@@ -1,0 +1,154 @@
+"""The SentencePiece tokenizer's offsets and text pairs inside the graph (`tf_tokenize_with_offsets`,
+`tf_encode(pairs=, offsets=True)`: what the token-classification and question-answering text signatures
+run) against Transformers' tokenizer (offset_mapping, only_second truncation, sequence_ids).
+
+In-graph offsets are counted from the pieces (the op gives none): each token's span is Transformers' or,
+in a word whose normalisation changes its length, the whole word's (the documented fallback), and on
+text without such words they are all Transformers'.
+"""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import spm_fixtures
+from kzoo.converters.tokenizers import from_hf_dir
+
+# Text whose normalisation keeps every character one character (case, accents, punctuation, digits,
+# added tokens): every in-graph offset must be Transformers'.
+PLAIN = ["Hello world, it's me.", "  leading  spaces\tand tabs\n", "x , y", "café naïve über Ærø", "",
+         "Paris is the capital of France. Berlin, Madrid; Rome!", "don't (stop) 1,000.50 $5 #tag @user",
+         "{mask} after {mask}x and x{mask}"]
+
+
+@pytest.fixture(scope="module", params=["albert", "xlm-roberta"])
+def tokenizers(request, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    tmp = tmp_path_factory.mktemp(request.param)
+    make = spm_fixtures.make_xlmr_tokenizer_dir if request.param == "xlm-roberta" else \
+        spm_fixtures.make_albert_tokenizer_dir
+    path = make(tmp, with_tokenizer_json=True)
+    hf = AutoTokenizer.from_pretrained(path)
+    assert hf.is_fast
+    return hf, from_hf_dir(path, request.param)
+
+
+def _words(text):
+    return {(m.start(), m.end()) for m in re.finditer(r"[^\t\n\v\f\r ]+", text)}
+
+
+def _exact_or_word(text, ours, theirs):
+    """How many spans are exact; the others must be a word (between ASCII whitespace) holding Transformers'."""
+    words, exact = _words(text), 0
+    for a, b in zip(ours, map(tuple, theirs)):
+        exact += a == b
+        assert a == b or (a in words and a[0] <= b[0] and b[1] <= a[1]), (text, a, b)
+    return exact
+
+
+def _graph_offsets(kz, texts):
+    ids, starts, ends = kz.tf_tokenize_with_offsets(tf.constant(texts))
+    return ids.to_list(), [list(zip(s, e)) for s, e in zip(starts.to_list(), ends.to_list())]
+
+
+def test_graph_offsets_are_transformers_or_the_word(tokenizers):
+    hf, kz = tokenizers
+    texts = spm_fixtures.held_out_texts(hf.mask_token)
+    ids, spans = _graph_offsets(kz, texts)
+    want = hf(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == want["input_ids"]
+    exact = sum(_exact_or_word(*row) for row in zip(texts, spans, want["offset_mapping"]))
+    assert exact > sum(map(len, ids)) / 2  # (the fallback is not all there is)
+
+
+def test_graph_offsets_on_plain_text_are_transformers(tokenizers):
+    """Every token's span, but in words with an unknown piece (the tiny test vocabularies lack letters such
+    as "H"; there the word's span is all the graph can count)."""
+    hf, kz = tokenizers
+    texts = [t.format(mask=hf.mask_token) for t in PLAIN]
+    ids, spans = _graph_offsets(kz, texts)
+    want = hf(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert ids == want["input_ids"]
+    checked = 0
+    for text, row, got, theirs in zip(texts, ids, spans, want["offset_mapping"]):
+        unknown = [s for i, s in zip(row, theirs) if i == hf.unk_token_id]
+        for ours, their in zip(got, map(tuple, theirs)):
+            word = next(w for w in _words(text) if w[0] <= their[0] and their[1] <= w[1])
+            if not any(word[0] <= u[0] < word[1] for u in unknown):
+                assert ours == their, (text, ours, their)
+                checked += 1
+    assert checked > 60
+
+
+@pytest.mark.parametrize("room", [1, 6, 60])
+def test_graph_pairs_are_transformers_only_second(tokenizers, room):
+    """tf_encode(questions, pairs=contexts): Transformers' pair template, truncation="only_second" (the
+    context cut to the room the longest question leaves), offsets in each text, sequence_ids; ALBERT's
+    pair in segment 1."""
+    hf, kz = tokenizers
+    questions = ["Where is it?", "Who wrote the book about the old sea", "why"]
+    contexts = ["It is in Paris, near the river.", "The old man and the sea was written by Hemingway in 1951.", ""]
+    length = max(len(hf(q)["input_ids"]) for q in questions) + 1 + (kz.template == "roberta") + room
+    got = {k: v.numpy() for k, v in kz.tf_encode(tf.constant(questions), length, pairs=tf.constant(contexts),
+                                                 offsets=True).items()}
+    want = hf(questions, contexts, truncation="only_second", max_length=length, padding="max_length",
+              return_offsets_mapping=True)
+    np.testing.assert_array_equal(got["token_ids"], want["input_ids"])
+    np.testing.assert_array_equal(got["padding_mask"], want["attention_mask"])
+    sequence_ids = [[-1 if s is None else s for s in want.sequence_ids(i)] for i in range(len(questions))]
+    np.testing.assert_array_equal(got["sequence_ids"], sequence_ids)
+    for i, texts in enumerate(zip(questions, contexts)):
+        for part, text in enumerate(texts):
+            tokens = np.asarray(sequence_ids[i]) == part
+            theirs = np.asarray(want["offset_mapping"][i])[tokens]
+            _exact_or_word(text, map(tuple, got["offset_mapping"][i][tokens].tolist()), theirs.tolist())
+    assert not got["offset_mapping"][np.asarray(sequence_ids) < 0].any()  # special tokens, padding: (0, 0)
+    if kz.template == "bert":  # [CLS] A [SEP] B [SEP]: what follows the first [SEP] is segment 1
+        ids, position = np.asarray(want["input_ids"]), np.arange(length)
+        first = np.argmax(ids == kz.sep_token_id, axis=1)[:, None] + 1
+        second = (position >= first) & (position < np.sum(want["attention_mask"], axis=1)[:, None])
+        np.testing.assert_array_equal(got["segment_ids"], second.astype(int))
+    else:
+        assert not got["segment_ids"].any()
+    full = [len(hf(q, c)["input_ids"]) for q, c in zip(questions, contexts)]
+    np.testing.assert_array_equal(got["truncated"], [int(n > length) for n in full])
+
+
+def test_a_question_longer_than_the_room_is_cut_leaving_one_context_token(tokenizers):
+    """(Transformers raises there; a signature cannot, so the question gives way too, and `truncated` says so.)"""
+    hf, kz = tokenizers
+    question, context = "Who wrote the book about the old sea and the man", "Hemingway wrote it"
+    got = {k: v.numpy()[0] for k, v in kz.tf_encode(tf.constant([question]), 8, pairs=tf.constant([context]),
+                                                     offsets=True).items()}
+    assert got["truncated"] == 1 and list(got["sequence_ids"]).count(1) == 1 and got["padding_mask"].all()
+    first_context = hf(context, add_special_tokens=False)["input_ids"][0]
+    assert got["token_ids"][list(got["sequence_ids"]).index(1)] == first_context
+
+
+def test_graph_offsets_and_pairs_in_tflite(tokenizers):
+    """The same graph converted to TFLite (builtins and tf-text's kernels: ByteSplitWithOffsets for the
+    characters) gives what it gives in TF."""
+    import tensorflow_text
+    from ai_edge_litert.interpreter import InterpreterWithCustomOps
+
+    hf, kz = tokenizers
+    spec = tf.TensorSpec([None], tf.string)
+
+    @tf.function(input_signature=[spec, spec])
+    def encode(questions, contexts):
+        return kz.tf_encode(questions, 24, pairs=contexts, offsets=True)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([encode.get_concrete_function()], kz)
+    converter.allow_custom_ops = True
+    interpreter = InterpreterWithCustomOps(model_content=converter.convert(),
+                                           custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
+    runner = interpreter.get_signature_runner()
+    questions = ["Where is it?", "wer?", "Ωmega café"]
+    contexts = ["It is in Paris, near the river Seine, which flows through the city.", "Berlin", "ﬁne ok"]
+    got = runner(questions=np.array(questions, dtype=object), contexts=np.array(contexts, dtype=object))
+    want = encode(tf.constant(questions), tf.constant(contexts))
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value.numpy(), err_msg=name)
