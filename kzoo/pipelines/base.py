@@ -137,11 +137,12 @@ class Pipeline:
         """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no
         language ids, as Transformers' pipelines call XLM (they never pass `langs`). truncation: texts
         longer than the model takes are cut to its longest input (Transformers' pipelines: the
-        tokenizer's truncation); else they are a one-line error naming both lengths. pairs: a text pair
+        tokenizer's truncation; a strategy name, e.g. "only_first", cuts as it says); else they are a
+        one-line error naming both lengths. pairs: a text pair
         for each text; offsets, special_tokens_mask: the tokenizer's offset_mapping, special_tokens_mask
         too (not model inputs: kzoo.runtime leaves them out)."""
         longest = self.runner.limits()[1]
-        cut = {"max_length": longest, "truncation": True} if truncation and longest else {}
+        cut = {"max_length": longest, "truncation": truncation} if truncation and longest else {}
         if pairs is not None:
             cut["pairs"] = pairs
         if offsets:

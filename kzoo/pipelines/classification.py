@@ -271,7 +271,8 @@ class ZeroShotClassification(Pipeline):
         hypotheses = [template.format(label) for label in labels]
         premises, pairs = [t for t in texts for _ in labels], hypotheses * len(texts)
         size = batch_size_of(options)
-        logits = np.concatenate([np.asarray(self.runner(self._batch(p, options.get("lang"), pairs=h))["logits"])
+        # (Transformers' truncation="only_first": a premise longer than the model takes is cut, never the hypothesis)
+        logits = np.concatenate([np.asarray(self.runner(self._batch(p, options.get("lang"), "only_first", h))["logits"])
                                  for p, h in zip(chunks(premises, size), chunks(pairs, size))])
         logits = logits.astype(np.float32).reshape(len(texts), len(labels), -1)
         if options.get("multi_label", False) or len(labels) == 1:

@@ -72,6 +72,24 @@ def longest_first_python(a, b, max_tokens, left=False):
     return (a[:-cut_a] if cut_a > 0 else a), (b[:-cut_b] if b and cut_b > 0 else b)
 
 
+def only_one(a, b, max_tokens, strategy, left=False, python=False):
+    """Transformers' "only_first" / "only_second" truncation: that sequence alone gives way (from the left
+    with truncation_side "left"). Where it cannot give enough, or there is no second text to cut, the
+    `tokenizers` library raises (a TokenizerError here); Transformers' Python tokenizers (`python`) cut what
+    there is."""
+    remove = len(a) + len(b or []) - max_tokens
+    cut = a if strategy == "only_first" else b
+    if remove <= 0 or (python and cut is None):
+        return a, b
+    if cut is None:
+        raise TokenizerError('truncation="only_second": the text is too long and there is no text pair to cut')
+    if remove >= len(cut) and not python:
+        raise TokenizerError(f"truncation={strategy!r}: the {'first' if cut is a else 'second'} text ({len(cut)} tokens) "
+                             f"cannot be cut enough to fit max_length (it would need to lose {remove})")
+    kept = cut[remove:] if left else cut[:max(len(cut) - remove, 0)]
+    return (kept, b) if cut is a else (a, kept)
+
+
 class Tokenizer:
     """Transformers' tokenizer API over a format's `_tokenize` (see the module docstring).
 
@@ -181,7 +199,10 @@ class Tokenizer:
             max_length = self.model_max_length
         special = self._num_special(b is not None) if add_special_tokens else 0
         if truncation and max_length is not None:
-            if not self.python_truncation:
+            if truncation in ("only_first", "only_second"):
+                a, b = only_one(a, b, max_length - special, truncation, self.truncation_side == "left",
+                                self.python_truncation)
+            elif not self.python_truncation:
                 a, b = longest_first(a, b, max_length - special)
             elif max_length and len(a) + len(b or []) + special > max_length:
                 a, b = longest_first_python(a, b, max_length - special, left=self.truncation_side == "left")
@@ -201,16 +222,16 @@ class Tokenizer:
         return texts, pairs
 
     def encode(self, text, pair=None, add_special_tokens=True, max_length=None, truncation=None, lang=None) -> list:
-        """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`. truncation: True cuts to max_length
-        (without one: the tokenizer's model_max_length); None, Transformers' default, cuts when
-        max_length is given."""
+        """== Transformers' `tokenizer(text, pair, ...)["input_ids"]`. truncation: True / "longest_first"
+        cuts to max_length (without one: the tokenizer's model_max_length), "only_first" / "only_second"
+        cut that text alone; None, Transformers' default, cuts when max_length is given."""
         for value in (text, pair):
             if value is not None and not isinstance(value, str):
                 raise TokenizerError(f"expected a str, got {type(value).__name__}")
         texts, pairs = self._check_texts(text, pair)
         _check_max_length(max_length)
         a, b = self._tokenize_pairs(texts, pairs, lang)
-        truncation = max_length is not None if truncation is None else _truncation(truncation)
+        truncation = _truncation(max_length is not None if truncation is None else truncation)
         return self._build(a[0], b[0] if b else None, add_special_tokens, max_length, truncation).ids
 
     def _tokenize_pairs(self, texts, pairs, lang, offsets=False):
@@ -351,12 +372,14 @@ def _check_max_length(value):
         raise TokenizerError(f"max_length must be a whole number >= 0 or None, not {value!r}")
 
 
-_TRUNCATION = {True: True, False: False, "longest_first": True, "do_not_truncate": False}
+_TRUNCATION = {True: "longest_first", False: False, "longest_first": "longest_first", "do_not_truncate": False,
+               "only_first": "only_first", "only_second": "only_second"}
 
 
 def _truncation(value):
-    """Transformers' truncation values kzoo implements: True / "longest_first", False / "do_not_truncate"."""
+    """Transformers' truncation values: True / "longest_first", "only_first", "only_second", False /
+    "do_not_truncate"; the strategy's name, or False."""
     if isinstance(value, (bool, str)) and value in _TRUNCATION:
         return _TRUNCATION[value]
-    raise TokenizerError(f"truncation must be True, False, 'longest_first' or 'do_not_truncate', not {value!r}"
-                         + (" (kzoo cuts the longest first only)" if value in ("only_first", "only_second") else ""))
+    raise TokenizerError(f"truncation must be True, False, 'longest_first', 'only_first', 'only_second' or "
+                         f"'do_not_truncate', not {value!r}")

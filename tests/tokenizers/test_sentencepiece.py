@@ -146,6 +146,28 @@ def test_pairs_truncation_and_padding(case, max_length):
             hf(a, b, max_length=max_length, truncation=truncation)["input_ids"]
 
 
+@pytest.mark.parametrize("strategy", ["only_first", "only_second"])
+def test_only_first_and_only_second_truncation(case, strategy):
+    """One text of the pair gives way (zero-shot's only_first, question answering's only_second); where it
+    cannot give enough Transformers raises, and kzoo does too."""
+    from kzoo.errors import TokenizerError
+
+    name, hf, kz, texts = case
+    pairs = [(a, b) for a, b in zip(texts[:40:2], texts[1:40:2])]
+    checked = 0
+    for a, b in pairs:
+        for max_length in (8, 16, 40):
+            try:
+                want = hf(a, b, max_length=max_length, truncation=strategy)["input_ids"]
+            except Exception:
+                with pytest.raises(TokenizerError):
+                    kz.encode(a, b, max_length=max_length, truncation=strategy)
+                continue
+            assert kz.encode(a, b, max_length=max_length, truncation=strategy) == want, (a, b, max_length)
+            checked += 1
+    assert checked > 10
+
+
 @pytest.mark.parametrize("max_length", [None, 24])
 def test_offsets_equal_transformers_offset_mapping(case, max_length):
     """Character spans through the normaliser (NFKD, accents, quotes, charsmap), special tokens in the
@@ -307,7 +329,8 @@ def test_bad_arguments_are_one_line_errors(build):
     for call, words in (
         (lambda: tok(None), ("NoneType",)), (lambda: tok(["a", b"b"]), ("texts[1]", "bytes")),
         (lambda: tok(["a"], truncation="bogus"), ("truncation", "'bogus'")),
-        (lambda: tok(["a"], truncation="only_second"), ("only_second", "longest first")),
+        (lambda: tok(["a b c d e f"], truncation="only_second", max_length=4), ("only_second", "pair")),
+        (lambda: tok(["a b c d e f"], ["a"], truncation="only_second", max_length=4), ("only_second", "second")),
         (lambda: tok("caf\udce9"), ("texts[0]", "surrogate")), (lambda: tok.encode(None), ("NoneType",)),
         (lambda: tok(["a b"], truncation=True, max_length="5"), ("max_length", "'5'")),
         (lambda: tok.encode("a b", max_length=2.5), ("max_length", "2.5")),
