@@ -327,8 +327,9 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
                                                validate=False)
 
     def tf_tokenize_with_offsets(self, strings):
-        """(ids, starts, ends): int32 RaggedTensors [batch, (tokens)]: `tf_tokenize`'s ids and each token's
-        character span in its text, for 1-D strings; builtin TFLite ops and tf-text's only.
+        """(ids, starts, ends, word_starts, word_ends): int32 RaggedTensors [batch, (tokens)]: `tf_tokenize`'s
+        ids, each token's character span in its text and its word's (between ASCII whitespace: the words
+        Transformers' pre-tokenizer sees in most text), for 1-D strings; builtin TFLite ops and tf-text's only.
 
         The op gives no offsets, so they are counted: a word's pieces cover its characters in order, each
         its own characters but `▁` (an added token's marker: the token's text), an unknown piece what the
@@ -411,7 +412,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         end = tf.where(whole, end, tf.gather(w_end, word))
         rows = tf.gather(piece_splits, splits)
         ragged = lambda x: tf.RaggedTensor.from_row_splits(x, rows, validate=False)  # noqa: E731
-        return ragged(tf.gather(self._id_map, ids)), ragged(start), ragged(end)
+        return (ragged(tf.gather(self._id_map, ids)), ragged(start), ragged(end),
+                ragged(tf.gather(w_start, word)), ragged(tf.gather(w_end, word)))
 
     def _piece_tables(self):
         """Per folded piece: characters of the original text it covers (its own but `▁`; a marker: its
@@ -455,8 +457,9 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         truncation="only_second" (the question-answering pipeline's): B gives way, A only where it alone
         would not leave B one token. With `offsets`, also offset_mapping [batch, sequence_length, 2] (each
         token's character span in its own text, `tf_tokenize_with_offsets`; (0, 0) for special tokens
-        and padding) and sequence_ids [batch, sequence_length] (0 for A's tokens, 1 for B's, -1 else:
-        Transformers' `sequence_ids()`). Built from gathers and selects, so it converts to TFLite as well.
+        and padding), word_offsets [batch, sequence_length, 2] (the span of the token's word) and
+        sequence_ids [batch, sequence_length] (0 for A's tokens, 1 for B's, -1 else: Transformers'
+        `sequence_ids()`). Built from gathers and selects, so it converts to TFLite as well.
         """
         length = int(sequence_length)
         special = self._num_special(pairs is not None)
@@ -493,8 +496,9 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
                "truncated": tf.cast(truncated, tf.int32)}
         if offsets:
             zero = tf.zeros_like(ids)
-            b_of = (lambda k: parts[1][k]) if pairs is not None else (lambda k: None)  # noqa: E731
-            out["offset_mapping"] = tf.stack([place(parts[0][1], b_of(1), zero), place(parts[0][2], b_of(2), zero)], -1)
+            spans = lambda k: tf.stack([place(parts[0][k], parts[1][k] if pairs is not None else None, zero),  # noqa: E731
+                                        place(parts[0][k + 1], parts[1][k + 1] if pairs is not None else None, zero)], -1)
+            out["offset_mapping"], out["word_offsets"] = spans(1), spans(3)
             out["sequence_ids"] = tf.where(in_a, 0, tf.where(in_b, 1, -1))
         return out
 

@@ -50,7 +50,11 @@ def _exact_or_word(text, ours, theirs):
 
 
 def _graph_offsets(kz, texts):
-    ids, starts, ends = kz.tf_tokenize_with_offsets(tf.constant(texts))
+    ids, starts, ends, word_starts, word_ends = kz.tf_tokenize_with_offsets(tf.constant(texts))
+    for text, *rows in zip(texts, starts.to_list(), ends.to_list(), word_starts.to_list(), word_ends.to_list()):
+        words = _words(text)
+        for start, end, word_start, word_end in zip(*rows):  # each token's word: the one holding its span
+            assert (word_start, word_end) in words and word_start <= start and end <= word_end, (text, start, end)
     return ids.to_list(), [list(zip(s, e)) for s, e in zip(starts.to_list(), ends.to_list())]
 
 
