@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from kzoo.export.common import ExportError, input_names, text_signature
+from kzoo.export.data import text_inputs
 from kzoo.io.jsontext import dumps
 from kzoo.models import outputs
+from kzoo.tasks import TASKS
 
 
 def compare(ours, reference, padding_mask):
@@ -68,22 +70,35 @@ def ids_rows(run, model, batches):
 
 
 def text_report(run_text, model, config, tokenizer, texts, longest, options):
-    """`run_text(texts)` (an export's text signature) against the same ids through the Python tokenizer
-    and the task's text signature run by Keras: float outputs compared, integer outputs' agreement
-    (top ids and label ids may differ only where two scores tie within float error)."""
-    got = run_text(texts)
+    """`run_text(inputs)` (an export's text signature; inputs: {input name: texts}, export.data.text_inputs)
+    against the same ids through the Python tokenizer and the task's numeric text signature run by Keras:
+    float outputs compared, integer outputs' agreement (top ids and label ids may differ only where two
+    scores tie within float error), and for a task with offsets the share of tokens whose in-graph
+    characters are the Python tokenizer's (Transformers'; the graph counts them: see
+    kzoo.tokenizers.sentencepiece.tf_tokenize_with_offsets)."""
+    task = TASKS[config["task"]]
+    inputs = text_inputs(task.text_inputs, texts)
+    got = run_text(inputs)
     width = got["token_ids"].shape[1]  # the bucket the graph chose
-    batch = tokenizer(texts, max_length=longest, truncation=True, padding="max_length")
+    first, *pair = inputs.values()
+    batch = tokenizer(first, pairs=pair[0] if pair else None, max_length=longest,
+                      truncation="only_second" if pair else True, padding="max_length",
+                      return_offsets_mapping=task.offsets)
     batch = {k: np.asarray(v, "int32")[:, :width] for k, v in batch.items()}
-    batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
+    model_batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
     numeric, _ = text_signature(model, config, tokenizer, options)
-    want = {k: np.asarray(v) for k, v in numeric(batch).items()}
+    want = {k: np.asarray(v) for k, v in numeric(model_batch).items()}
     floats = {k: v for k, v in want.items() if v.dtype.kind == "f"}
     ids_equal = bool(np.array_equal(got["token_ids"], batch["token_ids"])
                      and np.array_equal(got["padding_mask"], batch["padding_mask"]))
-    return {"texts": len(texts), "bucket": width, "ids_equal_python_tokenizer": ids_equal,
-            "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"]),
-            "integer_agreement": {k: float(np.mean(got[k] == v)) for k, v in want.items() if v.dtype.kind != "f"}}
+    report = {"texts": len(first), "inputs": list(inputs), "bucket": width, "ids_equal_python_tokenizer": ids_equal,
+              "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"]),
+              "integer_agreement": {k: float(np.mean(got[k] == v)) for k, v in want.items() if v.dtype.kind != "f"}}
+    if task.offsets and ids_equal:
+        tokens = batch["padding_mask"].astype(bool)
+        same = np.all(got["offset_mapping"] == batch["offset_mapping"], axis=-1)[tokens]
+        report["offsets_equal_python_tokenizer"] = float(np.mean(same))
+    return report
 
 
 def passes(rows, metric="max_abs_diff", bound=1e-4):

@@ -226,18 +226,21 @@ def text_max_length(max_length, longest, config=None):
     return int(max_length)
 
 
-def encode_in_graph(tokenizer, model, text, longest, buckets=None):
-    """strings [B] -> (the model's inputs [B, L], truncated [B]) inside the graph.
+def encode_in_graph(tokenizer, model, texts, longest, buckets=None, offsets=False):
+    """The text signature's strings (a tuple of [B] tensors: one text, or a pair) -> (the model's inputs
+    [B, L], the tokenizer's offsets, truncated [B]) inside the graph.
 
     `tf_encode` pads (and cuts) to `longest`; the batch is then cut to its longest row, rounded up to a
     bucket when `buckets` is given (XLA compiles one program per shape, so a server sees a handful of
     lengths instead of one per request). Inputs the tokenizer does not make (XLM's `lang_ids`) are 0.
-    truncated: 1 where a text had more tokens than `longest` takes.
+    offsets: with `offsets`, the tokenizer's offset_mapping, word_offsets [B, L, 2] and sequence_ids
+    [B, L] (else {}). truncated: 1 where a text had more tokens than `longest` takes.
     """
     import tensorflow as tf
 
-    batch = tokenizer.tf_encode(text, longest)
+    batch = tokenizer.tf_encode(texts[0], longest, pairs=texts[1] if len(texts) > 1 else None, offsets=offsets)
     truncated = batch.pop("truncated")
+    extra = {name: batch.pop(name) for name in ("offset_mapping", "word_offsets", "sequence_ids") if name in batch}
     needed = tf.reduce_max(tf.reduce_sum(batch["padding_mask"], axis=1))
     if buckets:
         table = tf.constant(buckets, tf.int32)
@@ -246,4 +249,25 @@ def encode_in_graph(tokenizer, model, text, longest, buckets=None):
     batch = {name: value[:, :needed] for name, value in batch.items()}
     for name in input_names(model):
         batch.setdefault(name, tf.zeros_like(batch["token_ids"]))
-    return {name: batch[name] for name in input_names(model)}, truncated
+    return ({name: batch[name] for name in input_names(model)}, {name: value[:, :needed] for name, value in extra.items()},
+            truncated)
+
+
+def text_specs(config):
+    """The text signature's inputs: a string [None] per name the task declares (kzoo.tasks: "text", or
+    "question" and "context")."""
+    import tensorflow as tf
+
+    return [tf.TensorSpec([None], tf.string, name=name) for name in TASKS[config["task"]].text_inputs]
+
+
+def text_function(tokenizer, model, config, numeric, strings, length, buckets=None):
+    """The text signature: strings in -> `strings(numeric(the model's inputs) + the tokenizer's offsets)`
+    and truncated; `numeric` is the XLA part (SavedModel: compiled, its batch padded by `bucketed`)."""
+    offsets = TASKS[config["task"]].offsets
+
+    def serve_text(*texts):
+        batch, extra, truncated = encode_in_graph(tokenizer, model, texts, length, buckets, offsets)
+        return {**strings({**numeric(batch), **extra}), "truncated": truncated}
+
+    return serve_text

@@ -123,3 +123,12 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
         batch.update(token_ids=ids, padding_mask=mask)
         batches.append(batch)
     return batches
+
+
+def text_inputs(names, texts):
+    """The text signature's inputs for evaluation or calibration texts: {"text": texts}, or for a pair
+    ("question", "context"): each text's first words as a question about the text after it."""
+    if len(names) == 1:
+        return {names[0]: list(texts)}
+    contexts = list(texts[1:]) + list(texts[:1])
+    return {names[0]: [" ".join(t.split()[:6]) + "?" for t in texts], names[1]: contexts}

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from kzoo.export import check
 from kzoo.export.common import (
-    BATCH_BUCKETS, ExportError, bucketed, check_out, check_text_only, encode_in_graph, ids_function, input_checks,
-    input_signature, length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_max_length,
-    text_options, text_signature, variable_holder,
+    BATCH_BUCKETS, ExportError, bucketed, check_out, check_text_only, ids_function, input_checks, input_signature,
+    length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_function, text_max_length,
+    text_options, text_signature, text_specs, variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
@@ -127,13 +127,9 @@ def _signatures(model, config, tokenizer, options, text_length, buckets):
     if tokenizer is not None:
         numeric, strings = text_signature(model, config, tokenizer, options)
         holder.serve_text_numeric = tf.function(numeric, input_signature=[signature], jit_compile=True)
-
-        def serve_text(text):
-            batch, truncated = encode_in_graph(tokenizer, model, text, text_length, length_buckets(text_length))
-            return {**strings(bucketed(holder.serve_text_numeric, batch, pads)), "truncated": truncated}
-
-        text_spec = tf.TensorSpec([None], tf.string, name=layout.TEXT_INPUT)
-        holder.serve_text = tf.function(serve_text, input_signature=[text_spec])
+        serve_text = text_function(tokenizer, model, config, lambda batch: bucketed(holder.serve_text_numeric, batch, pads),
+                                   strings, text_length, length_buckets(text_length))
+        holder.serve_text = tf.function(serve_text, input_signature=text_specs(config))
         signatures[layout.TEXT_SIGNATURE] = holder.serve_text.get_concrete_function()
     return holder, signatures
 
@@ -169,7 +165,7 @@ def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):
     if tokenizer is not None:
         serve_text = loaded.signatures[layout.TEXT_SIGNATURE]
         text = check.text_report(
-            lambda texts: {k: v.numpy() for k, v in serve_text(**{layout.TEXT_INPUT: tf.constant(texts)}).items()},
+            lambda inputs: {k: v.numpy() for k, v in serve_text(**{k: tf.constant(v) for k, v in inputs.items()}).items()},
             model, config, tokenizer, texts, text_length, options)
         result[layout.TEXT_SIGNATURE] = text
         ok = ok and text["ids_equal_python_tokenizer"] and check.passes(text["outputs"], "max_abs_diff", BOUND)

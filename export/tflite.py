@@ -37,14 +37,18 @@ import numpy as np
 from kzoo.errors import KzooError
 from kzoo.export import check
 from kzoo.export.common import (
-    ExportError, check_out, check_text_only, encode_in_graph, ids_function, input_names, input_signature,
-    load_text_tokenizer, max_tokens, model_and_config, text_max_length, text_options, text_signature, variable_holder,
+    ExportError, check_out, check_text_only, ids_function, input_names, input_signature, load_text_tokenizer,
+    max_tokens, model_and_config, text_function, text_max_length, text_options, text_signature, text_specs,
+    variable_holder,
 )
-from kzoo.export.data import CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, with_masks
+from kzoo.export.data import (
+    CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, text_inputs, with_masks,
+)
 from kzoo.export.tflite_model import quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
 from kzoo.io.stderr import native_quiet
 from kzoo.io.atomic import atomic_dir, atomic_file, scratch_dir
+from kzoo.tasks import TASKS
 
 QUANTIZE = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
 FULL_INTEGER = ("int8", "int16x8")
@@ -100,7 +104,8 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     dataset = None
     if quantize in FULL_INTEGER:
         texts = with_masks(calibration_texts or CALIBRATION_TEXTS, getattr(tokenizer, "mask_token", None), seed=2)
-        dataset = _dataset(model, tokenizer, texts, text_tokenizer is not None, text_length)
+        names = TASKS[config["task"]].text_inputs if text_tokenizer is not None else None
+        dataset = _dataset(model, tokenizer, texts, names, text_length)
     content = _convert_checked(concrete, holder, quantize, dataset, text_tokenizer is not None, out)
     ops = _checked_ops(content, text_tokenizer is not None, reference.count_params(), quantize)
     advance()
@@ -162,12 +167,8 @@ def _trace(model, config, text_tokenizer, options, text_length):
         fn = tf.function(ids_function(model), input_signature=[input_signature(model)])
     else:
         numeric, strings = text_signature(model, config, text_tokenizer, options)
-
-        def serve_text(text):
-            batch, truncated = encode_in_graph(text_tokenizer, model, text, text_length)
-            return {**strings(numeric(batch)), "truncated": truncated}
-
-        fn = tf.function(serve_text, input_signature=[tf.TensorSpec([None], tf.string, name=layout.TEXT_INPUT)])
+        serve_text = text_function(text_tokenizer, model, config, numeric, strings, text_length)
+        fn = tf.function(serve_text, input_signature=text_specs(config))
     return holder, fn.get_concrete_function()
 
 
@@ -294,10 +295,12 @@ class _Dataset:
         return iter(self.batches)
 
 
-def _dataset(model, tokenizer, texts, text, longest):
-    if text:  # strings in: the model tokenizes
-        batches = [{layout.TEXT_INPUT: np.asarray([t.encode("utf-8") for t in chunk], dtype=object)}
-                   for chunk in full_batches(texts, CALIBRATION_BATCH)]
+def _dataset(model, tokenizer, texts, text_inputs_names, longest):
+    """Calibration batches: the text signature's inputs (`text_inputs_names`: the model tokenizes), or ids."""
+    if text_inputs_names:
+        batches = [{name: np.asarray([t.encode("utf-8") for t in chunk], dtype=object)
+                    for name, chunk in text_inputs(text_inputs_names, part).items()}
+                   for part in full_batches(texts, CALIBRATION_BATCH)]
         return _Dataset(batches, "text")
     batches = id_batches(model, tokenizer, texts, batch_size=CALIBRATION_BATCH,
                          length=min(longest, CALIBRATION_LENGTH), seed=2)

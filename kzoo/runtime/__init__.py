@@ -55,6 +55,7 @@ class Runner:
     output_names: list = []
     takes_text = False
     text_output_names: list = []  # the text signature's outputs
+    text_input_names: tuple = (layout.TEXT_INPUT,)  # and its string inputs
 
     def __init__(self, path, config=None):
         self.path = Path(str(path)) if path is not None else None  # None: a model in memory
@@ -90,12 +91,12 @@ class Runner:
     def __call__(self, inputs, positions=None):
         """ids -> outputs; with `positions` ([B, M] int), the per-position outputs ([B, S, ...]) at
         those positions only ([B, M, ...]), per-text outputs left out. texts -> the text signature."""
-        texts = _texts(inputs)
+        texts = self._text_inputs(inputs)
         if texts is not None:
             if not self.takes_text:
                 raise RunnerError(f"{self.path}: takes ids, not text (export it with a text signature, or "
                                   "tokenize first: kzoo.load_tokenizer)")
-            return self._run_text(np.asarray(texts, dtype=object))
+            return self._run_text(texts)
         if isinstance(inputs, (list, tuple)) and not inputs:
             raise RunnerError("got an empty list: nothing to run (texts, or a dict of [batch, length] ids)")
         if not self.input_names:
@@ -105,6 +106,23 @@ class Runner:
         if positions is None:
             return self._run_ids(batch)
         return self._run_at(batch, np.asarray(positions, np.int32))
+
+    def _text_inputs(self, inputs):
+        """{text input name: [str]} when `inputs` is text: texts (a signature taking "text"), or a dict of
+        texts by the signature's input names ({"question": [...], "context": [...]}); else None."""
+        names = self.text_input_names
+        if isinstance(inputs, Mapping) and self.takes_text and inputs and set(inputs) <= set(names):
+            given = {name: _texts(value) for name, value in inputs.items()}
+            if set(given) != set(names) or any(v is None for v in given.values()):
+                raise RunnerError(f"{self.path}: its text signature takes {', '.join(names)}: a str or a list of str each")
+            if len({len(v) for v in given.values()}) > 1:
+                raise RunnerError(f"{', '.join(f'{len(v)} {k}' for k, v in given.items())}: one of each per example")
+            return given
+        texts = _texts(inputs)
+        if texts is not None and self.takes_text and list(names) != [layout.TEXT_INPUT]:
+            raise RunnerError(f"{self.path}: its text signature takes {' and '.join(names)}: call it with a dict "
+                              f"{{{', '.join(repr(n) + ': [...]' for n in names)}}}")
+        return None if texts is None else {layout.TEXT_INPUT: texts}
 
     def _ids(self, inputs):
         """The caller's dict of ids, checked (names, shapes, ranges) and completed: an optional input

@@ -117,6 +117,7 @@ class SavedModelRunner(Runner):
         self.takes_text = layout.TEXT_SIGNATURE in signatures
         if self.takes_text:
             self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE].structured_outputs)
+            self.text_input_names = tuple(signatures[layout.TEXT_SIGNATURE].structured_input_signature[1])
 
     def _run_ids(self, batch):
         fn = self._loaded.signatures[layout.IDS_SIGNATURE]
@@ -125,7 +126,7 @@ class SavedModelRunner(Runner):
 
     def _run_text(self, texts):
         signature = self._loaded.signatures[layout.TEXT_SIGNATURE]
-        out = signature(**{layout.TEXT_INPUT: self._tf.constant(texts.astype(str).tolist())})
+        out = signature(**{name: self._tf.constant(value, self._tf.string) for name, value in texts.items()})
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -152,6 +153,7 @@ class TFLiteRunner(Runner):
         self.takes_text = layout.TEXT_SIGNATURE in signatures
         if self.takes_text:
             self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE]["outputs"])
+            self.text_input_names = tuple(signatures[layout.TEXT_SIGNATURE]["inputs"])
 
     @property
     def interpreter(self):
@@ -175,8 +177,8 @@ class TFLiteRunner(Runner):
         return self._call(layout.IDS_SIGNATURE, **batch)
 
     def _run_text(self, texts):
-        text = np.asarray([t.encode("utf-8") for t in texts], dtype=object)
-        return self._call(layout.TEXT_SIGNATURE, **{layout.TEXT_INPUT: text})
+        return self._call(layout.TEXT_SIGNATURE, **{name: np.asarray([t.encode("utf-8") for t in value], dtype=object)
+                                                     for name, value in texts.items()})
 
 
 _FIRST_ALLOCATION = threading.Lock()

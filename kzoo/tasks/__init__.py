@@ -14,7 +14,7 @@ import dataclasses
 from types import MappingProxyType
 from typing import Callable
 
-from kzoo.tasks import classification, features, fill_mask
+from kzoo.tasks import classification, features, fill_mask, question_answering
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +30,10 @@ class Task:
     # (the text signature's options and their defaults)
     choices: bool = False  # inputs [B, C, S]: C choices per example, each one a row of the backbone
     labelled: bool = False  # its classes have names (config.json's id2label)
+    # The text signature's string inputs ([B] each; two: a text pair, the first one first) and whether its
+    # `strings` half gets the tokenizer's offset_mapping, word_offsets and sequence_ids (characters out).
+    text_inputs: tuple = ("text",)
+    offsets: bool = False
 
 
 TASKS = MappingProxyType({t.name: t for t in [
@@ -44,9 +48,11 @@ TASKS = MappingProxyType({t.name: t for t in [
     Task("classifier", "sequence classification: logits [B, num_classes]",
          ("logits",), ("text-classification", "zero-shot-classification", "features"), classification.text_signature, labelled=True),
     Task("token_classifier", "token classification: logits [B, S, num_classes]",
-         ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True),
+         ("logits",), ("token-classification", "features"), classification.text_signature, labelled=True,
+         offsets=True),
     Task("question_answering", "extractive question answering: start_logits [B, S], end_logits [B, S]",
-         ("start_logits", "end_logits"), ("question-answering", "features")),
+         ("start_logits", "end_logits"), ("question-answering", "features"), question_answering.text_signature,
+         MappingProxyType(question_answering.OPTIONS), text_inputs=("question", "context"), offsets=True),
     Task("sentence_embedding", "a sentence-transformers model: pooling, dense layers, normalisation: "
          "sentence_embedding [B, D]", ("sentence_embedding",), ("sentence-embedding",), features.text_signature),
     Task("multiple_choice", "multiple choice: inputs [B, C, S] (C choices), logits [B, C]",

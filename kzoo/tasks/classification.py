@@ -12,7 +12,9 @@ def label_names(config, num_classes):
 def text_signature(model, config, tokenizer):
     """`(numeric, strings)` (see kzoo.tasks.fill_mask): logits [B, C], scores [B, C] (softmax), label_ids
     [B] int32, then labels [B] (the config's label names); per token for a token classifier ([B, S, C],
-    [B, S]: padding positions too, `padding_mask` says which are tokens)."""
+    [B, S]: padding positions too, `padding_mask` says which are tokens), and then each token's characters
+    in the text, offset_mapping [B, S, 2] ((0, 0) for special tokens and padding), and its word's,
+    word_offsets [B, S, 2]."""
     import tensorflow as tf
 
     from kzoo.models import outputs
@@ -24,7 +26,8 @@ def text_signature(model, config, tokenizer):
         return {"token_ids": batch["token_ids"], "padding_mask": batch["padding_mask"],
                 "logits": logits, "scores": tf.nn.softmax(logits), "label_ids": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
-    def strings(out):
+    def strings(out):  # (a token classifier's: with the tokenizer's offset_mapping and word_offsets)
+        out.pop("sequence_ids", None)
         out["labels"] = tf.gather(tf.constant(names), out["label_ids"])
         return out
 
