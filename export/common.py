@@ -220,8 +220,10 @@ def text_max_length(max_length, longest, config=None):
     texts are cut; the signature says which (its `truncated` output)."""
     if max_length is None:
         return min(longest, (config or {}).get("max_seq_length") or longest)
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not 2 < max_length <= longest:
-        raise ExportError(f"--max-length must be a whole number in 3..{longest} (the model's longest input), "
+    task = TASKS.get((config or {}).get("task"))
+    low = 6 if task is not None and len(task.text_inputs) > 1 else 3  # the special tokens and one of each text
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not low <= max_length <= longest:
+        raise ExportError(f"--max-length must be a whole number in {low}..{longest} (the model's longest input), "
                           f"got {max_length!r}")
     return int(max_length)
 

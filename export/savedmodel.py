@@ -43,13 +43,14 @@ from kzoo.tasks import TASKS
 BOUND = 1e-4  # max abs diff against Keras fp32 (the XLA path is exact to float rounding)
 
 
-def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, max_length=None, overwrite=False,
-                      progress=None):
+def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, max_answer_len=None, max_length=None,
+                      overwrite=False, progress=None):
     """Writes a SavedModel at `out/1` and `out.report.json`; returns the report.
 
     text: add the serve_text signature; None = when the model dir's tokenizer can run in the graph
           and the task has a text signature, True = require it, False = ids only.
-    top_k, max_masks: the fill-mask text signature's options (None: kzoo.tasks' defaults).
+    top_k, max_masks: the fill-mask text signature's options, max_answer_len question answering's (None:
+          kzoo.tasks' defaults).
     max_length: serve_text's longest input in tokens (None: the model's); longer texts are cut, and its
           `truncated` output says which.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
@@ -61,13 +62,14 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)
     config = modeldir.read_config(model_dir)
-    options = text_options(config, top_k=top_k, max_masks=max_masks)
+    options = text_options(config, top_k=top_k, max_masks=max_masks, max_answer_len=max_answer_len)
     longest = max_tokens(config)
     text_length = text_max_length(max_length, longest, config)
     buckets = length_buckets(longest)
     tokenizer = _text_tokenizer(model_dir, config, text)
     check_text_only(tokenizer is not None, "--ids-only" if text is False else "its tokenizer cannot run in the "
-                    "graph, or its task has no text signature", top_k=top_k, max_masks=max_masks, max_length=max_length)
+                    "graph, or its task has no text signature", top_k=top_k, max_masks=max_masks,
+                    max_answer_len=max_answer_len, max_length=max_length)
     model, _ = model_and_config(model_dir)
     advance()
 

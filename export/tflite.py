@@ -21,7 +21,8 @@ attention scores, and a -6e4 in that tensor's range would leave the real scores 
 
 Ops: TFLITE_BUILTINS only (+ the INT8 / 16x8 builtin sets); never Flex (SELECT_TF_OPS), which LiteRT
 cannot run. A --with-tokenizer model adds tf-text's custom ops (WhitespaceTokenizeWithOffsetsV2,
-FastSentencepieceTokenize, RaggedTensorToTensor), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
+FastSentencepieceTokenize, RaggedTensorToTensor; ByteSplitWithOffsets where the task gives character
+offsets), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
 Every export's op list is read back from the file and checked.
 """
 
@@ -68,13 +69,14 @@ TEXT_CUSTOM_OPS = ("TFText>", "RaggedTensorToTensor")
 
 
 def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tokenizer=False, mask_bias=None,
-                  top_k=None, max_masks=None, max_length=None, overwrite=False, progress=None):
+                  top_k=None, max_masks=None, max_answer_len=None, max_length=None, overwrite=False, progress=None):
     """Writes `out` (.tflite), `out.report.json` and `out.kzoo/`; returns the report.
 
     quantize: one of QUANTIZE. calibration: a text file (one text per line) for int8 / int16x8.
     with_tokenizer: strings in (the model dir's SentencePiece tokenizer inside the model).
     mask_bias: the attention-mask bias to build with (default: -100 for int8 / int16x8, else exact).
-    top_k, max_masks: the fill-mask text signature's options (None: kzoo.tasks' defaults).
+    top_k, max_masks: the fill-mask text signature's options, max_answer_len question answering's (None:
+          kzoo.tasks' defaults).
     max_length: with_tokenizer: the longest input in tokens (None: the model's); longer texts are cut,
           and the `truncated` output says which.
     progress: optional factory `(total) -> advance(n)` for a progress bar.
@@ -85,8 +87,8 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     advance = progress(5) if progress else (lambda n=1: None)
     config = modeldir.read_config(model_dir)
     check_text_only(with_tokenizer, "ids in: add --with-tokenizer", top_k=top_k, max_masks=max_masks,
-                    max_length=max_length)
-    options = text_options(config, top_k=top_k, max_masks=max_masks)
+                    max_answer_len=max_answer_len, max_length=max_length)
+    options = text_options(config, top_k=top_k, max_masks=max_masks, max_answer_len=max_answer_len)
     longest = max_tokens(config)
     text_length = text_max_length(max_length, longest, config)
     text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
@@ -329,6 +331,8 @@ def _evaluate(content, reference, config, text_tokenizer, tokenizer, longest, op
         result.update(inputs="text (tokenized in the model)", outputs=text["outputs"],
                       ids_equal_python_tokenizer=text["ids_equal_python_tokenizer"],
                       integer_agreement=text["integer_agreement"])
+        if "offsets_equal_python_tokenizer" in text:
+            result["offsets_equal_python_tokenizer"] = text["offsets_equal_python_tokenizer"]
         result["ok"] = check.passes(text["outputs"], metric, bound) and text["ids_equal_python_tokenizer"]
     return result
 

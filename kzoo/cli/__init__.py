@@ -14,6 +14,7 @@ from kzoo.errors import KzooError
 from kzoo.tasks import TASKS
 
 FILL_MASK = dict(TASKS["masked_lm"].text_options)
+QA = dict(TASKS["question_answering"].text_options)
 
 
 class Parser(argparse.ArgumentParser):
@@ -209,6 +210,8 @@ def _export(sub):
                        f"(default {FILL_MASK['top_k']})")
         q.add_argument("--max-masks", type=int, help=f"text signature, fill-mask: masks per text "
                        f"(default {FILL_MASK['max_masks']})")
+        q.add_argument("--max-answer-len", type=int, help="text signature, question answering: the longest answer "
+                       f"in tokens (default {QA['max_answer_len']})")
         q.add_argument("--max-length", type=int, help="text signature: its longest input in tokens (default: the "
                        "model's); longer texts are cut, and its `truncated` output says which")
         q.set_defaults(fn=fn)

@@ -168,8 +168,8 @@ def cmd_export_savedmodel(args):
 
     with progress_bar("exporting SavedModel", enabled=not args.json) as progress:
         report = export_savedmodel(args.model, args.out, text=False if args.ids_only else None,
-                                   top_k=args.top_k, max_masks=args.max_masks, max_length=args.max_length,
-                                   overwrite=args.overwrite, progress=progress)
+                                   top_k=args.top_k, max_masks=args.max_masks, max_answer_len=args.max_answer_len,
+                                   max_length=args.max_length, overwrite=args.overwrite, progress=progress)
     if args.json:
         print_json(report)
         return 0 if report["ok"] else 1
@@ -196,8 +196,8 @@ def cmd_export_tflite(args):
     with progress_bar(f"exporting TFLite ({args.quantize})", enabled=not args.json) as progress:
         report = export_tflite(args.model, args.out, quantize=args.quantize, calibration=args.calibration,
                                with_tokenizer=args.with_tokenizer, mask_bias=args.mask_bias, top_k=args.top_k,
-                               max_masks=args.max_masks, max_length=args.max_length, overwrite=args.overwrite,
-                               progress=progress)
+                               max_masks=args.max_masks, max_answer_len=args.max_answer_len,
+                               max_length=args.max_length, overwrite=args.overwrite, progress=progress)
     if args.json:
         print_json(report)
         return 0 if report["ok"] else 1

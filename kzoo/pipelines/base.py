@@ -118,19 +118,22 @@ class Pipeline:
         return False, list(texts)
 
     def _run_text(self, texts, lang, truncation, needs):
-        """The model's text signature on `texts` (its own tokenizer inside), with the checks _batch makes;
-        `needs`: the output the pipeline reads (a PipelineError first when the signature has not it)."""
+        """The model's text signature on `texts` (its own tokenizer inside; a dict by input name for a
+        two-input signature), with the checks _batch makes; `needs`: the output the pipeline reads (a
+        PipelineError first when the signature has not it)."""
         if needs not in self.runner.text_output_names:
             raise PipelineError(f"{self.runner.path}: its text signature gives "
                                 f"{', '.join(self.runner.text_output_names)}, not the {needs} {self.name} needs")
         if lang is not None:
             raise PipelineError(f"lang={lang!r}: {self.runner.path} takes text only and has no language input")
         out = self.runner(texts)
-        cut = np.flatnonzero(out.get("truncated", np.zeros(len(texts))))
+        cut = np.flatnonzero(out.get("truncated", np.zeros(len(out["token_ids"]))))
         if cut.size and not truncation:
-            raise PipelineError(f"text {cut[0] + 1} is longer than the {out['token_ids'].shape[1]} tokens "
-                                f"{self.runner.path} takes (its --max-length); pass truncation=True to accept it "
-                                "cut, on the command line --truncation")
+            what = "text" if not isinstance(texts, dict) else " and ".join(texts)
+            raise PipelineError(f"{what} {cut[0] + 1} is longer than the {out['token_ids'].shape[1]} tokens "
+                                f"{self.runner.path} takes (its --max-length)" +
+                                ("; pass truncation=True to accept it cut, on the command line --truncation"
+                                 if not isinstance(texts, dict) else ""))
         return out
 
     def _batch(self, texts, lang=None, truncation=False, pairs=None, offsets=False, special_tokens_mask=False):

@@ -144,15 +144,9 @@ class TokenClassification(Pipeline):
         ignore = options.get("ignore_labels")
         ignore = ["O"] if ignore is None else list(ignore)
         single, texts = self._texts(inputs)
-        if self.text_only:
-            raise PipelineError(f"{self.runner.path}: token-classification needs the model's ids and character "
-                                "offsets; run it on the model dir, its SavedModel or an ids-in .tflite")
         results = []
         for part in chunks(texts, batch_size_of(options)):
-            batch = self._batch(part, options.get("lang"), truncation=True, offsets=self.tokenizer.is_fast,
-                                special_tokens_mask=True)
-            inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)
-            logits = np.asarray(self.runner(inputs)["logits"], np.float32)
+            batch, logits = self._token_logits(part, options.get("lang"))
             names = label_names(self.runner.config, logits.shape[-1])
             for row, text in enumerate(part):
                 tokens = np.flatnonzero(batch["padding_mask"][row])
@@ -161,6 +155,20 @@ class TokenClassification(Pipeline):
                 results.append([e for e in entities
                                 if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
         return results[0] if single else results
+
+    def _token_logits(self, texts, lang):
+        """(the tokenizer's batch with offsets and special_tokens_mask, the model's logits [B, S, C]); on a
+        text-in export, both from its signature (characters counted in the graph: see
+        kzoo.tokenizers.sentencepiece.tf_tokenize_with_offsets)."""
+        if self.text_only:
+            out = self._run_text(texts, lang, truncation=True, needs="offset_mapping")
+            batch = {name: np.asarray(out[name]) for name in ("token_ids", "padding_mask", "offset_mapping")}
+            specials = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id})
+            batch["special_tokens_mask"] = np.isin(batch["token_ids"], specials).astype(np.int32)
+            return batch, np.asarray(out["logits"], np.float32)
+        batch = self._batch(texts, lang, truncation=True, offsets=self.tokenizer.is_fast, special_tokens_mask=True)
+        inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)
+        return batch, np.asarray(self.runner(inputs)["logits"], np.float32)
 
     def _pre_entities(self, text, batch, row, tokens, scores, strategy):
         """Transformers' gather_pre_entities: each non-special token's word, scores, span, whether it

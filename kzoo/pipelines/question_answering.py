@@ -61,8 +61,7 @@ class QuestionAnswering(Pipeline):
             raise PipelineError("question-answering needs character offsets, which this tokenizer (XLM's, a Python "
                                 "tokenizer in Transformers too) does not give")
         if self.text_only:
-            raise PipelineError(f"{self.runner.path}: question-answering needs the model's ids and offsets; run it on "
-                                "the model dir, its SavedModel or an ids-in .tflite")
+            return self._in_model(examples, options)
         top_k = _positive(options, "top_k", 1)
         max_answer_len = _positive(options, "max_answer_len", 15)
         longest = self.runner.limits()[1] or 384
@@ -89,6 +88,31 @@ class QuestionAnswering(Pipeline):
                                     options.get("align_to_words", True))
             results.append(answers[0] if len(answers) == 1 else answers)
         return results[0] if len(results) == 1 else results
+
+    def _in_model(self, examples, options):
+        """On a text-in export: its signature's answer (kzoo.tasks.question_answering: the best span of one
+        window, words as the export's tokenizer counts them, max_answer_len as exported), with the null answer
+        where handle_impossible_answer asks and it scores higher. What needs windows or several answers is a
+        one-line error naming the option."""
+        fixed = [name for name in ("doc_stride", "max_seq_len", "max_question_len", "max_answer_len")
+                 if options.get(name) is not None]
+        if fixed or _positive(options, "top_k", 1) != 1 or options.get("align_to_words", True) is not True:
+            what = ", ".join(fixed) or ("top_k" if options.get("top_k", 1) != 1 else "align_to_words")
+            raise PipelineError(f"{what}: {self.runner.path} answers in its text signature (the best answer, words "
+                                "aligned, one window of its --max-length, --max-answer-len as exported); run the model "
+                                "dir, its SavedModel or an ids-in .tflite for that")
+        answers = []
+        for part in chunks(examples, batch_size_of(options)):
+            texts = {"question": [q for q, _ in part], "context": [c for _, c in part]}
+            out = self._run_text(texts, options.get("lang"), truncation=False, needs="null_score")
+            for i, (_, context) in enumerate(part):
+                start, end, score = int(out["start"][i]), int(out["end"][i]), float(out["score"][i])
+                answer = {"score": score, "start": start, "end": end, "answer": context[start:end]}
+                null = float(out["null_score"][i])
+                if options.get("handle_impossible_answer") and null > score:
+                    answer = {"score": null, "start": 0, "end": 0, "answer": ""}
+                answers.append(answer)
+        return answers[0] if len(answers) == 1 else answers
 
     def _windows(self, question, context, max_seq_len, doc_stride, lang):
         """[(Row, position of its first context token, its context tokens' word ids)] for the context's windows
