@@ -13,7 +13,6 @@ from __future__ import annotations
 
 OPTIONS = {"max_answer_len": 15}  # the text signature's: the longest answer, in tokens (Transformers' default)
 CANDIDATES = 12  # spans looked at before word alignment: Transformers' top_k * 2 + 10 for top_k 1
-MASKED = -10000.0  # the logit Transformers gives tokens outside the context
 
 
 def best_span(start_logits, end_logits, sequence_ids, word_offsets, max_answer_len):
@@ -25,9 +24,8 @@ def best_span(start_logits, end_logits, sequence_ids, word_offsets, max_answer_l
     length = tf.shape(start_logits)[1]
     position = tf.range(length)
     context = tf.equal(sequence_ids, 1)
-    allowed = context | tf.equal(position, 0)[None, :]  # <cls> stays in the softmax (p_mask 0)
-    start = tf.nn.softmax(tf.where(allowed, start_logits, MASKED))
-    end = tf.nn.softmax(tf.where(allowed, end_logits, MASKED))
+    allowed = tf.cast(context | tf.equal(position, 0)[None, :], start_logits.dtype)  # <cls> stays (p_mask 0)
+    start, end = _masked_softmax(start_logits, allowed), _masked_softmax(end_logits, allowed)
     null_score = start[:, 0] * end[:, 0]
     first = tf.cast(tf.not_equal(position, 0), start.dtype)[None, :]
     start, end = start * first, end * first  # then <cls> is no answer's start or end
@@ -53,6 +51,16 @@ def best_span(start_logits, end_logits, sequence_ids, word_offsets, max_answer_l
     found = pick(ranked) >= 0
     return (tf.where(found, pick(merged), 0.0), tf.where(found, pick(chars_start), 0),
             tf.where(found, pick(chars_end), 0), null_score)
+
+
+def _masked_softmax(logits, allowed):
+    """Softmax over the allowed positions, the others 0: Transformers' -10000 logits, whose exp is 0. Written
+    without a select of -10000 (int8 TFLite gives a select's inputs its output's scale: the logits would
+    round to 0); the shift by the row's max cancels out."""
+    import tensorflow as tf
+
+    weights = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True)) * allowed
+    return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
 
 def text_signature(model, config, tokenizer, max_answer_len=OPTIONS["max_answer_len"]):
