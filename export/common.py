@@ -47,9 +47,6 @@ def text_options(config, **given):
     """The model dir's task's text-signature options: the declared ones (kzoo.tasks), each given value
     or its default, checked (whole numbers >= 1) before any slow work."""
     task = TASKS.get(config.get("task"))
-    if task is not None and task.choices:
-        raise ExportError(f"{task.name} models (inputs [batch, choices, length]) have no SavedModel or TFLite export "
-                          "yet; run them in Keras (kzoo.load)")
     declared = dict(task.text_options) if task else {}
     foreign = [_flag(name) for name, value in given.items() if value is not None and name not in declared]
     if foreign:
@@ -73,11 +70,17 @@ def _flag(name):
     return "--" + name.replace("_", "-")
 
 
-def text_signature(model, config, tokenizer, options):
-    """The task's `(numeric, strings)` text functions (kzoo.tasks), or an ExportError when it has none."""
+def require_text_signature(config):
+    """The model dir's task, or an ExportError when it has no text signature (kzoo.tasks)."""
     task = TASKS.get(config.get("task"))
     if task is None or task.text_signature is None:
         raise ExportError(f"no text signature for task {config.get('task')!r}; export ids in")
+    return task
+
+
+def text_signature(model, config, tokenizer, options):
+    """The task's `(numeric, strings)` text functions (kzoo.tasks), or an ExportError when it has none."""
+    task = require_text_signature(config)
     try:
         return task.text_signature(model, config, tokenizer, **options)
     except KzooError as e:
@@ -101,18 +104,31 @@ def load_text_tokenizer(model_dir):
 
 
 def input_names(model):
-    """The model's declared inputs, all int32 [B, S], sorted."""
+    """The model's declared inputs, all int32 [B, S] (multiple choice: [B, C, S]), sorted."""
     inputs = model.input
     if not isinstance(inputs, dict):
         raise ExportError(f"{model.name}: expected a model with named inputs (token_ids, padding_mask, ...)")
     return sorted(inputs)
 
 
+def input_rank(model):
+    """2 ([batch, length]), or 3 for a multiple-choice model ([batch, choices, length])."""
+    return len(model.input[input_names(model)[0]].shape)
+
+
 def input_signature(model):
     import tensorflow as tf
 
-    # [None, None]: dynamic batch and sequence length (TFLite: shape_signature [-1, -1]).
-    return {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in input_names(model)}
+    # [None, None]: dynamic batch and sequence length (TFLite: shape_signature [-1, -1]); [None, None, None]
+    # with a choices axis.
+    return {name: tf.TensorSpec([None] * input_rank(model), tf.int32, name=name) for name in input_names(model)}
+
+
+def with_choices(batch, model, choices=2):
+    """An evaluation batch [B, S] as the model's inputs: [B / choices, choices, S] for a multiple-choice model."""
+    if input_rank(model) == 2:
+        return batch
+    return {name: value.reshape(-1, choices, value.shape[-1]) for name, value in batch.items()}
 
 
 def variable_holder(model):
@@ -177,7 +193,7 @@ def input_checks(inputs, config):
             message = f"{name}: every value must be in {low}..{high - 1}"
             checks += [tf.debugging.assert_greater_equal(inputs[name], low, message=message),
                        tf.debugging.assert_less(inputs[name], high, message=message)]
-    checks.append(tf.debugging.assert_less_equal(tf.shape(ids)[1], longest,
+    checks.append(tf.debugging.assert_less_equal(tf.shape(ids)[-1], longest,
                                                  message=f"the input is too long: the model takes at most {longest} tokens"))
     return checks
 
@@ -198,17 +214,18 @@ def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
         return tf.reduce_min(tf.where(table >= n, table, tf.maximum(n, table[-1])))
 
     shape = tf.shape(inputs["token_ids"])
-    size, length = shape[0], shape[1]
+    size, length = shape[0], shape[-1]
     pad_rows = up(batches, size) - size
     pad_columns = up(lengths, length) - length if lengths else 0
-    padded = {name: tf.pad(value, [[0, pad_rows], [0, pad_columns]], constant_values=pad_values.get(name, 0))
+    middle = [[0, 0]] * (inputs["token_ids"].shape.rank - 2)  # (a choices axis: as it is)
+    padded = {name: tf.pad(value, [[0, pad_rows], *middle, [0, pad_columns]], constant_values=pad_values.get(name, 0))
               for name, value in inputs.items()}
     out = compiled(padded)
     # Outputs with a sequence axis: [B, S, ...] of rank 3 (sequence_output, MLM and token logits) and
     # [B, S] (QA's start/end logits: the only rank-2 outputs whose second axis is not static); the
-    # others are per text ([B, H], [B, C]).
+    # others are per text ([B, H], [B, C]), and all of a multiple-choice model's ([B, C]).
     def per_position(value):
-        return value.shape.rank == 3 or (value.shape.rank == 2 and value.shape[1] is None)
+        return not middle and (value.shape.rank == 3 or (value.shape.rank == 2 and value.shape[1] is None))
 
     return {name: value[:size, :length] if lengths and per_position(value) else value[:size]
             for name, value in out.items()}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kzoo.export.common import ExportError, input_names
+from kzoo.export.common import ExportError, input_names, with_choices
 
 # Built-in texts. Calibration and evaluation never share a sentence: the report's numbers are
 # measured on text the quantizer did not see.
@@ -100,7 +100,8 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
     From `texts` through the tokenizer when there is one; random ids (rows of varied length) when
     the model dir has no tokenizer. Every batch has padding in it, so the attention mask's range is
     part of what a quantizer calibrates. All batches share one shape: TFLite's calibrator cannot
-    resize a model with dynamic shapes between samples.
+    resize a model with dynamic shapes between samples. A multiple-choice model's: [batch_size / 2, 2,
+    length] (two texts as the choices of one example).
     """
     names = input_names(model)
     batches = []
@@ -110,7 +111,7 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
             batch = {k: np.asarray(v, "int32")[:, :length] for k, v in batch.items() if k in names}
             for name in names:
                 batch.setdefault(name, np.zeros_like(batch["token_ids"]))
-            batches.append(batch)
+            batches.append(with_choices(batch, model))
         return batches
     rng = np.random.default_rng(seed)
     vocab = int(getattr(getattr(model, "backbone", model), "vocabulary_size"))
@@ -121,7 +122,7 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
             mask[row, int(rng.integers(2, length + 1)):] = 0
         batch = {name: np.zeros_like(ids) for name in names}
         batch.update(token_ids=ids, padding_mask=mask)
-        batches.append(batch)
+        batches.append(with_choices(batch, model))
     return batches
 
 

@@ -156,7 +156,7 @@ def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):
     texts = with_masks(EVALUATION_TEXTS, getattr(tokenizer, "mask_token", None)) if tokenizer else EVALUATION_TEXTS
     batches = id_batches(model, tokenizer, texts, batch_size=8, length=min(longest, 64), seed=1)
     # and a shape off the buckets: padded to [4, bucket] in the signature, cut back to [3, 13]
-    batches.append({k: v[:3, :13] for k, v in batches[0].items()})
+    batches.append({k: v[:3, ..., :13] for k, v in batches[0].items()})
     serve = loaded.signatures[layout.IDS_SIGNATURE]
     rows = check.ids_rows(lambda batch: {k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in
                                                                              batch.items()}).items()},

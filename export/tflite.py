@@ -39,8 +39,8 @@ from kzoo.errors import KzooError
 from kzoo.export import check
 from kzoo.export.common import (
     ExportError, check_out, check_text_only, ids_function, input_names, input_signature, load_text_tokenizer,
-    max_tokens, model_and_config, text_function, text_max_length, text_options, text_signature, text_specs,
-    variable_holder,
+    max_tokens, model_and_config, require_text_signature, text_function, text_max_length, text_options,
+    text_signature, text_specs, variable_holder, with_choices,
 )
 from kzoo.export.data import (
     CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, text_inputs, with_masks,
@@ -91,6 +91,8 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     options = text_options(config, top_k=top_k, max_masks=max_masks, max_answer_len=max_answer_len)
     longest = max_tokens(config)
     text_length = text_max_length(max_length, longest, config)
+    if with_tokenizer:
+        require_text_signature(config)
     text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
     tokenizer = text_tokenizer or _any_tokenizer(model_dir)
     reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against
@@ -346,5 +348,6 @@ def _eval_batches(model, tokenizer, texts, longest):
     for start in range(0, len(texts), 8):
         batch = tokenizer(texts[start:start + 8], max_length=longest, truncation=True)
         batch = {k: np.asarray(v, "int32") for k, v in batch.items()}
-        batches.append({name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)})
+        batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
+        batches.append(with_choices(batch, model))
     return batches

@@ -56,6 +56,7 @@ class Runner:
     takes_text = False
     text_output_names: list = []  # the text signature's outputs
     text_input_names: tuple = (layout.TEXT_INPUT,)  # and its string inputs
+    _rank = None  # the ids' rank, where the model says (else the task's)
 
     def __init__(self, path, config=None):
         self.path = Path(str(path)) if path is not None else None  # None: a model in memory
@@ -147,11 +148,18 @@ class Runner:
         if missing:
             raise RunnerError(f"missing input(s) {', '.join(missing)}: the model takes {', '.join(self.input_names)} "
                               f"({', '.join(f'{n}: {_WHAT[n]}' for n in missing if n in _WHAT)})")
-        task = TASKS.get(self.task)
-        check_inputs(batch, *self.limits(), rank=3 if task is not None and task.choices else 2)
+        check_inputs(batch, *self.limits(), rank=self.input_rank)
         shape = batch["token_ids"].shape
         return {name: batch[name].astype(np.int32) if name in batch else np.full(shape, optional[name], np.int32)
                 for name in self.input_names}
+
+    @property
+    def input_rank(self):
+        """2 ([batch, length]), or 3 for multiple choice ([batch, choices, length])."""
+        if self._rank is not None:
+            return self._rank
+        task = TASKS.get(self.task)
+        return 3 if task is not None and task.choices else 2
 
     def limits(self):
         """({input: (lowest, highest + 1) or None}, longest input) the model takes (see kzoo.models)."""

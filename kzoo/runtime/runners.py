@@ -28,6 +28,7 @@ class KerasRunner(Runner):
         super().__init__(path, config if config is not None else getattr(model, "kzoo_config", None) or _config_of(model))
         self.model = model
         self.input_names = sorted(model.input)
+        self._rank = len(model.input[self.input_names[0]].shape)
         self.output_names = output_names(model)
         self._functions = {}
 
@@ -114,6 +115,7 @@ class SavedModelRunner(Runner):
             fn = signatures[layout.IDS_SIGNATURE]
             self.input_names = sorted(fn.structured_input_signature[1])
             self.output_names = sorted(fn.structured_outputs)
+            self._rank = fn.structured_input_signature[1][self.input_names[0]].shape.rank
         self.takes_text = layout.TEXT_SIGNATURE in signatures
         if self.takes_text:
             self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE].structured_outputs)
@@ -150,6 +152,8 @@ class TFLiteRunner(Runner):
         if layout.IDS_SIGNATURE in signatures:
             self.input_names = sorted(signatures[layout.IDS_SIGNATURE]["inputs"])
             self.output_names = sorted(signatures[layout.IDS_SIGNATURE]["outputs"])
+            details = self.interpreter.get_signature_runner(layout.IDS_SIGNATURE).get_input_details()
+            self._rank = len(details[self.input_names[0]]["shape_signature"])
         self.takes_text = layout.TEXT_SIGNATURE in signatures
         if self.takes_text:
             self.text_output_names = sorted(signatures[layout.TEXT_SIGNATURE]["outputs"])

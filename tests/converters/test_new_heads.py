@@ -137,22 +137,38 @@ def test_save_a_model_built_in_python(tmp_path):
     np.testing.assert_array_equal(np.asarray(built(inputs)), np.asarray(again(inputs)))
 
 
-def test_multiple_choice_runs_through_the_runtime_and_says_it_has_no_export(tmp_path):
+@pytest.mark.parametrize("family", ["albert", "xlm-roberta"])
+def test_multiple_choice_runs_through_the_runtime_and_its_exports(tmp_path, family):
+    """Inputs [batch, choices, length] through the runtime, a SavedModel (its batch padded to a bucket, the
+    choices axis as it is) and a .tflite: PyTorch's logits; a text signature it has not is a one-line error."""
+    import torch
+    import transformers
+
     from kzoo import runtime
     from kzoo.errors import RunnerError
-    from kzoo.export import export_tflite
+    from kzoo.export import export_savedmodel, export_tflite
     from kzoo.export.common import ExportError
 
-    src = make_checkpoint(tmp_path / "ref", "XLMRobertaForMultipleChoice", tiny_hf_config("xlm-roberta"))
+    cls = "AlbertForMultipleChoice" if family == "albert" else "XLMRobertaForMultipleChoice"
+    src = make_checkpoint(tmp_path / "ref", cls, tiny_hf_config(family))
     convert(src, tmp_path / "out")
-    runner = runtime.load(str(tmp_path / "out"))
-    inputs = {"token_ids": np.full((2, 3, 6), 7, "int32"), "padding_mask": np.ones((2, 3, 6), "int32")}
-    logits = runner(inputs)["logits"]
-    assert logits.shape == (2, 3)
-    np.testing.assert_allclose(logits, np.asarray(kzoo.load(tmp_path / "out")(
-        {**inputs, "segment_ids": np.zeros((2, 3, 6), "int32")})), atol=1e-5)
-    with pytest.raises(RunnerError, match=r"every input is one \[batch, choices, length\] array"):
-        runner({"token_ids": np.ones((2, 6), "int32"), "padding_mask": np.ones((2, 6), "int32")})
-    with pytest.raises(ExportError, match="multiple_choice models .* have no SavedModel or TFLite export yet"):
-        export_tflite(tmp_path / "out", tmp_path / "mc.tflite")
-    assert not (tmp_path / "mc.tflite").exists()
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 60, (3, 4, 7)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[0, 1, 4:] = mask[2, 3, 2:] = 0
+    inputs = {"token_ids": np.where(mask == 1, ids, 0).astype("int32"), "padding_mask": mask}
+    reference = getattr(transformers, cls).from_pretrained(src).eval()
+    with torch.no_grad():
+        want = reference(input_ids=torch.as_tensor(inputs["token_ids"], dtype=torch.long),
+                         attention_mask=torch.as_tensor(mask, dtype=torch.long)).logits.numpy()
+    assert export_savedmodel(tmp_path / "out", tmp_path / "sm")["ok"]
+    assert export_tflite(tmp_path / "out", tmp_path / "mc.tflite")["ok"]
+    for path in ("out", "sm", "mc.tflite"):
+        runner = runtime.load(str(tmp_path / path))
+        got = runner(inputs)["logits"]
+        assert got.shape == (3, 4) and np.abs(got - want).max() <= 1e-4, path
+        with pytest.raises(RunnerError, match=r"every input is one \[batch, choices, length\] array"):
+            runner({"token_ids": np.ones((2, 6), "int32"), "padding_mask": np.ones((2, 6), "int32")})
+    with pytest.raises(ExportError, match="no text signature for task 'multiple_choice'"):
+        export_tflite(tmp_path / "out", tmp_path / "text.tflite", with_tokenizer=True)
+    assert not (tmp_path / "text.tflite").exists()
