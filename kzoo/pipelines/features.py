@@ -9,11 +9,15 @@ from kzoo.pipelines.base import Pipeline
 
 class Features(Pipeline):
     """`Features(model)(texts)`: per text, `tokens`, `sequence_output` [tokens, H] (padding removed)
-    and `pooled_output` [H] when the model has a pooler. XLM: `lang`, and `truncation`, as in FillMask."""
+    and `pooled_output` [H] when the model has a pooler. XLM: `lang`, and `truncation`, as in FillMask
+    (at construction or at call)."""
 
     name = "features"
+    OPTIONS = ("lang", "truncation")
 
-    def __call__(self, texts, lang=None, truncation=False):
+    def __call__(self, texts, **options):
+        options = self._options(options)
+        lang, truncation = options.get("lang"), options.get("truncation", False)
         single, texts = self._texts(texts)
         if self.text_only:
             batch = out = self._run_text(texts, lang, truncation, needs="sequence_output")

@@ -19,11 +19,15 @@ class FillMask(Pipeline):
     XLM: `lang="fr"` feeds that language's id (None: none, as Transformers' pipeline).
     truncation: cut texts longer than the model takes (Transformers' default: a text too long fails).
     top_k: 5 by default (Transformers'), or as many as a text-in export gives when it gives fewer.
+    Options at construction or at call, as Transformers' pipelines take them.
     """
 
     name = "fill-mask"
+    OPTIONS = ("top_k", "lang", "truncation")
 
-    def __call__(self, texts, top_k=None, lang=None, truncation=False):
+    def __call__(self, texts, **options):
+        options = self._options(options)
+        top_k, lang, truncation = options.get("top_k"), options.get("lang"), options.get("truncation", False)
         single, texts = self._texts(texts)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise PipelineError(f"top_k must be an int >= 1, got {top_k!r}")

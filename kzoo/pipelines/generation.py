@@ -63,6 +63,7 @@ Draws use Keras' stateless RNG from `seed`: reproducible in kzoo, not torch's dr
 
 from __future__ import annotations
 
+import inspect
 import secrets
 
 import numpy as np
@@ -92,7 +93,8 @@ class Generator:
 
     name = "text-generation"
 
-    def __init__(self, model, tokenizer=None, causal=None, jit_compile=True):
+    def __init__(self, model, tokenizer=None, causal=None, jit_compile=True, **defaults):
+        self.defaults = self._checked(defaults)  # the call's options at construction, as Transformers' pipelines
         runner = as_runner(model)
         model = getattr(runner, "model", None)  # a Keras model: generation compiles its own programs
         if not hasattr(model, "call_with_cache"):
@@ -287,9 +289,20 @@ class Generator:
             finished.append(done)
         return sequences, finished
 
-    def __call__(self, prompts, max_new_tokens=20, lang=None, sampler="greedy", k=5, p=0.9, num_beams=4,
-                 temperature=1.0, seed=None, ignore_eos=False, add_special_tokens=True, max_length=None,
-                 eos_token_id=None, length_penalty=1.0):
+    def __call__(self, prompts, **options):
+        """Generates a continuation of each prompt (`generate_texts`; options at call, else the constructor's)."""
+        return self.generate_texts(prompts, **{**self.defaults, **self._checked(options)})
+
+    def _checked(self, options):
+        takes = [name for name in inspect.signature(self.generate_texts).parameters if name != "prompts"]
+        unknown = sorted(set(options) - set(takes))
+        if unknown:
+            raise GenerationError(f"text-generation: unknown option(s) {', '.join(unknown)}; it takes {', '.join(takes)}")
+        return options
+
+    def generate_texts(self, prompts, max_new_tokens=20, lang=None, sampler="greedy", k=5, p=0.9, num_beams=4,
+                       temperature=1.0, seed=None, ignore_eos=False, add_special_tokens=True, max_length=None,
+                       eos_token_id=None, length_penalty=1.0):
         """Generates a continuation of each prompt.
 
         prompts: a text, a list of token ids, or a list of either. lang: a language code of the

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import kzoo
+from kzoo.pipelines import PipelineError
 from kzoo.cli import main
 from reference import TINY_ALBERT, TINY_XLMR, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
@@ -50,6 +51,20 @@ def test_albert_fill_mask_equals_transformers(albert, text, top_k):
     src, out = albert
     ours = kzoo.pipeline("fill-mask", out)(text, top_k=top_k)
     assert_same(ours, reference_fill_mask(src, text, top_k))
+
+
+def test_fill_mask_and_features_options_at_construction(albert):
+    """Transformers' pipelines take their options at construction or at call; the call's win."""
+    src, out = albert
+    text = "Hello I'm a [MASK] model."
+    assert_same(kzoo.pipeline("fill-mask", out, top_k=2)(text), reference_fill_mask(src, text, 2))
+    assert_same(kzoo.pipeline("fill-mask", out, top_k=2)(text, top_k=3), reference_fill_mask(src, text, 3))
+    long = "word " * 600
+    with pytest.raises(PipelineError, match="truncation=True"):
+        kzoo.pipeline("features", out)(long)
+    assert kzoo.pipeline("features", out, truncation=True)(long)["sequence_output"].shape[0] > 0
+    with pytest.raises(PipelineError, match="unknown option.*top_p.*top_k, lang, truncation"):
+        kzoo.pipeline("fill-mask", out, top_p=0.5)
 
 
 @pytest.mark.parametrize("text", ["Hello I'm a <mask> model.", "Bonjour, je suis<mask>!", "<mask> and <mask>"])

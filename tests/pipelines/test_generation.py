@@ -163,6 +163,17 @@ def test_top_k_1_and_beam_1_equal_greedy(models, name):
     assert [r["token_ids"] for r in beam1] == [r["token_ids"] for r in greedy]
 
 
+def test_options_at_construction(models):
+    """kzoo.pipeline("text-generation", model, **options): the call's defaults, as Transformers' pipelines
+    take them; the call's own win; an unknown one is a one-line error."""
+    want = generator(models, "clm")(PROMPTS, max_new_tokens=5, lang="fr", ignore_eos=True)
+    pipe = kzoo.pipeline("text-generation", models["clm"][1], max_new_tokens=5, lang="fr", ignore_eos=True)
+    assert [r["token_ids"] for r in pipe(PROMPTS)] == [r["token_ids"] for r in want]
+    assert all(len(r["generated_ids"]) == 3 for r in pipe(PROMPTS, max_new_tokens=3))
+    with pytest.raises(GenerationError, match="unknown option.*top_p"):
+        pipe(PROMPTS, top_p=0.5)
+
+
 def test_seeds_make_sampling_reproducible(models):
     gen = generator(models, "clm")
     for sampler, kwargs in (("top-k", {"k": 50}), ("top-p", {"p": 0.95})):
