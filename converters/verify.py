@@ -1,11 +1,13 @@
 """`kzoo verify`: a converted model against its PyTorch reference, output by output.
 
-Needs the reference extra (torch + transformers); nothing else in kzoo does.
+Needs the reference extra (torch + transformers; a sentence-transformers model's: sentence-transformers
+too); nothing else in kzoo does.
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -96,6 +98,30 @@ def run_reference(src, task, spec, inputs):
     return result
 
 
+@functools.lru_cache(maxsize=2)
+def _sentence_transformer(src):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise CheckpointError(f"{src}: verifying a sentence-transformers model needs the sentence-transformers "
+                              "package (pip install sentence-transformers)") from None
+    return SentenceTransformer(src, device="cpu").eval()
+
+
+def run_sentence_transformer(src, inputs):
+    """sentence-transformers' own model (its modules in order: Transformer, Pooling, Dense, Normalize) on
+    `inputs`: sentence_embedding, and the Transformer's token embeddings as sequence_output."""
+    import torch
+
+    model = _sentence_transformer(str(src))
+    features = {"input_ids": torch.as_tensor(inputs["token_ids"], dtype=torch.long),
+                "attention_mask": torch.as_tensor(inputs["padding_mask"], dtype=torch.long),
+                "token_type_ids": torch.as_tensor(inputs["segment_ids"], dtype=torch.long)}
+    with torch.no_grad():
+        out = model(features)
+    return {"sentence_embedding": out["sentence_embedding"].numpy(), "sequence_output": out["token_embeddings"].numpy()}
+
+
 def run_kzoo(model, task, inputs):
     result = {k: np.asarray(v) for k, v in outputs(model, inputs).items()}
     if task != "backbone":
@@ -115,7 +141,11 @@ def _check_reference(src, hf, family, spec, config):
         name = next(k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
         raise CheckpointError(f"{src}: another architecture than the model dir's ({name}: {theirs.get(name)!r} "
                               f"there, {ours.get(name)!r} here)")
-    if config["task"] not in spec.TASK_OF_CLASS.values():
+    if config["task"] == "sentence_embedding":
+        if not (Path(src) / "modules.json").is_file():
+            raise CheckpointError(f"{src}: not a sentence-transformers model (no modules.json); the model dir holds "
+                                  "one (sentence_embedding)")
+    elif config["task"] not in spec.TASK_OF_CLASS.values():
         raise CheckpointError(f"{src}: Transformers has no {family.name} class for the task {config['task']!r}")
     with open_checkpoint(src):  # reads its header: a truncated or corrupt file fails here, in one line
         pass
@@ -148,7 +178,8 @@ def verify(model_dir, reference, *, model=None, batches=None):
     rows = []
     for batch_name, inputs in batches.items():
         ours = run_kzoo(model, task, inputs)
-        theirs = run_reference(src, task, spec, inputs)
+        theirs = run_sentence_transformer(src, inputs) if task == "sentence_embedding" else \
+            run_reference(src, task, spec, inputs)
         for key, want in theirs.items():
             if key == "pooled_output" and key not in ours:  # converted without one: the checkpoint had none
                 continue

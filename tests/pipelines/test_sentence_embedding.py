@@ -69,6 +69,21 @@ def test_sentence_embedding_equals_sentence_transformers(tmp_path, encoder, mode
     assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS[0]) - want[0])) <= 1e-4
 
 
+def test_verify_against_sentence_transformers(tmp_path, encoder, capsys):
+    """`kzoo verify OUT --reference ST_DIR`: sentence-transformers' own modules on padded batches (a padding-only row
+    too), the sentence vectors and the token embeddings within 1e-4; another model's dir fails."""
+    st = sentence_transformer(encoder, tmp_path / "st", ["mean"], dense=True, normalize=True)
+    convert(st, tmp_path / "out")
+    assert main(["verify", str(tmp_path / "out"), "--reference", str(st), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and {r["output"] for r in report["rows"]} == {"sentence_embedding", "sequence_output"}
+    other = sentence_transformer(encoder, tmp_path / "other", ["cls"], dense=True, normalize=False)
+    assert main(["verify", str(tmp_path / "out"), "--reference", str(other)]) == 1  # (another Dense, another pooling)
+    assert "FAIL" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "out"), "--reference", str(encoder)]) == 2  # a plain encoder: no modules.json
+    assert "not a sentence-transformers model" in capsys.readouterr().err
+
+
 def test_the_older_layout_reads_the_same(tmp_path, encoder):
     """Hub dirs from sentence-transformers 2.x: pooling_mode_* booleans, sentence_bert_config.json's
     max_seq_length (here 12: the long text is cut there)."""
