@@ -125,11 +125,14 @@ class TokenClassification(Pipeline):
     confident token's), then grouped. start / end: character offsets into the text (None where the
     tokenizer gives none: XLM's, a Python tokenizer in Transformers, which then takes none / simple
     only). ignore_labels: labels left out (default ["O"]). Texts are cut to the longest input the model
-    takes, as Transformers' pipeline cuts them to the tokenizer's model_max_length.
+    takes, as Transformers' pipeline cuts them to the tokenizer's model_max_length, unless `stride` (the
+    whole text in windows overlapping by that many tokens). is_split_into_words: inputs are lists of
+    words, offsets into them joined by `delimiter` (" ").
     """
 
     name = "token-classification"
-    OPTIONS = ("aggregation_strategy", "ignore_labels", "lang", "batch_size")
+    OPTIONS = ("aggregation_strategy", "ignore_labels", "stride", "is_split_into_words", "delimiter", "lang",
+               "batch_size")
 
     def __call__(self, inputs, **options):
         options = self._options(options)
@@ -143,6 +146,8 @@ class TokenClassification(Pipeline):
                                 "Transformers' Python tokenizer for this model)")
         ignore = options.get("ignore_labels")
         ignore = ["O"] if ignore is None else list(ignore)
+        if options.get("stride") is not None or options.get("is_split_into_words"):
+            return self._windowed(inputs, options, strategy, ignore)
         single, texts = self._texts(inputs)
         results = []
         for part in chunks(texts, batch_size_of(options)):
@@ -155,6 +160,89 @@ class TokenClassification(Pipeline):
                 results.append([e for e in entities
                                 if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
         return results[0] if single else results
+
+    def _windowed(self, inputs, options, strategy, ignore):
+        """Transformers' `stride` (the whole text in windows of the model's length, `stride` tokens overlapping;
+        each window's entities, then overlapping ones resolved: the longer, or on a tie the likelier) and
+        `is_split_into_words` (inputs are lists of words, each tokenized as a word of its own; offsets into
+        the words joined by `delimiter`, " " by default)."""
+        stride, split = options.get("stride"), bool(options.get("is_split_into_words"))
+        if not self.tokenizer.is_fast or self.text_only:
+            raise PipelineError(f"stride / is_split_into_words need the tokenizer's offsets outside the model: "
+                                f"{'this tokenizer (XLM) gives none' if not self.tokenizer.is_fast else self.runner.path} "
+                                "(run the model dir, its SavedModel or an ids-in .tflite with a SentencePiece tokenizer)")
+        room = self.runner.limits()[1] - self.tokenizer._num_special(False)
+        if stride is not None:
+            if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 0 <= stride < room:
+                raise PipelineError(f"`stride` must be a whole number less than the model's {room} tokens per window "
+                                    f"(its longest input less the special tokens), got {stride!r}")
+            if strategy == "none":
+                raise PipelineError('`stride` was provided to process all the text but `aggregation_strategy="none"`, '
+                                    "please select another one instead.")
+        single, items = self._words_inputs(inputs) if split else self._texts(inputs)
+        delimiter = " " if options.get("delimiter") is None else options["delimiter"]
+        windows = []  # (example, its text, a Row of one window)
+        for i, item in enumerate(items):
+            text, tokens = self._tokens_with_offsets(item, delimiter, options.get("lang")) if split else \
+                (item, self.tokenizer._tokenize_pairs([item], None, options.get("lang"), offsets=True)[0][0])
+            start = 0
+            while True:
+                windows.append((i, text, self.tokenizer._with_specials(tokens[start:start + room])))
+                if stride is None or start + room >= len(tokens):
+                    break
+                start += room - stride
+        per_example = [[] for _ in items]
+        for part in chunks(windows, batch_size_of(options)):
+            batch = self._rows(row for _, _, row in part)
+            logits = np.asarray(self.runner({k: v for k, v in batch.items() if k in self.runner.input_names})["logits"],
+                                np.float32)
+            names = label_names(self.runner.config, logits.shape[-1])
+            for r, (i, text, _) in enumerate(part):
+                tokens = np.flatnonzero(batch["padding_mask"][r])
+                entities = self._pre_entities(text, batch, r, tokens, softmax(logits[r, tokens]), strategy)
+                entities = _aggregate(entities, strategy, names, self.tokenizer.convert_tokens_to_string)
+                per_example[i].append([e for e in entities
+                                       if e.get("entity") not in ignore and e.get("entity_group") not in ignore])
+        results = [_resolve_overlaps(sum(found, [])) if len(found) > 1 else found[0] for found in per_example]
+        return results[0] if single else results
+
+    @staticmethod
+    def _words_inputs(inputs):
+        """(single, lists of words) for is_split_into_words: a list of str, or a list of such lists."""
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(w, str) for w in inputs):
+            return True, [list(inputs)]
+        if isinstance(inputs, (list, tuple)) and inputs and all(
+                isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x) for x in inputs):
+            return False, [list(x) for x in inputs]
+        raise PipelineError("When `is_split_into_words=True`, `sentence` must be a list of tokens (a list of str, "
+                            "or a list of such lists).")
+
+    def _tokens_with_offsets(self, words, delimiter, lang):
+        """(the words joined by `delimiter`, their tokens as (id, span in that text)): each word tokenized on its
+        own, as Transformers' tokenizers take pre-tokenized words."""
+        per_word = self.tokenizer._tokenize_pairs(words, None, lang, offsets=True)[0] if words else []
+        tokens, at = [], 0
+        for word, word_tokens in zip(words, per_word):
+            tokens += [(i, (a + at, b + at)) for i, (a, b) in word_tokens]
+            at += len(word) + len(delimiter)
+        return delimiter.join(words), tokens
+
+    def _rows(self, rows):
+        """Rows (kzoo.tokenizers.base.Row) padded into a batch, with offset_mapping and special_tokens_mask."""
+        rows = list(rows)
+        width = max(len(row.ids) for row in rows)
+        specials = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id})
+        batch = {"token_ids": np.full((len(rows), width), self.tokenizer.pad_token_id, np.int32),
+                 "padding_mask": np.zeros((len(rows), width), np.int32),
+                 "segment_ids": np.zeros((len(rows), width), np.int32),
+                 "offset_mapping": np.zeros((len(rows), width, 2), np.int32),
+                 "special_tokens_mask": np.zeros((len(rows), width), np.int32)}
+        for r, row in enumerate(rows):
+            n = len(row.ids)
+            batch["token_ids"][r, :n], batch["padding_mask"][r, :n] = row.ids, 1
+            batch["offset_mapping"][r, :n] = np.asarray(row.spans, np.int32).reshape(-1, 2)
+            batch["special_tokens_mask"][r, :n] = np.isin(row.ids, specials)
+        return batch
 
     def _token_logits(self, texts, lang):
         """(the tokenizer's batch with offsets and special_tokens_mask, the model's logits [B, S, C]); on a
@@ -231,6 +319,25 @@ def _tag(entity):
     if entity.startswith(("B-", "I-")):
         return entity[0], entity[2:]
     return "I", entity
+
+
+def _resolve_overlaps(entities):
+    """Transformers' aggregate_overlapping_entities: by start, an entity starting inside the one kept so far
+    replaces it when longer (or as long and likelier)."""
+    if not entities:
+        return entities
+    entities = sorted(entities, key=lambda e: e["start"])
+    kept, previous = [], entities[0]
+    for entity in entities:
+        if previous["start"] <= entity["start"] < previous["end"]:
+            length, previous_length = entity["end"] - entity["start"], previous["end"] - previous["start"]
+            if length > previous_length or (length == previous_length and entity["score"] > previous["score"]):
+                previous = entity
+        else:
+            kept.append(previous)
+            previous = entity
+    kept.append(previous)
+    return kept
 
 
 def _group_entities(entities, join):

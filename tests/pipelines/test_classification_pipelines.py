@@ -104,6 +104,46 @@ def test_token_classification_equals_transformers(ner, strategy):
             assert 0 <= e["start"] <= e["end"] <= len(text)
 
 
+@pytest.mark.parametrize("strategy", ["simple", "first", "max"])
+def test_token_classification_stride_equals_transformers(ner, strategy):
+    """A text longer than the model (38 tokens) in windows `stride` tokens overlapping, entities of every
+    window, overlaps resolved: Transformers' `stride`."""
+    src, out = ner
+    text = " ".join(TEXTS[:2] * 4)
+    for stride in (4, 10):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(text, stride=stride)
+        theirs = reference("token-classification", src, text, aggregation_strategy=strategy, ignore_labels=[],
+                           stride=stride)
+        assert_same(ours, theirs)
+        cut = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(text)  # (no stride: cut)
+        assert max(e["end"] for e in ours) > max(e["end"] for e in cut)
+    with pytest.raises(PipelineError, match='aggregation_strategy="none"'):
+        kzoo.pipeline("ner", out)(text, stride=4)
+    with pytest.raises(PipelineError, match="stride"):
+        kzoo.pipeline("ner", out, aggregation_strategy="simple")(text, stride=1000)
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first"])
+def test_token_classification_split_into_words_equals_transformers(ner, strategy):
+    src, out = ner
+    words = [["Jean-Pierre", "lives", "in", "Paris", ","], ["Marie", "Curie", "", "à", "Varsovie"]]
+    for kwargs in ({}, {"delimiter": "  "}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(
+                words, is_split_into_words=True, **kwargs)
+            single = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(
+                words[0], is_split_into_words=True, **kwargs)
+        theirs = reference("token-classification", src, words, aggregation_strategy=strategy, ignore_labels=[],
+                           is_split_into_words=True, **kwargs)
+        assert_same(ours, theirs)
+        assert_same(single, theirs[0])
+    with pytest.raises(PipelineError, match="must be a list of tokens"):
+        kzoo.pipeline("ner", out)("a text", is_split_into_words=True)
+
+
 def test_token_classification_default_ignores_o_and_takes_options_per_call(ner):
     src, out = ner
     pipe = kzoo.pipeline("token-classification", out)
