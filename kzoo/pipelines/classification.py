@@ -171,7 +171,7 @@ class TokenClassification(Pipeline):
             raise PipelineError(f"stride / is_split_into_words need the tokenizer's offsets outside the model: "
                                 f"{'this tokenizer (XLM) gives none' if not self.tokenizer.is_fast else self.runner.path} "
                                 "(run the model dir, its SavedModel or an ids-in .tflite with a SentencePiece tokenizer)")
-        room = self.runner.limits()[1] - self.tokenizer._num_special(False)
+        room = self.runner.limits()[1] - self.tokenizer.num_special_tokens_to_add()
         if stride is not None:
             if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 0 <= stride < room:
                 raise PipelineError(f"`stride` must be a whole number less than the model's {room} tokens per window "
@@ -184,10 +184,10 @@ class TokenClassification(Pipeline):
         windows = []  # (example, its text, a Row of one window)
         for i, item in enumerate(items):
             text, tokens = self._tokens_with_offsets(item, delimiter, options.get("lang")) if split else \
-                (item, self.tokenizer._tokenize_pairs([item], None, options.get("lang"), offsets=True)[0][0])
+                (item, self.tokenizer.tokens_with_offsets([item], options.get("lang"))[0])
             start = 0
             while True:
-                windows.append((i, text, self.tokenizer._with_specials(tokens[start:start + room])))
+                windows.append((i, text, self.tokenizer.with_special_tokens(tokens[start:start + room])))
                 if stride is None or start + room >= len(tokens):
                     break
                 start += room - stride
@@ -220,7 +220,7 @@ class TokenClassification(Pipeline):
     def _tokens_with_offsets(self, words, delimiter, lang):
         """(the words joined by `delimiter`, their tokens as (id, span in that text)): each word tokenized on its
         own, as Transformers' tokenizers take pre-tokenized words."""
-        per_word = self.tokenizer._tokenize_pairs(words, None, lang, offsets=True)[0] if words else []
+        per_word = self.tokenizer.tokens_with_offsets(words, lang) if words else []
         tokens, at = [], 0
         for word, word_tokens in zip(words, per_word):
             tokens += [(i, (a + at, b + at)) for i, (a, b) in word_tokens]

@@ -175,11 +175,13 @@ class Tokenizer:
 
     # ---- ids -------------------------------------------------------------------------------------
 
-    def _num_special(self, pair: bool) -> int:
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """== Transformers' `num_special_tokens_to_add`: the template's special tokens around one text or a pair."""
         return 2 if not pair else 4 if self.template == "roberta" else 3
 
-    def _with_specials(self, a, b=None):
-        """A Row of (id, span) token lists with the template's special tokens (span NO_SPAN)."""
+    def with_special_tokens(self, a, b=None):
+        """A Row of (id, span) token lists (`tokens_with_offsets`) with the template's special tokens (span
+        NO_SPAN)."""
         cls, sep = (self.cls_token_id, NO_SPAN), (self.sep_token_id, NO_SPAN)
         tokens = [cls, *a, sep]
         first = len(tokens)
@@ -197,7 +199,7 @@ class Tokenizer:
         """A Row for token lists a, b of (id, span), as Transformers' `prepare_for_model`."""
         if truncation and max_length is None:
             max_length = self.model_max_length
-        special = self._num_special(b is not None) if add_special_tokens else 0
+        special = self.num_special_tokens_to_add(b is not None) if add_special_tokens else 0
         if truncation and max_length is not None:
             if truncation in ("only_first", "only_second"):
                 a, b = only_one(a, b, max_length - special, truncation, self.truncation_side == "left",
@@ -207,7 +209,7 @@ class Tokenizer:
             elif max_length and len(a) + len(b or []) + special > max_length:
                 a, b = longest_first_python(a, b, max_length - special, left=self.truncation_side == "left")
         if add_special_tokens:
-            return self._with_specials(a, b)
+            return self.with_special_tokens(a, b)
         tokens = a + (b or [])
         pair_segment = 1 if self.template == "bert" else 0
         return Row([t for t, _ in tokens], [0] * len(a) + [pair_segment] * len(b or []), len(a),
@@ -246,6 +248,11 @@ class Tokenizer:
         spans = self._offsets(every, ids) if offsets else [[NO_SPAN] * len(row) for row in ids]
         tokens = [list(zip(row, row_spans)) for row, row_spans in zip(ids, spans)]
         return tokens[:len(texts)], (tokens[len(texts):] if pairs is not None else None)
+
+    def tokens_with_offsets(self, texts, lang=None) -> list:
+        """Per text, its tokens (no special tokens) as (id, (start, end)): ids and Transformers' character spans."""
+        texts, _ = self._check_texts(texts, None)
+        return self._tokenize_pairs(texts, None, lang, offsets=True)[0]
 
     def _pair_langs(self, lang):
         if lang is not None:
@@ -307,7 +314,7 @@ class Tokenizer:
         windows). Returns [(Row with offsets, position of its first pair token, index of that token in the
         pair)]."""
         (a,), (b,) = self._tokenize_pairs([text], [pair], lang, offsets=True)
-        room = max_length - len(a) - self._num_special(True)
+        room = max_length - len(a) - self.num_special_tokens_to_add(True)
         if room <= 0:
             raise TokenizerError(f"the first text is {len(a)} tokens long: no room for the second in max_length "
                                  f"{max_length}")
@@ -317,7 +324,7 @@ class Tokenizer:
         windows, start = [], 0
         while True:
             part = b[start:start + room]
-            row = self._with_specials(a, part)
+            row = self.with_special_tokens(a, part)
             windows.append((row, len(row.ids) - len(part) - 1, start))
             if start + room >= len(b):
                 return windows

@@ -462,7 +462,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         `sequence_ids()`). Built from gathers and selects, so it converts to TFLite as well.
         """
         length = int(sequence_length)
-        special = self._num_special(pairs is not None)
+        special = self.num_special_tokens_to_add(pairs is not None)
         if length < special + (pairs is not None):
             raise ValueError(f"sequence_length must be at least {special + (pairs is not None)} (room for the special tokens)")
         parts = [self.tf_tokenize_with_offsets(x) if offsets else (self.tf_tokenize(x),)

@@ -218,8 +218,8 @@ def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
 
 def test_bad_options_are_one_line_errors(ner, sentiment):
     _, out = ner
-    with pytest.raises(PipelineError, match="unknown option.*stride"):
-        kzoo.pipeline("ner", out, stride=16)
+    with pytest.raises(PipelineError, match="unknown option.*doc_stride"):
+        kzoo.pipeline("ner", out, doc_stride=16)
     with pytest.raises(PipelineError, match="aggregation_strategy must be one of"):
         kzoo.pipeline("ner", out)("x", aggregation_strategy="longest")
     with pytest.raises(PipelineError, match="token-classification runs token_classifier models"):
