@@ -11,6 +11,8 @@ Why each one is needed:
     first). Together: loading 1.38x -> 1.01x the weights, conversion 2.0x -> 1.02x.
   * `Layer._inbound_nodes`: the outputs of a layer's first call in a functional model, to cut a
     task model at its backbone's sequence output (a per-position head run at a few positions).
+  * `Layer._flatten_layers`: every layer inside a model (Keras has no public recursive listing), to
+    find the LayerNorm weights Trainer's weight decay leaves out.
 
 `check()` lists what is missing when Keras changes under these; `tests/io/test_keras_internals.py`
 fails loudly on it.
@@ -54,6 +56,8 @@ def check() -> list:
     keras.Model(inputs, layer(inputs))
     if not getattr(layer, "_inbound_nodes", None) or not hasattr(layer._inbound_nodes[0], "outputs"):
         problems.append("Layer._inbound_nodes[0].outputs")
+    if not hasattr(layer, "_flatten_layers"):
+        problems.append("Layer._flatten_layers")
     clear_uninitialized()
     return problems
 
@@ -199,3 +203,8 @@ def first_call_outputs(layer) -> list:
     """The output tensors of `layer`'s first call in a functional graph (its task model's own call;
     later calls are the user's graphs)."""
     return list(layer._inbound_nodes[0].outputs)
+
+
+def sublayers(model) -> list:
+    """The model and every layer inside it, recursively."""
+    return model._flatten_layers(include_self=True, recursive=True)

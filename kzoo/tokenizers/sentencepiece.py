@@ -448,59 +448,85 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         group = tf.cumsum(tf.cast(~repeat, tf.int32)) - 1  # the fused piece each piece joins
         return fused, tf.math.unsorted_segment_sum(lengths, group, tf.size(fused.flat_values))
 
-    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False) -> dict:
+    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False, truncation="only_second") -> dict:
         """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials, and
         truncated [batch] int32: 1 where a text had more tokens than fit.
 
         `<cls> A <sep>`, or with `pairs` the template's pair (`[CLS] A [SEP] B [SEP]`, B segment 1;
         `<s> A </s></s> B </s>`), right-padded with the pad id. A pair is cut as Transformers'
-        truncation="only_second" (the question-answering pipeline's): B gives way, A only where it alone
-        would not leave B one token. With `offsets`, also offset_mapping [batch, sequence_length, 2] (each
-        token's character span in its own text, `tf_tokenize_with_offsets`; (0, 0) for special tokens
-        and padding), word_offsets [batch, sequence_length, 2] (the span of the token's word) and
-        sequence_ids [batch, sequence_length] (0 for A's tokens, 1 for B's, -1 else: Transformers'
-        `sequence_ids()`). Built from gathers and selects, so it converts to TFLite as well.
+        truncation="only_second" (the question-answering pipeline's: B gives way, A only where it alone
+        would not leave B one token) or "longest_first" (the tokenizers library's; classification's). With
+        `offsets`, also offset_mapping [batch, sequence_length, 2] (each token's character span in its own
+        text, `tf_tokenize_with_offsets`; (0, 0) for special tokens and padding), word_offsets [batch,
+        sequence_length, 2] (the span of the token's word) and sequence_ids [batch, sequence_length] (0 for
+        A's tokens, 1 for B's, -1 else: Transformers' `sequence_ids()`). Built from gathers and selects, so
+        it converts to TFLite as well.
         """
-        length = int(sequence_length)
-        special = self.num_special_tokens_to_add(pairs is not None)
-        if length < special + (pairs is not None):
-            raise ValueError(f"sequence_length must be at least {special + (pairs is not None)} (room for the special tokens)")
         parts = [self.tf_tokenize_with_offsets(x) if offsets else (self.tf_tokenize(x),)
                  for x in ([strings] if pairs is None else [strings, pairs])]
-        counts = [tf.cast(part[0].row_lengths(), tf.int32) for part in parts]
+        out, place, sequence_ids = self._assemble([part[0] for part in parts], sequence_length, truncation)
+        if offsets:
+            zero = tf.zeros_like(out["token_ids"])
+            spans = lambda k: tf.stack([place([part[k] for part in parts], zero),  # noqa: E731
+                                        place([part[k + 1] for part in parts], zero)], -1)
+            out["offset_mapping"], out["word_offsets"] = spans(1), spans(3)
+            out["sequence_ids"] = sequence_ids
+        return out
+
+    def tf_encode_words(self, words, sequence_length: int, tags=None) -> dict:
+        """Pre-split words (a string RaggedTensor [batch, (words)]), each tokenized as a text of its own
+        (Transformers' is_split_into_words): tf_encode's outputs, and with `tags` (int [batch, (words)])
+        labels [batch, sequence_length]: each word's tag on its first token, -100 on its other tokens,
+        the special tokens and padding (Transformers' token-classification examples)."""
+        pieces = self.tf_tokenize(words.flat_values)  # [all words, (tokens)]
+        rows = tf.gather(tf.cast(pieces.row_splits, tf.int64), tf.cast(words.row_splits, tf.int64))
+        ids = tf.RaggedTensor.from_row_splits(pieces.flat_values, rows, validate=False)
+        out, place, _ = self._assemble([ids], sequence_length, "longest_first")
+        if tags is not None:
+            first = tf.equal(tf.ragged.range(pieces.row_lengths()).flat_values, 0)
+            tag = tf.repeat(tf.cast(tags.flat_values, tf.int32), pieces.row_lengths())
+            labels = tf.RaggedTensor.from_row_splits(tf.where(first, tag, -100), rows, validate=False)
+            out["labels"] = place([labels], tf.fill(tf.shape(out["token_ids"]), -100))
+        return out
+
+    def _assemble(self, tokens, sequence_length, truncation):
+        """One text's (or a pair's) ragged token ids -> (tf_encode's outputs, `place(values, filler)` putting
+        per-token values [batch, (tokens)] of each text where its tokens went, sequence_ids)."""
+        length, pair = int(sequence_length), len(tokens) > 1
+        special = self.num_special_tokens_to_add(pair)
+        if length < special + pair:
+            raise ValueError(f"sequence_length must be at least {special + pair} (room for the special tokens)")
+        counts = [tf.cast(part.row_lengths(), tf.int32) for part in tokens]
         room = length - special
-        a = tf.minimum(counts[0], room - (pairs is not None))
-        b = tf.minimum(counts[1], room - a) if pairs is not None else tf.zeros_like(a)
-        truncated = counts[0] > a if pairs is None else (counts[0] > a) | (counts[1] > b)
-        middle = 0 if pairs is None else 1 if self.template == "bert" else 2  # separators between A and B
+        if not pair:
+            a, b = tf.minimum(counts[0], room), tf.zeros_like(counts[0])
+        elif truncation == "longest_first":
+            a, b = _longest_first(counts[0], counts[1], room)
+        else:
+            a = tf.minimum(counts[0], room - 1)
+            b = tf.minimum(counts[1], room - a)
+        truncated = (counts[0] > a) | ((counts[1] > b) if pair else False)
+        middle = 0 if not pair else 1 if self.template == "bert" else 2  # separators between A and B
         a, b = a[:, None], b[:, None]  # [B, 1]
         p = tf.range(length, dtype=tf.int32)[None, :]  # [1, L]
         in_a = (p >= 1) & (p <= a)
         b_start = a + middle + 1
         in_b = (p >= b_start) & (p < b_start + b)
-        total = b_start + b + 1 if pairs is not None else a + 2
+        total = b_start + b + 1 if pair else a + 2
 
-        def place(part_a, part_b, filler):  # the parts' values at their positions, `filler` elsewhere
+        def place(values, filler):  # each text's per-token values at its tokens' positions, `filler` elsewhere
             dense = lambda x: x.to_tensor(default_value=0, shape=[None, length])  # noqa: E731
-            out = tf.where(in_a, tf.gather(dense(part_a), tf.maximum(p - 1 + 0 * a, 0), batch_dims=1), filler)
-            if part_b is not None:
-                out = tf.where(in_b, tf.gather(dense(part_b), tf.maximum(p - b_start, 0), batch_dims=1), out)
+            out = tf.where(in_a, tf.gather(dense(values[0]), tf.maximum(p - 1 + 0 * a, 0), batch_dims=1), filler)
+            if pair:
+                out = tf.where(in_b, tf.gather(dense(values[1]), tf.maximum(p - b_start, 0), batch_dims=1), out)
             return out
 
-        tokens_b = parts[1][0] if pairs is not None else None
         ids = tf.where(tf.equal(p, 0), self.cls_token_id, tf.where(p < total, self.sep_token_id, self.pad_token_id))
-        ids = place(parts[0][0], tokens_b, ids)  # (what is neither A nor B before `total`: separators)
-        mask = tf.cast(p < total, tf.int32)
-        second = (p >= b_start) & (p < total) & tf.constant(pairs is not None and self.template == "bert")
-        out = {"token_ids": ids, "padding_mask": mask, "segment_ids": tf.cast(second, tf.int32),
+        ids = place(tokens, ids)  # (what is neither A nor B before `total`: separators)
+        second = (p >= b_start) & (p < total) & tf.constant(pair and self.template == "bert")
+        out = {"token_ids": ids, "padding_mask": tf.cast(p < total, tf.int32), "segment_ids": tf.cast(second, tf.int32),
                "truncated": tf.cast(truncated, tf.int32)}
-        if offsets:
-            zero = tf.zeros_like(ids)
-            spans = lambda k: tf.stack([place(parts[0][k], parts[1][k] if pairs is not None else None, zero),  # noqa: E731
-                                        place(parts[0][k + 1], parts[1][k + 1] if pairs is not None else None, zero)], -1)
-            out["offset_mapping"], out["word_offsets"] = spans(1), spans(3)
-            out["sequence_ids"] = tf.where(in_a, 0, tf.where(in_b, 1, -1))
-        return out
+        return out, place, tf.where(in_a, 0, tf.where(in_b, 1, -1))
 
     # ---- Python ------------------------------------------------------------------------------------
 
@@ -578,3 +604,17 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """Transformers' Metaspace decoder: ▁ -> space, the first one dropped."""
         text = "".join(tokens).replace(SPACE, " ")
         return text[1:] if text.startswith(" ") else text
+
+
+def _longest_first(a, b, room):
+    """The tokenizers library's "longest_first" lengths of a pair cut to `room` tokens (as
+    kzoo.tokenizers.base.longest_first, on [batch] counts)."""
+    shorter, longer = tf.minimum(a, b), tf.maximum(a, b)
+    long_keep = tf.where(shorter > room, shorter, tf.maximum(shorter, room - shorter))
+    halves = shorter + long_keep > room
+    short_keep = tf.where(halves, room // 2, shorter)
+    long_keep = tf.where(halves, room // 2 + room % 2, long_keep)
+    over = a + b > room
+    a_keep = tf.minimum(a, tf.where(a > b, long_keep, short_keep))
+    b_keep = tf.minimum(b, tf.where(a > b, short_keep, long_keep))
+    return tf.where(over, a_keep, a), tf.where(over, b_keep, b)

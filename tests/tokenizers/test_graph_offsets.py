@@ -156,3 +156,35 @@ def test_graph_offsets_and_pairs_in_tflite(tokenizers):
     want = encode(tf.constant(questions), tf.constant(contexts))
     for name, value in want.items():
         np.testing.assert_array_equal(got[name], value.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("length", [10, 16, 64])
+def test_graph_pairs_longest_first_is_transformers(tokenizers, length):
+    """tf_encode(truncation="longest_first"): what training on text pairs feeds (Transformers' truncation=True)."""
+    hf, kz = tokenizers
+    texts = spm_fixtures.held_out_texts(hf.mask_token)[:40]
+    firsts, seconds = texts[::2], texts[1::2]
+    got = kz.tf_encode(tf.constant(firsts), length, pairs=tf.constant(seconds), truncation="longest_first")
+    want = hf(firsts, seconds, truncation=True, max_length=length, padding="max_length")
+    np.testing.assert_array_equal(got["token_ids"].numpy(), want["input_ids"])
+    np.testing.assert_array_equal(got["padding_mask"].numpy(), want["attention_mask"])
+
+
+@pytest.mark.parametrize("length", [8, 48])
+def test_graph_words_and_their_labels(tokenizers, length):
+    """tf_encode_words: Transformers' is_split_into_words ids, and each word's tag on its first token
+    (-100 elsewhere), as its token-classification examples align them."""
+    hf, kz = tokenizers
+    words = [["Jean-Pierre", "lives", "in", "Paris", ","], ["Marie", "", "Curie", "à", "Varsovie", "!"], ["x"]]
+    tags = [[1, 0, 0, 2, 0], [1, 0, 3, 0, 2, 0], [4]]
+    got = kz.tf_encode_words(tf.ragged.constant(words), length, tags=tf.ragged.constant(tags))
+    want = hf(words, is_split_into_words=True, truncation=True, max_length=length, padding="max_length")
+    np.testing.assert_array_equal(got["token_ids"].numpy(), want["input_ids"])
+    labels = []
+    for i, row in enumerate(tags):
+        labels.append([])
+        previous = None
+        for w in want.word_ids(i):  # (first token of each word only)
+            labels[-1].append(row[w] if w is not None and w != previous else -100)
+            previous = w
+    np.testing.assert_array_equal(got["labels"].numpy(), labels)
