@@ -45,6 +45,14 @@ def pipeline(task, model, tokenizer=None, **kwargs):
     return make(task, model, tokenizer, **kwargs)
 
 
+def train(model, out, train, eval=None, **options):
+    """Fine-tunes a task model dir (classifier, token classifier) on a file and writes `out`, a model dir:
+    Transformers' Trainer's defaults and update, XLA-compiled. See kzoo.training.train."""
+    from kzoo.training import train as run
+
+    return run(model, out, train, eval, **options)
+
+
 def generate(model, prompt, **kwargs):
     """XLM text generation: `kzoo.generate("out/xlm", "Bonjour", lang="fr", max_new_tokens=20)`;
     samplers greedy / top-k / top-p / beam. See kzoo.pipelines.generation.Generator."""

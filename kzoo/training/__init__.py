@@ -1,0 +1,59 @@
+"""Fine-tuning: `kzoo.train(model_dir, out, train=FILE, ...)` and `kzoo train`.
+
+Transformers' Trainer's defaults (AdamW 0.9 / 0.999 / 1e-8, no weight decay on biases and LayerNorm
+weights, a linear schedule, gradient clipping at 1.0, mean cross-entropy), an XLA-compiled step, the
+model dir's in-graph tokenizer; OUT is a model dir every other command takes. See kzoo.training.trainer
+for the loop and kzoo.training.data for the files it reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from kzoo.training.data import DataError
+from kzoo.training.trainer import SCHEDULERS, TrainError, Trainer, TrainOptions
+
+__all__ = ["train", "Trainer", "TrainOptions", "TrainError", "DataError", "SCHEDULERS"]
+
+
+def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, **options) -> dict:
+    """Fine-tunes the task model at `model_dir` on the file `train` (kzoo.training.data's formats) and writes
+    the result to `out` as a model dir; `eval`: a file to report the task's metrics on after training.
+    options: TrainOptions' fields (epochs, max_steps, batch_size, learning_rate, weight_decay, warmup_steps,
+    warmup_ratio, scheduler, gradient_accumulation, max_length, seed, shuffle). Returns the report: the
+    plan, the per-step log (loss, learning rate, gradient norm), examples/s and the metrics."""
+    import keras
+
+    from kzoo.models import load_model, save_model
+    from kzoo.tokenizers import load_tokenizer
+
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainOptions)})
+    if unknown:
+        raise TrainError(f"unknown training option(s) {', '.join(unknown)}")
+    settings = TrainOptions(**options)
+    settings.check()
+    _check_out(out, overwrite, model_dir)
+    keras.utils.set_random_seed(settings.seed)
+    model = load_model(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    trainer = Trainer(model, tokenizer, settings)
+    examples = trainer.read(train)
+    evaluation = trainer.read(eval) if eval is not None else None
+    per_epoch, total, warmup = trainer.plan(examples)
+    result = trainer.train(examples, evaluation, progress=progress)
+    save_model(model, out, tokenizer=model_dir, overwrite=overwrite)
+    return {"model": str(model_dir), "out": str(out), "task": trainer.task, "train": str(train),
+            "examples": len(examples), "eval": str(eval) if eval is not None else None,
+            "steps_per_epoch": per_epoch, "total_steps": total, "warmup_steps": warmup, "max_length": trainer.max_length,
+            "options": dataclasses.asdict(settings), **result}
+
+
+def _check_out(out, overwrite, model_dir):
+    from pathlib import Path
+
+    from kzoo.io.atomic import overlaps
+
+    if overlaps(out, model_dir):
+        raise TrainError(f"{out}: that is where the model dir {model_dir} is; write the trained model elsewhere")
+    if Path(out).exists() and not overwrite:
+        raise TrainError(f"{out} already exists (pass --overwrite to replace it)")

@@ -1,0 +1,216 @@
+"""Training data: the files `kzoo train` reads, checked line by line, and the batches built from them.
+
+    classification        JSONL {"text", "text_pair"?, "label"}: a label name, an id, a float for
+                          regression, a list of names / ids for multi-label
+    token classification  JSONL {"tokens": [...], "tags": [...]} (names or ids), or CoNLL columns (a
+                          token per line, its tag in the last column, a blank line between sentences)
+
+A bad line is a one-line DataError naming the file, the line and the problem; so is an unknown label and
+a file without examples. Batches keep the file's order (shuffled per epoch unless told not to), each padded
+to the smallest length bucket that holds its longest row: a handful of shapes for XLA to compile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kzoo.errors import KzooError
+
+LENGTH_BUCKETS = (32, 64, 128, 256, 512)  # (then the model's longest input)
+
+
+class DataError(KzooError):
+    """A one-line problem with a training or evaluation file."""
+
+
+@dataclasses.dataclass
+class Examples:
+    """What a file holds: texts (and pairs) or word lists, and their labels (an int or float array, or per
+    word a list of ints)."""
+
+    path: str
+    texts: list
+    pairs: list | None
+    labels: list
+    words: bool = False  # texts are lists of words (token classification)
+
+    def __len__(self):
+        return len(self.texts)
+
+
+def read(path, task, names, problem_type=None) -> Examples:
+    """The examples of `path` for a `task` model whose classes are `names`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if task == "token_classifier":
+        examples = _read_conll(path, names) if path.suffix.lower() not in (".jsonl", ".json") and not \
+            _looks_like_json(path) else _read_tagged_jsonl(path, names)
+    elif task == "classifier":
+        examples = _read_classification(path, names, problem_type)
+    else:
+        raise DataError(f"kzoo train trains classifier and token_classifier models; this one is a {task!r} model")
+    if not examples.texts:
+        raise DataError(f"{path}: no examples")
+    return examples
+
+
+def _looks_like_json(path):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return line.lstrip().startswith("{")
+    return False
+
+
+def _lines(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            yield from enumerate(f, 1)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _objects(path):
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+        yield number, item
+
+
+def _class_id(value, names, where):
+    """A label (a name or an id) as an id of `names`."""
+    if isinstance(value, str):
+        if value not in names:
+            raise DataError(f"{where}: unknown label {value!r} (the model's labels: {', '.join(names)})")
+        return names.index(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(names):
+        return int(value)
+    raise DataError(f"{where}: label {value!r} is neither one of the model's labels ({', '.join(names)}) nor an id "
+                    f"0..{len(names) - 1}")
+
+
+def _read_classification(path, names, problem_type):
+    regression = problem_type == "regression" or (problem_type is None and len(names) == 1)
+    multi = problem_type == "multi_label_classification"
+    texts, pairs, labels = [], [], []
+    for number, item in _objects(path):
+        where = f"{path}:{number}"
+        if not isinstance(item.get("text"), str):
+            raise DataError(f'{where}: needs "text" (a string)')
+        if item.get("text_pair") is not None and not isinstance(item["text_pair"], str):
+            raise DataError(f'{where}: "text_pair" must be a string')
+        if "label" not in item:
+            raise DataError(f'{where}: needs "label"')
+        label = item["label"]
+        if regression:
+            if isinstance(label, bool) or not isinstance(label, (int, float)):
+                raise DataError(f"{where}: a regression model's label is a number, got {label!r}")
+            labels.append(float(label))
+        elif multi:
+            ids = label if isinstance(label, list) else [label]
+            hot = np.zeros(len(names), np.float32)
+            hot[[_class_id(x, names, where) for x in ids]] = 1.0
+            labels.append(hot)
+        else:
+            labels.append(_class_id(label, names, where))
+        texts.append(item["text"])
+        pairs.append(item.get("text_pair"))
+    if any(p is not None for p in pairs) and any(p is None for p in pairs):
+        missing = pairs.index(None) if pairs[0] is not None else next(i for i, p in enumerate(pairs) if p is not None)
+        raise DataError(f"{path}: some examples have a text_pair and some not (example {missing + 1}); give all or none")
+    return Examples(str(path), texts, pairs if pairs and pairs[0] is not None else None, labels)
+
+
+def _read_tagged_jsonl(path, names):
+    words, tags = [], []
+    for number, item in _objects(path):
+        where = f"{path}:{number}"
+        tokens, tagged = item.get("tokens"), item.get("tags", item.get("ner_tags"))
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise DataError(f'{where}: needs "tokens" (a list of strings)')
+        if not isinstance(tagged, list) or len(tagged) != len(tokens):
+            raise DataError(f'{where}: needs "tags", one per token ({len(tokens)})')
+        words.append(tokens)
+        tags.append([_class_id(t, names, where) for t in tagged])
+    return Examples(str(path), words, None, tags, words=True)
+
+
+def _read_conll(path, names):
+    words, tags, sentence, sentence_tags = [], [], [], []
+    for number, line in _lines(path):
+        columns = line.split()
+        if not columns or columns[0] == "-DOCSTART-":
+            if sentence:
+                words.append(sentence)
+                tags.append(sentence_tags)
+            sentence, sentence_tags = [], []
+            continue
+        if len(columns) < 2:
+            raise DataError(f"{path}:{number}: expected a token and its tag (CoNLL columns), got {line.strip()!r}")
+        sentence.append(columns[0])
+        sentence_tags.append(_class_id(columns[-1], names, f"{path}:{number}"))
+    if sentence:
+        words.append(sentence)
+        tags.append(sentence_tags)
+    return Examples(str(path), words, None, tags, words=True)
+
+
+def bucket(length, longest):
+    """The smallest length bucket holding `length` tokens (the model's longest input past the last)."""
+    for b in LENGTH_BUCKETS:
+        if length <= b and b < longest:
+            return b
+    return longest
+
+
+def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=False, seed=0, epoch=0):
+    """The examples as model-input batches (numpy int32 dicts, with "labels"), in file order or shuffled by
+    (seed, epoch), each cut to its length bucket. The SentencePiece tokenizer runs as a TF graph
+    (tf_encode / tf_encode_words); XLM's in Python."""
+    order = np.arange(len(examples))
+    if shuffle:
+        order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = encode(examples, rows, tokenizer, max_length)
+        width = bucket(int(batch["padding_mask"].sum(axis=1).max()), min(longest, max_length))
+        cut = {k: v[:, :width] for k, v in batch.items() if k != "labels"}
+        cut["labels"] = batch["labels"][:, :width] if examples.words else batch["labels"]
+        yield cut
+
+
+def encode(examples, rows, tokenizer, max_length):
+    """Rows of `examples` through the tokenizer, padded to max_length: token_ids, padding_mask, segment_ids,
+    labels ([B], [B, C] multi-label, or [B, max_length] per token)."""
+    import tensorflow as tf
+
+    labels = [examples.labels[i] for i in rows]
+    if examples.words:
+        words = [examples.texts[i] for i in rows]
+        if hasattr(tokenizer, "tf_encode_words"):
+            out = tokenizer.tf_encode_words(tf.ragged.constant(words, dtype=tf.string), max_length,
+                                            tags=tf.ragged.constant(labels, dtype=tf.int32, inner_shape=()))
+            return {k: v.numpy() for k, v in out.items() if k != "truncated"}
+        raise DataError(f"{type(tokenizer).__name__}: token-classification training needs a SentencePiece tokenizer "
+                        "(ALBERT, XLM-RoBERTa)")
+    texts = [examples.texts[i] for i in rows]
+    pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
+    if hasattr(tokenizer, "tf_encode"):
+        out = tokenizer.tf_encode(tf.constant(texts), max_length, pairs=None if pairs is None else tf.constant(pairs),
+                                  truncation="longest_first")
+        batch = {k: v.numpy() for k, v in out.items() if k != "truncated"}
+    else:  # XLM: its Python tokenizer
+        batch = dict(tokenizer(texts, pairs=pairs, max_length=max_length, truncation=True, padding="max_length"))
+    batch["labels"] = np.asarray(labels, np.float32 if np.asarray(labels).dtype.kind == "f" else np.int32)
+    return batch

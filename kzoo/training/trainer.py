@@ -1,0 +1,229 @@
+"""The training loop: Transformers' Trainer's defaults and update, in one XLA-compiled step.
+
+Per optimizer step: `gradient_accumulation` batches, each one's mean loss differentiated (dropout on) and
+the gradients averaged over the step's batches; clipped to a global norm of 1.0 (clip_grad_norm_); then
+AdamW (torch's update, no weight decay on biases and LayerNorm weights) at the schedule's learning rate
+(linear warmup, then linear to 0 or constant). Batches keep the file's order (or a seeded shuffle per
+epoch), each padded to a length bucket: XLA compiles one program per bucket.
+
+Losses, in float32 (Transformers' per problem_type): mean cross-entropy (single label, and per token over
+the labels that are not -100), MSE (regression: one output), binary cross-entropy on logits (multi-label).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+
+from kzoo.errors import KzooError
+from kzoo.training import data, metrics
+from kzoo.training.optimizer import AdamW, clip_by_norm, decays, learning_rate
+
+SCHEDULERS = ("linear", "constant")
+
+
+class TrainError(KzooError):
+    """A one-line problem with a training run's options or model."""
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """Trainer's defaults (TrainingArguments), kzoo's names for the CLI's options."""
+
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0: that many optimizer steps, whatever `epochs` says
+    batch_size: int = 8  # the global batch (per optimizer step: batch_size x gradient_accumulation examples)
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    scheduler: str = "linear"
+    gradient_accumulation: int = 1
+    max_length: int | None = None  # None: the model's longest input
+    seed: int = 42
+    shuffle: bool = True
+    max_grad_norm: float = 1.0
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-8
+
+    def check(self):
+        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0}
+        for name, low in whole.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise TrainError(f"{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise TrainError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if not (self.epochs > 0 or self.max_steps > 0):
+            raise TrainError("give epochs > 0 or max-steps > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise TrainError(f"warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.learning_rate > 0 or self.weight_decay < 0:
+            raise TrainError("learning-rate must be > 0 and weight-decay >= 0")
+
+
+class Trainer:
+    """Trains a kzoo Keras task model (classifier or token classifier) in place."""
+
+    def __init__(self, model, tokenizer, options: TrainOptions):
+        import tensorflow as tf
+
+        options.check()
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        config = getattr(model, "kzoo_config", None) or {}
+        self.task = config.get("task")
+        if self.task not in ("classifier", "token_classifier"):
+            raise TrainError(f"kzoo train trains classifier and token_classifier models; this is a {self.task!r} "
+                             "model (kzoo convert SRC OUT --task classifier --labels A,B,... makes one)")
+        from kzoo.tasks.classification import label_names
+
+        self.names = label_names(config, int(model.output.shape[-1]))
+        self.problem_type = config.get("problem_type") or (
+            "regression" if self.task == "classifier" and len(self.names) == 1 else None)
+        longest = config.get("max_seq_length") or self._longest(config)
+        self.max_length = min(options.max_length or longest, longest)
+        self.longest = longest
+        self.variables = None  # the trainable variables the loss reaches (`_prepare`)
+        self._predict = tf.function(lambda batch: model(batch, training=False), jit_compile=True,
+                                    reduce_retracing=True)
+
+    def _prepare(self, inputs, labels):
+        """The optimizer over the variables the loss reaches (torch's AdamW skips a parameter without a
+        gradient: no update, no decay), their gradient sums, and the compiled steps."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = self.loss(self.model(inputs, training=False), labels)
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        used = [g is not None for g in grads]
+        self.variables = [v for v, u in zip(self.model.trainable_variables, used) if u]
+        decay = [d for d, u in zip(decays(self.model), used) if u]
+        o = self.options
+        self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
+        self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
+        self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
+        self._apply = tf.function(self._apply_step, jit_compile=True)
+
+    @staticmethod
+    def _longest(config):
+        from kzoo.models import input_limits
+
+        return input_limits(config["architecture"], config["backbone"])[1]
+
+    # ---- the steps (XLA) -----------------------------------------------------------------------
+
+    def loss(self, logits, labels):
+        import tensorflow as tf
+
+        logits = tf.cast(logits, tf.float32)
+        if self.task == "token_classifier":
+            valid = tf.not_equal(labels, -100)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.where(valid, labels, 0), logits)
+            weights = tf.cast(valid, tf.float32)
+            return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        if self.problem_type == "regression":
+            return tf.reduce_mean(tf.square(tf.reshape(logits, [-1]) - tf.reshape(tf.cast(labels, tf.float32), [-1])))
+        if self.problem_type == "multi_label_classification":
+            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits))
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+    def _micro_step(self, inputs, labels, share):
+        """One batch: its loss, its gradients times `share` (1 / the step's batches) added to the step's."""
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = self.loss(self.model(inputs, training=True), labels)
+        for total, grad in zip(self.accumulated, tape.gradient(loss, self.variables)):
+            total.assign_add(grad * share)
+        return loss
+
+    def _apply_step(self, lr):
+        grads, norm = clip_by_norm([g.read_value() for g in self.accumulated], self.options.max_grad_norm)
+        self.optimizer.apply(grads, lr)
+        for g in self.accumulated:
+            g.assign(g * 0.0)
+        return norm
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def read(self, path):
+        return data.read(path, self.task, self.names, self.problem_type)
+
+    def _batches(self, examples, epoch, shuffle):
+        model_inputs = sorted(self.model.input)
+        for batch in data.batches(examples, self.tokenizer, batch_size=self.options.batch_size,
+                                  max_length=self.max_length, longest=self.longest, shuffle=shuffle,
+                                  seed=self.options.seed, epoch=epoch):
+            inputs = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in model_inputs}
+            yield inputs, batch["labels"]
+
+    def plan(self, examples):
+        """(optimizer steps per epoch, total steps, warmup steps), as Trainer counts them."""
+        o = self.options
+        per_epoch = max(math.ceil(math.ceil(len(examples) / o.batch_size) / o.gradient_accumulation), 1)
+        total = o.max_steps if o.max_steps > 0 else math.ceil(o.epochs * per_epoch)
+        warmup = o.warmup_steps if o.warmup_steps else math.ceil(o.warmup_ratio * total)
+        return per_epoch, total, warmup
+
+    def train(self, examples, evaluation=None, progress=None, on_step=None):
+        """Runs the plan; returns the log ({step, epoch, loss, learning_rate, grad_norm} per optimizer step)
+        and the evaluation's metrics. `on_step(log_row)`: called after every step."""
+        import tensorflow as tf
+
+        o = self.options
+        per_epoch, total, warmup = self.plan(examples)
+        if self.variables is None:
+            self._prepare(*next(self._batches(examples, 0, False)))
+        advance = progress(total) if progress else (lambda n=1, status=None: None)
+        log, step, seen, started = [], 0, 0, time.time()
+        epoch = 0
+        while step < total:
+            batches = list(self._batches(examples, epoch, o.shuffle))
+            for first in range(0, len(batches), o.gradient_accumulation):
+                group = batches[first:first + o.gradient_accumulation]
+                lr = learning_rate(step, o.learning_rate, total, warmup, o.scheduler)
+                losses = [float(self._micro(inputs, labels, tf.constant(1.0 / len(group))))
+                          for inputs, labels in group]
+                norm = float(self._apply(tf.constant(lr, tf.float32)))
+                seen += sum(len(labels) for _, labels in group)
+                row = {"step": step + 1, "epoch": round(epoch + (first + len(group)) / len(batches), 4),
+                       "loss": float(np.mean(losses)), "learning_rate": float(lr), "grad_norm": norm}
+                log.append(row)
+                step += 1
+                advance(1, f"loss {row['loss']:.4f}  {seen / (time.time() - started):.1f} examples/s")
+                if on_step:
+                    on_step(row)
+                if step >= total:
+                    break
+            epoch += 1
+        result = {"steps": step, "epochs": round(log[-1]["epoch"], 4) if log else 0.0, "log": log,
+                  "examples_per_second": seen / max(time.time() - started, 1e-9)}
+        if evaluation is not None:
+            result["eval"] = self.evaluate(evaluation)
+        return result
+
+    def evaluate(self, examples) -> dict:
+        """The task's metrics on `examples` (model in inference mode)."""
+        predictions, golds = [], []
+        for inputs, labels in self._batches(examples, 0, False):
+            logits = np.asarray(self._predict(inputs), np.float32)
+            predictions.append(logits)
+            golds.append(labels)
+        if self.task == "token_classifier":
+            predicted, gold = [], []
+            for logits, labels in zip(predictions, golds):
+                for row_logits, row_labels in zip(logits, labels):
+                    keep = row_labels != -100
+                    predicted.append([self.names[i] for i in row_logits[keep].argmax(-1)])
+                    gold.append([self.names[i] for i in row_labels[keep]])
+            return metrics.token_classification(predicted, gold)
+        logits, labels = np.concatenate(predictions), np.concatenate(golds)
+        if self.problem_type == "regression":
+            return metrics.regression(logits.reshape(-1), labels.reshape(-1))
+        if self.problem_type == "multi_label_classification":
+            return metrics.multi_label(1 / (1 + np.exp(-logits)), labels)
+        return metrics.classification(logits.argmax(-1), labels)
