@@ -44,6 +44,7 @@ def build_parser():
     _classification(command)
     _qa(command)
     _generate(command)
+    _train(command)
     _export(sub)
     p = command("verify", commands.cmd_verify, "compare a kzoo model with its PyTorch reference (needs kzoo[reference])")
     p.add_argument("model", help="kzoo model dir")
@@ -191,6 +192,36 @@ def _generate(command):
     attention.add_argument("--bidirectional", dest="attention", action="store_const", const="bidirectional",
                            help="attend bidirectionally even where the model was trained causally "
                                 "(Transformers' behaviour when the config says causal=false)")
+
+
+def _train(command):
+    from kzoo.training import SCHEDULERS, TrainOptions
+
+    d = TrainOptions()
+    p = command("train", commands.cmd_train, "fine-tune a classifier or token-classifier model dir on a file "
+                "(Transformers' Trainer's defaults, XLA)")
+    p.add_argument("model", help="kzoo model dir with a task head (kzoo convert SRC DIR --task classifier --labels A,B)")
+    p.add_argument("out", help="the trained model dir to write")
+    p.add_argument("--train", required=True, metavar="FILE",
+                   help='JSONL {"text", "text_pair"?, "label"} (classifier); JSONL {"tokens", "tags"} or CoNLL '
+                   "columns (token classifier)")
+    p.add_argument("--eval", metavar="FILE", help="a file of the same kind to report the task's metrics on")
+    p.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs:g})")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps, overriding --epochs")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"examples per batch (default {d.batch_size})")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help=f"default {d.learning_rate:g}")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="AdamW's, not on biases and LayerNorm weights (default 0)")
+    warmup = p.add_mutually_exclusive_group()
+    warmup.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warmup steps (default 0)")
+    warmup.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio, help="warmup as a share of all steps")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler, help="after warmup (default linear to 0)")
+    p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
+                   help="batches per optimizer step (default 1)")
+    p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
+    p.add_argument("--no-shuffle", action="store_true", help="keep the file's order")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
 
 
 def _export(sub):

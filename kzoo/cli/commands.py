@@ -163,6 +163,28 @@ def cmd_verify(args):
     return 0 if report["ok"] else 1
 
 
+def cmd_train(args):
+    from kzoo.training import train
+
+    options = dict(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+                   learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
+                   warmup_ratio=args.warmup_ratio, scheduler=args.scheduler,
+                   gradient_accumulation=args.gradient_accumulation, max_length=args.max_length, seed=args.seed,
+                   shuffle=not args.no_shuffle)
+    with progress_bar("training", enabled=not args.json) as progress:
+        report = train(args.model, args.out, args.train, args.eval, overwrite=args.overwrite, progress=progress,
+                       **options)
+    if args.json:
+        print_json(report)
+        return 0
+    last = report["log"][-1]
+    print(f"{report['out']}: {report['task']} trained {report['steps']} steps ({report['epochs']:g} epochs, "
+          f"{report['examples']} examples), last loss {last['loss']:.4f}, {report['examples_per_second']:.1f} examples/s")
+    for name, value in (report.get("eval") or {}).items():
+        print(f"  eval {name}: {value:.4f}")
+    return 0
+
+
 def cmd_export_savedmodel(args):
     from kzoo.export import export_savedmodel
 

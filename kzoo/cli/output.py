@@ -26,7 +26,11 @@ def progress_bar(description, enabled=True):
                   console=Console(stderr=True), transient=True) as bar:
         def factory(total):
             task = bar.add_task(description, total=total)
-            return lambda n=1: bar.advance(task, n)
+
+            def advance(n=1, status=None):  # status: a few words after the description (loss, speed)
+                bar.update(task, advance=n, **({"description": f"{description}  {status}"} if status else {}))
+
+            return advance
 
         yield factory
 
