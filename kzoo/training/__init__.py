@@ -11,9 +11,17 @@ from __future__ import annotations
 import dataclasses
 
 from kzoo.training.data import DataError
-from kzoo.training.trainer import SCHEDULERS, TrainError, Trainer, TrainOptions
+from kzoo.training.options import SCHEDULERS, TrainError, TrainOptions
 
 __all__ = ["train", "Trainer", "TrainOptions", "TrainError", "DataError", "SCHEDULERS"]
+
+
+def __getattr__(name):  # (Trainer imports TensorFlow: only when asked for)
+    if name == "Trainer":
+        from kzoo.training.trainer import Trainer
+
+        return Trainer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, **options) -> dict:
@@ -26,6 +34,7 @@ def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, *
 
     from kzoo.models import load_model, save_model
     from kzoo.tokenizers import load_tokenizer
+    from kzoo.training.trainer import Trainer
 
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(TrainOptions)})
     if unknown:
