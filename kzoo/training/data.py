@@ -175,42 +175,61 @@ def bucket(length, longest):
 
 
 def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=False, seed=0, epoch=0):
-    """The examples as model-input batches (numpy int32 dicts, with "labels"), in file order or shuffled by
-    (seed, epoch), each cut to its length bucket. The SentencePiece tokenizer runs as a TF graph
-    (tf_encode / tf_encode_words); XLM's in Python."""
+    """The examples as model-input batches (dicts of int32 tensors, with "labels"), in file order or shuffled
+    by (seed, epoch), each cut to the smallest length bucket holding its longest row. A tf.data pipeline:
+    the SentencePiece tokenizer runs in its graph (tf_encode / tf_encode_words), a batch ahead of the
+    training step; XLM's Python tokenizer feeds it from a generator."""
+    import tensorflow as tf
+
     order = np.arange(len(examples))
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(examples))
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = encode(examples, rows, tokenizer, max_length)
-        width = bucket(int(batch["padding_mask"].sum(axis=1).max()), min(longest, max_length))
-        cut = {k: v[:, :width] for k, v in batch.items() if k != "labels"}
-        cut["labels"] = batch["labels"][:, :width] if examples.words else batch["labels"]
-        yield cut
+    limit = min(longest, max_length)
+    buckets = tf.constant(sorted({bucket(n, limit) for n in (*LENGTH_BUCKETS, limit)}), tf.int32)
 
+    def cut(batch):  # to the smallest bucket holding the longest row
+        needed = tf.reduce_max(tf.reduce_sum(batch["padding_mask"], axis=1))
+        width = tf.gather(buckets, tf.minimum(tf.reduce_sum(tf.cast(buckets < needed, tf.int32)),
+                                              tf.size(buckets) - 1))
+        out = {k: v[:, :width] for k, v in batch.items() if k not in ("labels", "truncated")}
+        out["labels"] = batch["labels"][:, :width] if examples.words else batch["labels"]
+        return out
 
-def encode(examples, rows, tokenizer, max_length):
-    """Rows of `examples` through the tokenizer, padded to max_length: token_ids, padding_mask, segment_ids,
-    labels ([B], [B, C] multi-label, or [B, max_length] per token)."""
-    import tensorflow as tf
-
-    labels = [examples.labels[i] for i in rows]
-    if examples.words:
-        words = [examples.texts[i] for i in rows]
-        if hasattr(tokenizer, "tf_encode_words"):
-            out = tokenizer.tf_encode_words(tf.ragged.constant(words, dtype=tf.string), max_length,
-                                            tags=tf.ragged.constant(labels, dtype=tf.int32, inner_shape=()))
-            return {k: v.numpy() for k, v in out.items() if k != "truncated"}
+    labels = [examples.labels[i] for i in order]
+    if examples.words and not hasattr(tokenizer, "tf_encode_words"):
         raise DataError(f"{type(tokenizer).__name__}: token-classification training needs a SentencePiece tokenizer "
                         "(ALBERT, XLM-RoBERTa)")
-    texts = [examples.texts[i] for i in rows]
-    pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
-    if hasattr(tokenizer, "tf_encode"):
-        out = tokenizer.tf_encode(tf.constant(texts), max_length, pairs=None if pairs is None else tf.constant(pairs),
-                                  truncation="longest_first")
-        batch = {k: v.numpy() for k, v in out.items() if k != "truncated"}
-    else:  # XLM: its Python tokenizer
-        batch = dict(tokenizer(texts, pairs=pairs, max_length=max_length, truncation=True, padding="max_length"))
-    batch["labels"] = np.asarray(labels, np.float32 if np.asarray(labels).dtype.kind == "f" else np.int32)
-    return batch
+    if examples.words:
+        columns = {"words": tf.ragged.constant([examples.texts[i] for i in order], dtype=tf.string),
+                   "tags": tf.ragged.constant(labels, dtype=tf.int32, inner_shape=())}
+        encode = lambda b: tokenizer.tf_encode_words(b["words"], max_length, tags=b["tags"])  # noqa: E731
+    elif hasattr(tokenizer, "tf_encode"):
+        columns = {"texts": tf.constant([examples.texts[i] for i in order]), "labels": _labels(labels)}
+        if examples.pairs is not None:
+            columns["pairs"] = tf.constant([examples.pairs[i] for i in order])
+
+        def encode(b):
+            out = tokenizer.tf_encode(b["texts"], max_length, pairs=b.get("pairs"), truncation="longest_first")
+            return {**out, "labels": b["labels"]}
+    else:  # XLM: its Python tokenizer, batch by batch
+        def python_batches():
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                texts = [examples.texts[i] for i in rows]
+                pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
+                batch = tokenizer(texts, pairs=pairs, max_length=max_length, truncation=True, padding="max_length")
+                yield {**{k: np.asarray(v, np.int32) for k, v in batch.items()},
+                       "labels": _labels([examples.labels[i] for i in rows])}
+
+        first = next(python_batches())
+        spec = {k: tf.TensorSpec([None, *v.shape[1:]], tf.as_dtype(v.dtype)) for k, v in first.items()}
+        dataset = tf.data.Dataset.from_generator(python_batches, output_signature=spec)
+        yield from dataset.map(cut).prefetch(1)
+        return
+    dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).map(encode).map(cut)
+    yield from dataset.prefetch(1)
+
+
+def _labels(labels):
+    array = np.asarray(labels)
+    return array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int32)

@@ -109,11 +109,13 @@ class Trainer:
         return data.read(path, self.task, self.names, self.problem_type)
 
     def _batches(self, examples, epoch, shuffle):
+        import tensorflow as tf
+
         model_inputs = sorted(self.model.input)
         for batch in data.batches(examples, self.tokenizer, batch_size=self.options.batch_size,
                                   max_length=self.max_length, longest=self.longest, shuffle=shuffle,
                                   seed=self.options.seed, epoch=epoch):
-            inputs = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in model_inputs}
+            inputs = {name: batch[name] if name in batch else tf.zeros_like(batch["token_ids"]) for name in model_inputs}
             yield inputs, batch["labels"]
 
     def plan(self, examples):
@@ -135,17 +137,20 @@ class Trainer:
             self._prepare(*next(self._batches(examples, 0, False)))
         advance = progress(total) if progress else (lambda n=1, status=None: None)
         log, step, seen, started = [], 0, 0, time.time()
+        n_batches = math.ceil(len(examples) / o.batch_size)
         epoch = 0
         while step < total:
-            batches = list(self._batches(examples, epoch, o.shuffle))
-            for first in range(0, len(batches), o.gradient_accumulation):
-                group = batches[first:first + o.gradient_accumulation]
+            batches = iter(self._batches(examples, epoch, o.shuffle))
+            for first in range(0, n_batches, o.gradient_accumulation):
+                size = min(o.gradient_accumulation, n_batches - first)  # (an epoch's last step: what is left)
                 lr = learning_rate(step, o.learning_rate, total, warmup, o.scheduler)
-                losses = [float(self._micro(inputs, labels, tf.constant(1.0 / len(group))))
-                          for inputs, labels in group]
+                losses = []
+                for _ in range(size):
+                    inputs, labels = next(batches)
+                    losses.append(float(self._micro(inputs, labels, tf.constant(1.0 / size))))
+                    seen += int(labels.shape[0])
                 norm = float(self._apply(tf.constant(lr, tf.float32)))
-                seen += sum(len(labels) for _, labels in group)
-                row = {"step": step + 1, "epoch": round(epoch + (first + len(group)) / len(batches), 4),
+                row = {"step": step + 1, "epoch": round(epoch + (first + size) / n_batches, 4),
                        "loss": float(np.mean(losses)), "learning_rate": float(lr), "grad_norm": norm}
                 log.append(row)
                 step += 1
@@ -165,9 +170,8 @@ class Trainer:
         """The task's metrics on `examples` (model in inference mode)."""
         predictions, golds = [], []
         for inputs, labels in self._batches(examples, 0, False):
-            logits = np.asarray(self._predict(inputs), np.float32)
-            predictions.append(logits)
-            golds.append(labels)
+            predictions.append(np.asarray(self._predict(inputs), np.float32))
+            golds.append(np.asarray(labels))
         if self.task == "token_classifier":
             predicted, gold = [], []
             for logits, labels in zip(predictions, golds):
