@@ -219,6 +219,8 @@ def _train(command):
     p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
                    help="batches per optimizer step (default 1)")
     p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input)")
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA of that rank on the attention query and "
+                   "value projections: only it and the head train; OUT holds the merged weights (default 0: off)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     p.add_argument("--no-shuffle", action="store_true", help="keep the file's order")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

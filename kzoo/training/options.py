@@ -33,12 +33,14 @@ class TrainOptions:
     seed: int = 42
     shuffle: bool = True
     max_grad_norm: float = 1.0
+    lora_rank: int = 0  # > 0: LoRA of that rank on the attention query and value projections; only it and
+    # the head train, and the saved model holds the merged weights
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
 
     def check(self):
-        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0}
+        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0}
         for name, low in whole.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

@@ -42,6 +42,7 @@ class Trainer:
         longest = config.get("max_seq_length") or self._longest(config)
         self.max_length = min(options.max_length or longest, longest)
         self.longest = longest
+        self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)
         self.variables = None  # the trainable variables the loss reaches (`_prepare`)
         self._predict = tf.function(lambda batch: model(batch, training=False), jit_compile=True,
                                     reduce_retracing=True)
@@ -54,7 +55,8 @@ class Trainer:
         with tf.GradientTape() as tape:
             loss = self.loss(self.model(inputs, training=False), labels)
         grads = tape.gradient(loss, self.model.trainable_variables)
-        used = [g is not None for g in grads]
+        used = [g is not None and (self.trained is None or id(v) in self.trained)
+                for g, v in zip(grads, self.model.trainable_variables)]
         self.variables = [v for v, u in zip(self.model.trainable_variables, used) if u]
         decay = [d for d, u in zip(decays(self.model), used) if u]
         o = self.options
@@ -62,6 +64,22 @@ class Trainer:
         self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
         self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
         self._apply = tf.function(self._apply_step, jit_compile=True)
+
+    def _enable_lora(self, rank):
+        """Keras' own LoRA (Dense.enable_lora, as keras-hub applies it) on every attention layer's query and
+        value projections; returns the ids of what trains: the LoRA weights and the head (not the backbone).
+        Keras merges them into the kernels when the model is saved."""
+        from kzoo.io.keras_internals import sublayers
+        from kzoo.models.layers import TransformerLayer
+
+        lora = []
+        for layer in sublayers(self.model.backbone):
+            if isinstance(layer, TransformerLayer):
+                for projection in (layer.query, layer.value):
+                    projection.enable_lora(rank)
+                    lora += [projection.lora_kernel_a, projection.lora_kernel_b]
+        backbone = {id(v) for v in self.model.backbone.weights}
+        return {id(v) for v in lora} | {id(v) for v in self.model.trainable_variables if id(v) not in backbone}
 
     @staticmethod
     def _longest(config):

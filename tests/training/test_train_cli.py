@@ -130,3 +130,31 @@ def test_metrics_are_sklearn_and_seqeval():
     y_pred = [["O", "O", "B-MISC", "I-MISC", "I-MISC", "I-MISC", "O"], ["B-PER", "I-PER", "O"]]
     got = metrics.token_classification(y_pred, y_true)
     assert (got["precision"], got["recall"], got["f1"]) == (0.5, 0.5, 0.5)
+
+
+def test_lora_trains_adapters_and_the_head_and_saves_them_merged(pretrained, tmp_path):
+    """--lora-rank: Keras' Dense.enable_lora on every attention query and value projection; only those
+    adapters and the head train; OUT holds merged kernels (each query / value kernel moved by a matrix of
+    rank <= R, every other backbone weight as it was), loads as a plain model dir and exports."""
+    from kzoo.export import export_tflite
+
+    tmp, src = pretrained
+    head = tmp / "head"
+    if not head.exists():
+        assert main(["convert", str(src), str(head), "--task", "classifier", "--labels", "neg,pos"]) == 0
+    train = jsonl(tmp_path / "train.jsonl", ROWS)
+    report = kzoo.train(head, tmp_path / "lora", train, lora_rank=2, max_steps=4, batch_size=4, learning_rate=1e-2)
+    assert report["options"]["lora_rank"] == 2
+    before = {v.path: np.asarray(v) for v in kzoo.load(head).weights}
+    after = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "lora").weights}
+    assert before.keys() == after.keys()  # (no LoRA variables left: merged)
+    backbone = {v.path for v in kzoo.load(head).backbone.weights}
+    for path in sorted(backbone):
+        moved = after[path] - before[path]
+        if path.endswith(("query/kernel", "value/kernel")):
+            assert 0 < np.linalg.matrix_rank(moved, tol=1e-7) <= 2, path
+        else:
+            assert not moved.any(), path
+    assert any(np.abs(after[p] - before[p]).max() > 0 for p in after if p not in backbone)  # the head trained
+    exported = export_tflite(tmp_path / "lora", tmp_path / "lora.tflite")
+    assert exported["ok"]
