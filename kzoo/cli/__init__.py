@@ -195,7 +195,7 @@ def _generate(command):
 
 
 def _train(command):
-    from kzoo.training import SCHEDULERS, TrainOptions
+    from kzoo.training import PRECISIONS, SCHEDULERS, TrainOptions
 
     d = TrainOptions()
     p = command("train", commands.cmd_train, "fine-tune a classifier or token-classifier model dir on a file "
@@ -219,6 +219,9 @@ def _train(command):
     p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
                    help="batches per optimizer step (default 1)")
     p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input)")
+    p.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision,
+                   help="bf16 (CPU, TPU) or fp16 with loss scaling (GPU); variables, softmax, LayerNorm and the loss "
+                   "stay float32 (default none)")
     p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA of that rank on the attention query and "
                    "value projections: only it and the head train; OUT holds the merged weights (default 0: off)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")

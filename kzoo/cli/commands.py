@@ -170,7 +170,7 @@ def cmd_train(args):
                    learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                    warmup_ratio=args.warmup_ratio, scheduler=args.scheduler,
                    gradient_accumulation=args.gradient_accumulation, max_length=args.max_length, seed=args.seed,
-                   shuffle=not args.no_shuffle, lora_rank=args.lora_rank)
+                   shuffle=not args.no_shuffle, lora_rank=args.lora_rank, mixed_precision=args.mixed_precision)
     with progress_bar("training", enabled=not args.json) as progress:
         report = train(args.model, args.out, args.train, args.eval, overwrite=args.overwrite, progress=progress,
                        **options)

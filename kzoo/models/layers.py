@@ -176,7 +176,9 @@ class TransformerLayer(keras.layers.Layer):
     def _attend(self, q, k, v, bias, training):
         """softmax(q kᵀ + bias) v: [B, heads, queries, head_dim]."""
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) + bias
-        probs = self.attention_dropout(ops.softmax(scores, axis=-1), training=training)
+        # (softmax in float32 under a mixed-precision policy: a no-op cast in a float32 model)
+        probs = ops.cast(ops.softmax(ops.cast(scores, "float32"), axis=-1), v.dtype)
+        probs = self.attention_dropout(probs, training=training)
         # A query that sees no key at all (a row whose padding_mask is all 0) attends to nothing: its
         # context is 0, as PyTorch's scaled_dot_product_attention gives Transformers' models for a
         # fully masked row. Elsewhere the context is multiplied by 1, bit for bit the same.

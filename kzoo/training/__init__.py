@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 from kzoo.training.data import DataError
-from kzoo.training.options import SCHEDULERS, TrainError, TrainOptions
+from kzoo.training.options import PRECISIONS, SCHEDULERS, TrainError, TrainOptions
 
-__all__ = ["train", "Trainer", "TrainOptions", "TrainError", "DataError", "SCHEDULERS"]
+__all__ = ["train", "Trainer", "TrainOptions", "TrainError", "DataError", "SCHEDULERS", "PRECISIONS"]
 
 
 def __getattr__(name):  # (Trainer imports TensorFlow: only when asked for)
@@ -43,7 +43,13 @@ def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, *
     settings.check()
     _check_out(out, overwrite, model_dir)
     keras.utils.set_random_seed(settings.seed)
-    model = load_model(model_dir)
+    policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(settings.mixed_precision, "float32")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)  # (the model is built under it: float32 variables, half compute)
+    try:
+        model = load_model(model_dir)
+    finally:
+        keras.config.set_dtype_policy(previous)
     tokenizer = load_tokenizer(model_dir)
     trainer = Trainer(model, tokenizer, settings)
     examples = trainer.read(train)

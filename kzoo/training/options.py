@@ -10,6 +10,7 @@ import numpy as np
 from kzoo.errors import KzooError
 
 SCHEDULERS = ("linear", "constant")
+PRECISIONS = ("none", "bf16", "fp16")  # fp32; Keras' mixed_bfloat16; mixed_float16 with dynamic loss scaling
 
 
 class TrainError(KzooError):
@@ -33,6 +34,7 @@ class TrainOptions:
     seed: int = 42
     shuffle: bool = True
     max_grad_norm: float = 1.0
+    mixed_precision: str = "none"  # PRECISIONS: variables, softmax, LayerNorm and the loss stay float32
     lora_rank: int = 0  # > 0: LoRA of that rank on the attention query and value projections; only it and
     # the head train, and the saved model holds the merged weights
     beta_1: float = 0.9
@@ -45,6 +47,8 @@ class TrainOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TrainError(f"{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise TrainError(f"mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if self.scheduler not in SCHEDULERS:
             raise TrainError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if not (self.epochs > 0 or self.max_steps > 0):

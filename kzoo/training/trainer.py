@@ -62,6 +62,10 @@ class Trainer:
         o = self.options
         self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
         self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
+        # fp16: dynamic loss scaling (Keras' LossScaleOptimizer's rule: halve on an overflow and skip the step,
+        # double after 2,000 finite steps)
+        self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
+        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
         self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
         self._apply = tf.function(self._apply_step, jit_compile=True)
 
@@ -105,18 +109,38 @@ class Trainer:
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
 
     def _micro_step(self, inputs, labels, share):
-        """One batch: its loss, its gradients times `share` (1 / the step's batches) added to the step's."""
+        """One batch: its loss, its gradients times `share` (1 / the step's batches) added to the step's (fp16:
+        of the loss times the loss scale, divided back)."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
             loss = self.loss(self.model(inputs, training=True), labels)
-        for total, grad in zip(self.accumulated, tape.gradient(loss, self.variables)):
-            total.assign_add(grad * share)
+            scaled = loss * self.loss_scale
+        for total, grad in zip(self.accumulated, tape.gradient(scaled, self.variables)):
+            total.assign_add(tf.cast(grad, total.dtype) * (share / self.loss_scale))
         return loss
 
     def _apply_step(self, lr):
-        grads, norm = clip_by_norm([g.read_value() for g in self.accumulated], self.options.max_grad_norm)
-        self.optimizer.apply(grads, lr)
+        import tensorflow as tf
+
+        grads = [g.read_value() for g in self.accumulated]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def step():
+            clipped, norm = clip_by_norm(grads, self.options.max_grad_norm)
+            self.optimizer.apply(clipped, lr)
+            if self.options.mixed_precision == "fp16":
+                self.finite_steps.assign_add(1)
+                grow = tf.equal(self.finite_steps % 2000, 0)
+                self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
+            return norm
+
+        def skip():  # an fp16 overflow: no update, a smaller scale
+            self.loss_scale.assign(self.loss_scale / 2.0)
+            self.finite_steps.assign(0)
+            return tf.constant(float("inf"))
+
+        norm = step() if self.options.mixed_precision != "fp16" else tf.cond(finite, step, skip)
         for g in self.accumulated:
             g.assign(g * 0.0)
         return norm
