@@ -609,7 +609,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
 def _longest_first(a, b, room):
     """The tokenizers library's "longest_first" lengths of a pair cut to `room` tokens (as
     kzoo.tokenizers.base.longest_first, on [batch] counts)."""
-    shorter, longer = tf.minimum(a, b), tf.maximum(a, b)
+    shorter = tf.minimum(a, b)
     long_keep = tf.where(shorter > room, shorter, tf.maximum(shorter, room - shorter))
     halves = shorter + long_keep > room
     short_keep = tf.where(halves, room // 2, shorter)

@@ -21,6 +21,7 @@ from kzoo.training import data, metrics
 from kzoo.training.optimizer import AdamW, clip_by_norm, decays, learning_rate
 from kzoo.training.options import TrainError, TrainOptions
 
+
 class Trainer:
     """Trains a kzoo Keras task model (classifier or token classifier) in place."""
 
@@ -124,7 +125,6 @@ class Trainer:
         import tensorflow as tf
 
         grads = [g.read_value() for g in self.accumulated]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
         def step():
             clipped, norm = clip_by_norm(grads, self.options.max_grad_norm)
@@ -140,7 +140,10 @@ class Trainer:
             self.finite_steps.assign(0)
             return tf.constant(float("inf"))
 
-        norm = step() if self.options.mixed_precision != "fp16" else tf.cond(finite, step, skip)
+        if self.options.mixed_precision == "fp16":
+            norm = tf.cond(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), step, skip)
+        else:
+            norm = step()
         for g in self.accumulated:
             g.assign(g * 0.0)
         return norm

@@ -12,7 +12,6 @@ import torch
 import transformers
 
 import kzoo
-from kzoo.cli import main
 from kzoo.converters.convert import convert
 from kzoo.training import data
 from reference import TINY_ALBERT, TINY_XLMR, model_with_tokenizer
