@@ -218,7 +218,8 @@ def bucketed(compiled, inputs, pad_values, lengths=None, batches=BATCH_BUCKETS):
     pad_rows = up(batches, size) - size
     pad_columns = up(lengths, length) - length if lengths else 0
     middle = [[0, 0]] * (inputs["token_ids"].shape.rank - 2)  # (a choices axis: as it is)
-    padded = {name: tf.pad(value, [[0, pad_rows], *middle, [0, pad_columns]], constant_values=pad_values.get(name, 0))
+    padded = {name: tf.pad(value, [[0, pad_rows], *middle, [0, pad_columns]],
+                           constant_values=pad_values.get(name, 0))
               for name, value in inputs.items()}
     out = compiled(padded)
     # Outputs with a sequence axis: [B, S, ...] of rank 3 (sequence_output, MLM and token logits) and
@@ -239,7 +240,8 @@ def text_max_length(max_length, longest, config=None):
         return min(longest, (config or {}).get("max_seq_length") or longest)
     task = TASKS.get((config or {}).get("task"))
     low = 6 if task is not None and len(task.text_inputs) > 1 else 3  # the special tokens and one of each text
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)) or not low <= max_length <= longest:
+    whole = isinstance(max_length, (int, np.integer)) and not isinstance(max_length, bool)
+    if not whole or not low <= max_length <= longest:
         raise ExportError(f"--max-length must be a whole number in {low}..{longest} (the model's longest input), "
                           f"got {max_length!r}")
     return int(max_length)
@@ -268,8 +270,8 @@ def encode_in_graph(tokenizer, model, texts, longest, buckets=None, offsets=Fals
     batch = {name: value[:, :needed] for name, value in batch.items()}
     for name in input_names(model):
         batch.setdefault(name, tf.zeros_like(batch["token_ids"]))
-    return ({name: batch[name] for name in input_names(model)}, {name: value[:, :needed] for name, value in extra.items()},
-            truncated)
+    inputs = {name: batch[name] for name in input_names(model)}
+    return inputs, {name: value[:, :needed] for name, value in extra.items()}, truncated
 
 
 def text_specs(config):

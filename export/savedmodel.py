@@ -129,8 +129,8 @@ def _signatures(model, config, tokenizer, options, text_length, buckets):
     if tokenizer is not None:
         numeric, strings = text_signature(model, config, tokenizer, options)
         holder.serve_text_numeric = tf.function(numeric, input_signature=[signature], jit_compile=True)
-        serve_text = text_function(tokenizer, model, config, lambda batch: bucketed(holder.serve_text_numeric, batch, pads),
-                                   strings, text_length, length_buckets(text_length))
+        compiled = lambda batch: bucketed(holder.serve_text_numeric, batch, pads)  # noqa: E731
+        serve_text = text_function(tokenizer, model, config, compiled, strings, text_length, length_buckets(text_length))
         holder.serve_text = tf.function(serve_text, input_signature=text_specs(config))
         signatures[layout.TEXT_SIGNATURE] = holder.serve_text.get_concrete_function()
     return holder, signatures
@@ -167,7 +167,8 @@ def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):
     if tokenizer is not None:
         serve_text = loaded.signatures[layout.TEXT_SIGNATURE]
         text = check.text_report(
-            lambda inputs: {k: v.numpy() for k, v in serve_text(**{k: tf.constant(v) for k, v in inputs.items()}).items()},
+            lambda inputs: {k: v.numpy() for k, v in
+                            serve_text(**{k: tf.constant(v) for k, v in inputs.items()}).items()},
             model, config, tokenizer, texts, text_length, options)
         result[layout.TEXT_SIGNATURE] = text
         ok = ok and text["ids_equal_python_tokenizer"] and check.passes(text["outputs"], "max_abs_diff", BOUND)

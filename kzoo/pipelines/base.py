@@ -141,9 +141,9 @@ class Pipeline:
         language ids, as Transformers' pipelines call XLM (they never pass `langs`). truncation: texts
         longer than the model takes are cut to its longest input (Transformers' pipelines: the
         tokenizer's truncation; a strategy name, e.g. "only_first", cuts as it says); else they are a
-        one-line error naming both lengths. pairs: a text pair
-        for each text; offsets, special_tokens_mask: the tokenizer's offset_mapping, special_tokens_mask
-        too (not model inputs: kzoo.runtime leaves them out)."""
+        one-line error naming both lengths. pairs: a text pair for each text; offsets,
+        special_tokens_mask: the tokenizer's offset_mapping, special_tokens_mask too (not model inputs:
+        kzoo.runtime leaves them out)."""
         longest = self.runner.limits()[1]
         cut = {"max_length": longest, "truncation": truncation} if truncation and longest else {}
         if pairs is not None:

@@ -96,8 +96,9 @@ class QuestionAnswering(Pipeline):
         one-line error naming the option."""
         fixed = [name for name in ("doc_stride", "max_seq_len", "max_question_len", "max_answer_len")
                  if options.get(name) is not None]
-        if fixed or _positive(options, "top_k", 1) != 1 or options.get("align_to_words", True) is not True:
-            what = ", ".join(fixed) or ("top_k" if options.get("top_k", 1) != 1 else "align_to_words")
+        top_k = _positive(options, "top_k", 1)
+        if fixed or top_k != 1 or options.get("align_to_words", True) is not True:
+            what = ", ".join(fixed) or ("top_k" if top_k != 1 else "align_to_words")
             raise PipelineError(f"{what}: {self.runner.path} answers in its text signature (the best answer, words "
                                 "aligned, one window of its --max-length, --max-answer-len as exported); run the model "
                                 "dir, its SavedModel or an ids-in .tflite for that")

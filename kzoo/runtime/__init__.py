@@ -115,7 +115,8 @@ class Runner:
         if isinstance(inputs, Mapping) and self.takes_text and inputs and set(inputs) <= set(names):
             given = {name: _texts(value) for name, value in inputs.items()}
             if set(given) != set(names) or any(v is None for v in given.values()):
-                raise RunnerError(f"{self.path}: its text signature takes {', '.join(names)}: a str or a list of str each")
+                raise RunnerError(f"{self.path}: its text signature takes {', '.join(names)}: a str or a list of str "
+                                  "each")
             if len({len(v) for v in given.values()}) > 1:
                 raise RunnerError(f"{', '.join(f'{len(v)} {k}' for k, v in given.items())}: one of each per example")
             return given

@@ -332,13 +332,14 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         Transformers' pre-tokenizer sees in most text), for 1-D strings; builtin TFLite ops and tf-text's only.
 
         The op gives no offsets, so they are counted: a word's pieces cover its characters in order, each
-        its own characters but `▁` (an added token's marker: the token's text), an unknown piece what the
-        others leave (one per word), with Transformers' rules of `token_spans` (a lone `▁` spans the character after it,
-        lstrip / rstrip added tokens take in the whitespace). That is Transformers' offset_mapping wherever
-        normalisation keeps each character one character (case, accents, width, most text); in a word where
-        it does not (ligatures such as "ﬁ", composed or removed marks, removed control characters, ALBERT's
-        `` -> ", runs of non-ASCII spaces) or with two unknown pieces, every token of the word spans the whole
-        word (between ASCII whitespace). Python's `__call__(return_offsets_mapping=True)` aligns those too.
+        its own characters but `▁` (an added token's marker: the token's text; the stand-in for a character
+        the vocabulary lacks: one), with Transformers' rules of `token_spans` (a lone `▁` spans the
+        character after it, lstrip / rstrip added tokens take in the whitespace). That is Transformers'
+        offset_mapping wherever normalisation keeps each character one character (case, accents, width,
+        most text); in a word where it does not (ligatures such as "ﬁ", composed or removed marks, removed
+        control characters, ALBERT's `` -> ", runs of non-ASCII spaces), or that holds an unknown piece
+        (a run of characters of unknown length) beside other pieces, every token of the word spans the
+        whole word. Python's `__call__(return_offsets_mapping=True)` aligns those too.
         """
         from tensorflow_text.python.ops.byte_splitter import gen_byte_splitter
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
