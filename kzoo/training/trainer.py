@@ -171,15 +171,22 @@ class Trainer:
         warmup = o.warmup_steps if o.warmup_steps else math.ceil(o.warmup_ratio * total)
         return per_epoch, total, warmup
 
+    def step(self, group, lr):
+        """One optimizer step on `group`, a list of (inputs, labels) batches (gradients averaged over them), at
+        learning rate `lr`: (the batches' mean loss, the gradient norm before clipping)."""
+        import tensorflow as tf
+
+        if self.variables is None:
+            self._prepare(*group[0])
+        share = tf.constant(1.0 / len(group))
+        losses = [float(self._micro(inputs, labels, share)) for inputs, labels in group]
+        return float(np.mean(losses)), float(self._apply(tf.constant(lr, tf.float32)))
+
     def train(self, examples, evaluation=None, progress=None, on_step=None):
         """Runs the plan; returns the log ({step, epoch, loss, learning_rate, grad_norm} per optimizer step)
         and the evaluation's metrics. `on_step(log_row)`: called after every step."""
-        import tensorflow as tf
-
         o = self.options
         per_epoch, total, warmup = self.plan(examples)
-        if self.variables is None:
-            self._prepare(*next(self._batches(examples, 0, False)))
         advance = progress(total) if progress else (lambda n=1, status=None: None)
         log, step, seen, started = [], 0, 0, time.time()
         n_batches = math.ceil(len(examples) / o.batch_size)
@@ -188,15 +195,12 @@ class Trainer:
             batches = iter(self._batches(examples, epoch, o.shuffle))
             for first in range(0, n_batches, o.gradient_accumulation):
                 size = min(o.gradient_accumulation, n_batches - first)  # (an epoch's last step: what is left)
-                lr = learning_rate(step, o.learning_rate, total, warmup, o.scheduler)
-                losses = []
-                for _ in range(size):
-                    inputs, labels = next(batches)
-                    losses.append(float(self._micro(inputs, labels, tf.constant(1.0 / size))))
-                    seen += int(labels.shape[0])
-                norm = float(self._apply(tf.constant(lr, tf.float32)))
+                lr = float(learning_rate(step, o.learning_rate, total, warmup, o.scheduler))
+                group = [next(batches) for _ in range(size)]
+                loss, norm = self.step(group, lr)
+                seen += sum(int(labels.shape[0]) for _, labels in group)
                 row = {"step": step + 1, "epoch": round(epoch + (first + size) / n_batches, 4),
-                       "loss": float(np.mean(losses)), "learning_rate": float(lr), "grad_norm": norm}
+                       "loss": loss, "learning_rate": lr, "grad_norm": norm}
                 log.append(row)
                 step += 1
                 advance(1, f"loss {row['loss']:.4f}  {seen / (time.time() - started):.1f} examples/s")
