@@ -29,10 +29,6 @@ BGE_M3 = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_att
               bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, hidden_act="gelu")
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def prepare(out: Path):
     """The sentence-transformers dir (weights, no tokenizer: ids are fed) and its kzoo conversion."""
     st, kz = out / "st", out / "kzoo"
@@ -40,7 +36,7 @@ def prepare(out: Path):
         import torch
         import transformers
 
-        log("building the bge-m3-sized checkpoint (random weights)")
+        common.log("building the bge-m3-sized checkpoint (random weights)")
         torch.manual_seed(0)
         model = transformers.XLMRobertaModel(transformers.XLMRobertaConfig(**BGE_M3), add_pooling_layer=False)
         model.save_pretrained(st)
@@ -53,7 +49,7 @@ def prepare(out: Path):
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
     if not (kz / "config.json").exists():
-        log("kzoo convert")
+        common.log("kzoo convert")
         subprocess.run([sys.executable, "-m", "kzoo", "convert", str(st), str(kz)], check=True)
     return st, kz
 
@@ -131,7 +127,7 @@ def main():
     for length in args.lengths:
         result = {}
         for engine in ("torch", "kzoo"):
-            log(f"{engine} at {length} tokens")
+            common.log(f"{engine} at {length} tokens")
             result[engine] = common.run_child(__file__, ["--engine", engine, "--length", length, "--out", out],
                                               f"{engine} at {length}")
         diff = float(np.max(np.abs(np.asarray(result["kzoo"]["vector"]) - np.asarray(result["torch"]["vector"]))))
@@ -140,12 +136,10 @@ def main():
                      **{f"{e}_seconds": result[e]["seconds"][1] for e in result},
                      **{f"{e}_peak_gib": result[e]["peak_rss"] / 2**30 for e in result},
                      "time_ratio_kzoo_to_torch": result["kzoo"]["seconds"][1] / result["torch"]["seconds"][1]})
-        log(json.dumps(rows[-1]))
+        common.log(json.dumps(rows[-1]))
     machine = machine_info()
     report = {"machine": machine, "model": "bge-m3-sized XLM-R large (8194 positions), CLS + Normalize",
               "attention_chunk_size": 1024, "rows": rows}
-    results = HERE / "results"
-    (results / "long_embedding.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Long inputs: one text through a bge-m3-sized embedder", "",
              f"{machine.get('cpu')}, {machine.get('cores', '?')} cores, CPU flags {' '.join(machine.get('isa', []))}", "",
              "Warm calls (the first call in brackets: kzoo's tf.function traces it); peak: the process's resident "
@@ -157,8 +151,7 @@ def main():
                      f"{r['kzoo_seconds']:.1f} ({r['kzoo_first_seconds']:.1f}) | "
                      f"{r['time_ratio_kzoo_to_torch']:.2f} | {r['torch_peak_gib']:.2f} | {r['kzoo_peak_gib']:.2f} | "
                      f"{r['max_abs_diff']:.1e} |")
-    (results / "long_embedding.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_results("long_embedding", report, lines)
 
 
 if __name__ == "__main__":

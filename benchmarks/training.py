@@ -27,10 +27,6 @@ BATCH, LENGTH, WARMUP = 16, 128, 2
 CLASSES = {"albert": "AlbertForSequenceClassification", "xlm-roberta": "XLMRobertaForSequenceClassification"}
 
 
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def prepare(out: Path, preset):
     """The Transformers classifier (random weights) and its kzoo conversion."""
     src, kz = out / preset / "hf", out / preset / "kzoo"
@@ -126,7 +122,7 @@ def main():
         prepare(Path(args.out), preset)
         result = {}
         for engine in ("torch", "kzoo"):
-            log(f"{engine}: {preset}")
+            common.log(f"{engine}: {preset}")
             result[engine] = common.run_child(__file__, ["--engine", engine, "--preset", preset, "--steps", args.steps,
                                                          "--out", args.out], f"{engine} {preset}")
         step = {e: statistics.median(result[e]["seconds"]) for e in result}
@@ -135,11 +131,9 @@ def main():
                      **{f"{e}_examples_per_second": BATCH / step[e] for e in step},
                      **{f"{e}_peak_gib": result[e]["peak_rss"] / 2**30 for e in result},
                      "step_time_ratio_kzoo_to_torch": step["kzoo"] / step["torch"]})
-        log(json.dumps(rows[-1]))
+        common.log(json.dumps(rows[-1]))
     machine = machine_info()
     report = {"machine": machine, "rows": rows}
-    results = HERE / "results"
-    (results / "training.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Training: one optimizer step, kzoo train (XLA) vs a PyTorch eager loop", "",
              f"{machine.get('cpu')}, {machine.get('cores', '?')} cores, {common.THREADS} threads, CPU flags "
              f"{' '.join(machine.get('isa', []))}", "",
@@ -151,8 +145,7 @@ def main():
         lines.append(f"| {r['preset']} | {r['torch_step_seconds']:.2f} | {r['kzoo_step_seconds']:.2f} | "
                      f"{r['step_time_ratio_kzoo_to_torch']:.2f} | {r['torch_examples_per_second']:.1f} | "
                      f"{r['kzoo_examples_per_second']:.1f} | {r['torch_peak_gib']:.2f} | {r['kzoo_peak_gib']:.2f} |")
-    (results / "training.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_results("training", report, lines)
 
 
 if __name__ == "__main__":

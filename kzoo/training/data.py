@@ -221,9 +221,15 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
                 yield {**{k: np.asarray(v, np.int32) for k, v in batch.items()},
                        "labels": _labels([examples.labels[i] for i in rows])}
 
-        first = next(python_batches())
+        produced = python_batches()
+        first = next(produced)  # (its arrays give the dataset's signature; then it is yielded, not redone)
         spec = {k: tf.TensorSpec([None, *v.shape[1:]], tf.as_dtype(v.dtype)) for k, v in first.items()}
-        dataset = tf.data.Dataset.from_generator(python_batches, output_signature=spec)
+
+        def all_batches():
+            yield first
+            yield from produced
+
+        dataset = tf.data.Dataset.from_generator(all_batches, output_signature=spec)
         yield from dataset.map(cut).prefetch(1)
         return
     dataset = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size).map(encode).map(cut)
