@@ -195,7 +195,7 @@ def _generate(command):
 
 
 def _train(command):
-    from kzoo.training import PRECISIONS, SCHEDULERS, TrainOptions
+    from kzoo.training import PRECISIONS, SCHEDULERS, STRATEGIES, TrainOptions
 
     d = TrainOptions()
     p = command("train", commands.cmd_train, "fine-tune a classifier or token-classifier model dir on a file "
@@ -224,6 +224,13 @@ def _train(command):
                    "stay float32 (default none)")
     p.add_argument("--lora-rank", type=int, default=d.lora_rank, help="LoRA of that rank on the attention query and "
                    "value projections: only it and the head train; OUT holds the merged weights (default 0: off)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="tf.distribute: mirrored = every visible GPU (else every logical CPU device) of this "
+                   "machine; multi-worker = the cluster in TF_CONFIG, run on every worker, the chief writes OUT "
+                   "(default: one device)")
+    p.add_argument("--checkpoint-dir", metavar="DIR", help="save the run's state there every --save-steps steps; "
+                   "the same command run again resumes from the last one")
+    p.add_argument("--save-steps", type=int, default=d.save_steps, help=f"default {d.save_steps}")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default {d.seed}")
     p.add_argument("--no-shuffle", action="store_true", help="keep the file's order")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")

@@ -170,7 +170,8 @@ def cmd_train(args):
                    learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                    warmup_ratio=args.warmup_ratio, scheduler=args.scheduler,
                    gradient_accumulation=args.gradient_accumulation, max_length=args.max_length, seed=args.seed,
-                   shuffle=not args.no_shuffle, lora_rank=args.lora_rank, mixed_precision=args.mixed_precision)
+                   shuffle=not args.no_shuffle, lora_rank=args.lora_rank, mixed_precision=args.mixed_precision,
+                   strategy=args.strategy, checkpoint_dir=args.checkpoint_dir, save_steps=args.save_steps)
     with progress_bar("training", enabled=not args.json) as progress:
         report = train(args.model, args.out, args.train, args.eval, overwrite=args.overwrite, progress=progress,
                        **options)
@@ -178,7 +179,8 @@ def cmd_train(args):
         print_json(report)
         return 0
     last = report["log"][-1]
-    print(f"{report['out']}: {report['task']} trained {report['steps']} steps ({report['epochs']:g} epochs, "
+    where = report["out"] or "(a worker: the chief writes OUT)"
+    print(f"{where}: {report['task']} trained {report['steps']} steps ({report['epochs']:g} epochs, "
           f"{report['examples']} examples), last loss {last['loss']:.4f}, {report['examples_per_second']:.1f} examples/s")
     for name, value in (report.get("eval") or {}).items():
         print(f"  eval {name}: {value:.4f}")

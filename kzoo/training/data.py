@@ -174,9 +174,9 @@ def bucket(length, longest):
     return longest
 
 
-def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=False, seed=0, epoch=0):
+def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=False, seed=0, epoch=0, skip=0):
     """The examples as model-input batches (dicts of int32 tensors, with "labels"), in file order or shuffled
-    by (seed, epoch), each cut to the smallest length bucket holding its longest row. A tf.data pipeline:
+    by (seed, epoch), from batch `skip` on (a resumed run's), each cut to the smallest length bucket holding its longest row. A tf.data pipeline:
     the SentencePiece tokenizer runs in its graph (tf_encode / tf_encode_words), a batch ahead of the
     training step; XLM's Python tokenizer feeds it from a generator."""
     import tensorflow as tf
@@ -184,6 +184,7 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
     order = np.arange(len(examples))
     if shuffle:
         order = np.random.default_rng([seed, epoch]).permutation(len(examples))
+    order = order[skip * batch_size:]
     limit = min(longest, max_length)
     buckets = tf.constant(sorted({bucket(n, limit) for n in (*LENGTH_BUCKETS, limit)}), tf.int32)
 

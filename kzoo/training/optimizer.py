@@ -51,13 +51,16 @@ class AdamW(tf.Module):
             self.m = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="m") for v in self.variables_]
             self.v = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name="v") for v in self.variables_]
 
-    def apply(self, grads, lr):
-        """One step with `grads` (already clipped) at learning rate `lr`."""
-        self.iterations.assign_add(1)
-        t = tf.cast(self.iterations, tf.float32)
+    def apply(self, grads, lr, copy=lambda variable: variable):
+        """One step with `grads` (already clipped) at learning rate `lr`, on `copy(v)` of every variable v
+        (under tf.distribute: one replica's copies)."""
+        iterations = copy(self.iterations)
+        iterations.assign_add(1)
+        t = tf.cast(iterations, tf.float32)
         correction_1 = 1.0 - tf.pow(self.beta_1, t)
         root_correction_2 = tf.sqrt(1.0 - tf.pow(self.beta_2, t))
-        for variable, grad, m, v, decay in zip(self.variables_, grads, self.m, self.v, self.decay):
+        for variable, grad, m, v, decay in zip(map(copy, self.variables_), grads, map(copy, self.m), map(copy, self.v),
+                                               self.decay):
             if decay and self.weight_decay:
                 variable.assign(variable * (1.0 - lr * self.weight_decay))
             m.assign(self.beta_1 * m + (1.0 - self.beta_1) * grad)

@@ -11,6 +11,7 @@ from kzoo.errors import KzooError
 
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("none", "bf16", "fp16")  # fp32; Keras' mixed_bfloat16; mixed_float16 with dynamic loss scaling
+STRATEGIES = ("default", "mirrored", "multi-worker")  # tf.distribute: see kzoo.training.distribute
 
 
 class TrainError(KzooError):
@@ -37,18 +38,23 @@ class TrainOptions:
     mixed_precision: str = "none"  # PRECISIONS: variables, softmax, LayerNorm and the loss stay float32
     lora_rank: int = 0  # > 0: LoRA of that rank on the attention query and value projections; only it and
     # the head train, and the saved model holds the merged weights
+    strategy: str = "default"  # STRATEGIES
+    checkpoint_dir: str | None = None  # the run's state every `save_steps` steps; a rerun resumes from it
+    save_steps: int = 500
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-8
 
     def check(self):
-        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0}
+        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0, "save_steps": 1}
         for name, low in whole.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TrainError(f"{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
         if self.mixed_precision not in PRECISIONS:
             raise TrainError(f"mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise TrainError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if self.scheduler not in SCHEDULERS:
             raise TrainError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         if not (self.epochs > 0 or self.max_steps > 0):

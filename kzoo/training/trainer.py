@@ -12,8 +12,11 @@ the labels that are not -100), MSE (regression: one output), binary cross-entrop
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,11 +28,13 @@ from kzoo.training.options import TrainError, TrainOptions
 class Trainer:
     """Trains a kzoo Keras task model (classifier or token classifier) in place."""
 
-    def __init__(self, model, tokenizer, options: TrainOptions):
+    def __init__(self, model, tokenizer, options: TrainOptions, strategy=None):
+        """`strategy`: a tf.distribute strategy the model was built under (kzoo.training.distribute), or None
+        for one device."""
         import tensorflow as tf
 
         options.check()
-        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.model, self.tokenizer, self.options, self.strategy = model, tokenizer, options, strategy
         config = getattr(model, "kzoo_config", None) or {}
         self.task = config.get("task")
         if self.task not in ("classifier", "token_classifier"):
@@ -43,10 +48,16 @@ class Trainer:
         longest = config.get("max_seq_length") or self._longest(config)
         self.max_length = min(options.max_length or longest, longest)
         self.longest = longest
-        self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)
+        with self._scope():
+            self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)
         self.variables = None  # the trainable variables the loss reaches (`_prepare`)
         self._predict = tf.function(lambda batch: model(batch, training=False), jit_compile=True,
                                     reduce_retracing=True)
+
+    def _scope(self):
+        import contextlib
+
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def _prepare(self, inputs, labels):
         """The optimizer over the variables the loss reaches (torch's AdamW skips a parameter without a
@@ -54,20 +65,25 @@ class Trainer:
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = self.loss(self.model(inputs, training=False), labels)
+            loss, _ = self.loss(self.model(inputs, training=False), labels)
         grads = tape.gradient(loss, self.model.trainable_variables)
         used = [g is not None and (self.trained is None or id(v) in self.trained)
                 for g, v in zip(grads, self.model.trainable_variables)]
         self.variables = [v for v, u in zip(self.model.trainable_variables, used) if u]
         decay = [d for d, u in zip(decays(self.model), used) if u]
         o = self.options
-        self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
-        self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
-        # fp16: dynamic loss scaling (Keras' LossScaleOptimizer's rule: halve on an overflow and skip the step,
-        # double after 2,000 finite steps)
-        self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
-        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
+        with self._scope():
+            self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
+            self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
+            # fp16: dynamic loss scaling (Keras' LossScaleOptimizer's rule: halve on an overflow and skip the
+            # step, double after 2,000 finite steps)
+            self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
+            self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        if self.strategy is None:
+            self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
+        else:
+            self._gradients = tf.function(self._replica_gradients, jit_compile=True, reduce_retracing=True)
+            self._micro = tf.function(self._distributed_micro_step, reduce_retracing=True)
         self._apply = tf.function(self._apply_step, jit_compile=True)
 
     def _enable_lora(self, rank):
@@ -95,56 +111,93 @@ class Trainer:
     # ---- the steps (XLA) -----------------------------------------------------------------------
 
     def loss(self, logits, labels):
+        """(the batch's mean loss, the number of terms it is the mean of: examples, or labelled tokens)."""
         import tensorflow as tf
 
         logits = tf.cast(logits, tf.float32)
+        rows = tf.cast(tf.shape(logits)[0], tf.float32)
         if self.task == "token_classifier":
             valid = tf.not_equal(labels, -100)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.where(valid, labels, 0), logits)
             weights = tf.cast(valid, tf.float32)
-            return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+            count = tf.reduce_sum(weights)
+            return tf.reduce_sum(losses * weights) / tf.maximum(count, 1.0), count
         if self.problem_type == "regression":
-            return tf.reduce_mean(tf.square(tf.reshape(logits, [-1]) - tf.reshape(tf.cast(labels, tf.float32), [-1])))
-        if self.problem_type == "multi_label_classification":
-            return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits))
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+            errors = tf.square(tf.reshape(logits, [-1]) - tf.reshape(tf.cast(labels, tf.float32), [-1]))
+        elif self.problem_type == "multi_label_classification":
+            errors = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits), -1)
+        else:
+            errors = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        return tf.reduce_sum(errors) / tf.maximum(rows, 1.0), rows  # (a replica's slice may be empty)
 
     def _micro_step(self, inputs, labels, share):
         """One batch: its loss, its gradients times `share` (1 / the step's batches) added to the step's (fp16:
         of the loss times the loss scale, divided back)."""
+        loss, _, grads = self._replica_gradients(inputs, labels, share)
+        for total, grad in zip(self.accumulated, grads):
+            total.assign_add(grad)
+        return loss
+
+    def _replica_gradients(self, inputs, labels, share):
+        """(the batch's mean loss, its count, the gradients of the mean loss times `share`)."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            loss = self.loss(self.model(inputs, training=True), labels)
+            loss, count = self.loss(self.model(inputs, training=True), labels)
             scaled = loss * self.loss_scale
-        for total, grad in zip(self.accumulated, tape.gradient(scaled, self.variables)):
-            total.assign_add(tf.cast(grad, total.dtype) * (share / self.loss_scale))
-        return loss
+        grads = tape.gradient(scaled, self.variables)
+        return loss, count, [tf.cast(g, v.dtype) * (share / self.loss_scale) for g, v in zip(grads, self.variables)]
 
-    def _apply_step(self, lr):
+    def _distributed_micro_step(self, inputs, labels, share):
+        """`_micro_step` across replicas: each replica's mean loss and gradients weighted by its share of the
+        global batch's count, summed across replicas, added to every replica's copy of the step's sums."""
         import tensorflow as tf
 
-        grads = [g.read_value() for g in self.accumulated]
+        from kzoo.training.distribute import component
+
+        def replica(inputs, labels):
+            loss, count, grads = self._gradients(inputs, labels, share)
+            context = tf.distribute.get_replica_context()
+            weight = count / tf.maximum(context.all_reduce("sum", count), 1.0)
+            return context.all_reduce("sum", [loss * weight, *[g * weight for g in grads]])
+
+        summed = self.strategy.run(replica, args=(inputs, labels))
+        for i, values in enumerate(self.strategy.experimental_local_results(summed)):
+            for total, grad in zip(self.accumulated, values[1:]):
+                component(total, i).assign_add(grad)
+        return self.strategy.experimental_local_results(summed)[0][0]
+
+    def _apply_step(self, lr, replica=None):
+        """The optimizer step on the step's gradient sums (then zeroed); under tf.distribute, on local
+        replica `replica`'s copies of every variable (each replica makes the same update)."""
+        import tensorflow as tf
+
+        from kzoo.training.distribute import component
+
+        copy = (lambda v: v) if replica is None else (lambda v: component(v, replica))  # noqa: E731
+        accumulated, loss_scale, finite_steps = list(map(copy, self.accumulated)), copy(self.loss_scale), \
+            copy(self.finite_steps)
+        grads = [g.read_value() for g in accumulated]
 
         def step():
             clipped, norm = clip_by_norm(grads, self.options.max_grad_norm)
-            self.optimizer.apply(clipped, lr)
+            self.optimizer.apply(clipped, lr, copy)
             if self.options.mixed_precision == "fp16":
-                self.finite_steps.assign_add(1)
-                grow = tf.equal(self.finite_steps % 2000, 0)
-                self.loss_scale.assign(tf.where(grow, self.loss_scale * 2.0, self.loss_scale))
+                finite_steps.assign_add(1)
+                grow = tf.equal(finite_steps % 2000, 0)
+                loss_scale.assign(tf.where(grow, loss_scale * 2.0, loss_scale))
             return norm
 
         def skip():  # an fp16 overflow: no update, a smaller scale
-            self.loss_scale.assign(self.loss_scale / 2.0)
-            self.finite_steps.assign(0)
+            loss_scale.assign(loss_scale / 2.0)
+            finite_steps.assign(0)
             return tf.constant(float("inf"))
 
         if self.options.mixed_precision == "fp16":
             norm = tf.cond(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), step, skip)
         else:
             norm = step()
-        for g in self.accumulated:
+        for g in accumulated:
             g.assign(g * 0.0)
         return norm
 
@@ -153,13 +206,13 @@ class Trainer:
     def read(self, path):
         return data.read(path, self.task, self.names, self.problem_type)
 
-    def _batches(self, examples, epoch, shuffle):
+    def _batches(self, examples, epoch, shuffle, skip=0):
         import tensorflow as tf
 
         model_inputs = sorted(self.model.input)
         for batch in data.batches(examples, self.tokenizer, batch_size=self.options.batch_size,
                                   max_length=self.max_length, longest=self.longest, shuffle=shuffle,
-                                  seed=self.options.seed, epoch=epoch):
+                                  seed=self.options.seed, epoch=epoch, skip=skip):
             inputs = {name: batch[name] if name in batch else tf.zeros_like(batch["token_ids"]) for name in model_inputs}
             yield inputs, batch["labels"]
 
@@ -179,21 +232,48 @@ class Trainer:
         if self.variables is None:
             self._prepare(*group[0])
         share = tf.constant(1.0 / len(group))
-        losses = [float(self._micro(inputs, labels, share)) for inputs, labels in group]
-        return float(np.mean(losses)), float(self._apply(tf.constant(lr, tf.float32)))
+        lr = tf.constant(lr, tf.float32)
+        if self.strategy is None:
+            losses = [float(self._micro(inputs, labels, share)) for inputs, labels in group]
+            return float(np.mean(losses)), float(self._apply(lr))
+        from kzoo.training.distribute import split
 
-    def train(self, examples, evaluation=None, progress=None, on_step=None):
+        try:
+            losses = [float(self._micro(*split(self.strategy, (inputs, labels)), share)) for inputs, labels in group]
+        except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:  # (a peer's collective gave up)
+            why = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            resume = ("; start every worker again with the same command: they resume from "
+                      f"{self.options.checkpoint_dir}" if self.options.checkpoint_dir else
+                      " (with --checkpoint-dir, starting every worker again resumes the run)")
+            raise TrainError(f"a worker of the cluster stopped ({why.strip()}){resume}") from None
+        norms = []
+        for i, device in enumerate(self.strategy.extended.worker_devices):
+            with tf.device(device):  # (an XLA program reaches variables on its own device only)
+                norms.append(float(self._apply(lr, i)))
+        return float(np.mean(losses)), norms[0]
+
+    def train(self, examples, evaluation=None, progress=None, on_step=None, run=None):
         """Runs the plan; returns the log ({step, epoch, loss, learning_rate, grad_norm} per optimizer step)
-        and the evaluation's metrics. `on_step(log_row)`: called after every step."""
+        and the evaluation's metrics. `on_step(log_row)`: called after every step. With the option
+        checkpoint_dir, the run's state is saved there every save_steps steps and at the end, and a run that
+        finds a checkpoint there resumes from it (the same batches follow: their order is the seed's);
+        `run`: what identifies the run (its model and files), kept beside the checkpoints to refuse another."""
         o = self.options
         per_epoch, total, warmup = self.plan(examples)
-        advance = progress(total) if progress else (lambda n=1, status=None: None)
-        log, step, seen, started = [], 0, 0, time.time()
         n_batches = math.ceil(len(examples) / o.batch_size)
-        epoch = 0
+        if self.variables is None:
+            self._prepare(*next(iter(self._batches(examples, 0, False))))
+        state = Checkpoints(self, o.checkpoint_dir, run) if o.checkpoint_dir else None
+        log = state.restore() if state else []
+        step, seen, started = len(log), 0, time.time()
+        advance = progress(total) if progress else (lambda n=1, status=None: None)
+        if step:
+            advance(min(step, total), f"resumed at step {step} from {o.checkpoint_dir}")
+        epoch, done_in_epoch = divmod(step, per_epoch)
         while step < total:
-            batches = iter(self._batches(examples, epoch, o.shuffle))
-            for first in range(0, n_batches, o.gradient_accumulation):
+            skipped = done_in_epoch * o.gradient_accumulation
+            batches = iter(self._batches(examples, epoch, o.shuffle, skip=skipped))
+            for first in range(skipped, n_batches, o.gradient_accumulation):
                 size = min(o.gradient_accumulation, n_batches - first)  # (an epoch's last step: what is left)
                 lr = float(learning_rate(step, o.learning_rate, total, warmup, o.scheduler))
                 group = [next(batches) for _ in range(size)]
@@ -203,11 +283,14 @@ class Trainer:
                        "loss": loss, "learning_rate": lr, "grad_norm": norm}
                 log.append(row)
                 step += 1
+                if state and (step % o.save_steps == 0 or step >= total):
+                    state.save(log)
                 advance(1, f"loss {row['loss']:.4f}  {seen / (time.time() - started):.1f} examples/s")
                 if on_step:
                     on_step(row)
                 if step >= total:
                     break
+            done_in_epoch = 0
             epoch += 1
         result = {"steps": step, "epochs": round(log[-1]["epoch"], 4) if log else 0.0, "log": log,
                   "examples_per_second": seen / max(time.time() - started, 1e-9)}
@@ -235,3 +318,60 @@ class Trainer:
         if self.problem_type == "multi_label_classification":
             return metrics.multi_label(1 / (1 + np.exp(-logits)), labels)
         return metrics.classification(logits.argmax(-1), labels)
+
+
+class Checkpoints:
+    """A training run's state in a directory: the model's variables (dropout's seed state too), the
+    optimizer's moments and step, the loss scale; and the log so far. tf.train.CheckpointManager keeps the
+    last two; under multi-worker training every worker saves (as tf.distribute asks) but only the chief
+    into the directory, the others into a scratch directory they remove."""
+
+    KEEP = 2
+    LOG = "log.json"
+    RUN = "run.json"  # what the run is: a different one must not resume from these
+
+    def __init__(self, trainer, directory, run):
+        import tensorflow as tf
+
+        from kzoo.training.distribute import is_chief, task
+
+        self.directory, self.run = Path(directory), dict(run or {})
+        self.chief = is_chief(trainer.strategy)
+        writes = self.directory if self.chief else self.directory / ".workers" / "-".join(map(str, task(trainer.strategy)))
+        self.writes = writes
+        t = trainer
+        # (the model's tf variables, listed: a Keras 3 model is not a tf.train checkpoint's trackable)
+        self.checkpoint = tf.train.Checkpoint(model=[v.value for v in t.model.variables], optimizer=t.optimizer,
+                                              loss_scale=t.loss_scale, finite_steps=t.finite_steps)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, str(writes), max_to_keep=self.KEEP)
+
+    def restore(self) -> list:
+        """The log of the steps the directory's latest checkpoint holds ([] when there is none), its state
+        restored into the trainer's variables."""
+        import tensorflow as tf
+
+        recorded = self.directory / self.RUN
+        if recorded.is_file():
+            before = json.loads(recorded.read_text())
+            changed = sorted(k for k in set(before) | set(self.run) if before.get(k) != self.run.get(k))
+            if changed:
+                raise TrainError(f"{self.directory} holds the checkpoints of another run ({', '.join(changed)} "
+                                 "differ); give another --checkpoint-dir or remove it")
+        latest = tf.train.latest_checkpoint(str(self.directory))
+        if latest is None:
+            return []
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        log = json.loads((self.directory / self.LOG).read_text())
+        steps = int(latest.rsplit("-", 1)[1])
+        return log[:steps]
+
+    def save(self, log):
+        from kzoo.io.atomic import atomic_file
+
+        self.manager.save(checkpoint_number=len(log))
+        if self.chief:  # (the log after the checkpoint: a kill between them leaves a longer log, cut on restore)
+            for name, text in ((self.LOG, json.dumps(log)), (self.RUN, json.dumps(self.run, indent=1))):
+                with atomic_file(self.directory / name, overwrite=True) as tmp:
+                    tmp.write_text(text)
+        else:
+            shutil.rmtree(self.writes, ignore_errors=True)
