@@ -226,8 +226,8 @@ def _train(command):
                    "value projections: only it and the head train; OUT holds the merged weights (default 0: off)")
     p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
                    help="tf.distribute: mirrored = every visible GPU (else every logical CPU device) of this "
-                   "machine; multi-worker = the cluster in TF_CONFIG, run on every worker, the chief writes OUT "
-                   "(default: one device)")
+                   "machine; multi-worker = the cluster in TF_CONFIG, run on every worker, the chief writes OUT; "
+                   "tpu = TPUStrategy on TPU_NAME's TPU (not tested here) (default: one device)")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="save the run's state there every --save-steps steps; "
                    "the same command run again resumes from the last one")
     p.add_argument("--save-steps", type=int, default=d.save_steps, help=f"default {d.save_steps}")

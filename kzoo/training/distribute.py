@@ -3,6 +3,7 @@
     default       one device (what TensorFlow places on)
     mirrored      MirroredStrategy over the visible GPUs, else over every logical CPU device
     multi-worker  MultiWorkerMirroredStrategy, its cluster from the standard TF_CONFIG environment variable
+    tpu           TPUStrategy on the TPU TPU_NAME names (a TPU VM's own when unset); never run here
 
 The global batch (--batch-size) is cut into one slice per replica (every worker reads the same file and
 builds the same batches, then takes its replicas' rows); each replica's loss is weighted by its share of
@@ -33,6 +34,15 @@ def make_strategy(name):
     if name == "multi-worker":
         _tf_config()  # (a clear error before TensorFlow's own)
         return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", "local"))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as e:
+            raise TrainError(f"--strategy tpu found no TPU (TPU_NAME={os.environ.get('TPU_NAME', '')!r}): "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        return tf.distribute.TPUStrategy(resolver)
     raise TrainError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
 
 

@@ -11,7 +11,7 @@ from kzoo.errors import KzooError
 
 SCHEDULERS = ("linear", "constant")
 PRECISIONS = ("none", "bf16", "fp16")  # fp32; Keras' mixed_bfloat16; mixed_float16 with dynamic loss scaling
-STRATEGIES = ("default", "mirrored", "multi-worker")  # tf.distribute: see kzoo.training.distribute
+STRATEGIES = ("default", "mirrored", "multi-worker", "tpu")  # tf.distribute: see kzoo.training.distribute
 
 
 class TrainError(KzooError):

@@ -197,3 +197,21 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     with pytest.raises(TrainError, match="holds the checkpoints of another run .*learning_rate"):
         kzoo.train(model_dir, tmp_path / "other", train, **{**options, "learning_rate": 1e-3,
                                                             "checkpoint_dir": checkpoints})
+
+
+@pytest.mark.parametrize("tf_config, message", [(None, "reads its cluster from TF_CONFIG"),
+                                                ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", '
+                                                 '"index": 3}}', "not a cluster with this task in it"),
+                                                ("{not json", "not a cluster with this task in it")])
+def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, monkeypatch, tf_config, message):
+    labels, train = data(tmp_path, "SequenceClassification")
+    _, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", labels)
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(TrainError, match=message):
+        kzoo.train(model_dir, tmp_path / "trained", train, strategy="multi-worker", max_steps=1)
+    with pytest.raises(TrainError, match="strategy must be one of default, mirrored, multi-worker, tpu"):
+        kzoo.train(model_dir, tmp_path / "trained", train, strategy="horovod")
+    assert not (tmp_path / "trained").exists()
