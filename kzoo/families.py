@@ -29,6 +29,9 @@ class Family:
     converter: str  # kzoo.converters.<converter>: the checkpoint's weight table and config keys
     presets: MappingProxyType  # preset name -> backbone config
     languages: bool = False  # takes lang_ids (XLM's language embeddings)
+    # the backbone's embedding layers whose row for the padding id never trains: PyTorch's
+    # nn.Embedding(padding_idx=...) gives it no gradient (fine-tuning leaves it as it was)
+    padding_rows: tuple = ("token_embedding",)
 
     @property
     def keras_name(self) -> str:
@@ -76,6 +79,7 @@ FAMILIES = MappingProxyType({f.name: f for f in [
         tokenizer="kzoo-sentencepiece",
         converter="xlm_roberta",
         presets=presets.XLM_ROBERTA,
+        padding_rows=("token_embedding", "position_embedding"),  # (padding positions take position 1)
     ),
     _family(
         name="xlm",

@@ -198,13 +198,13 @@ def _train(command):
     from kzoo.training import PRECISIONS, SCHEDULERS, STRATEGIES, TrainOptions
 
     d = TrainOptions()
-    p = command("train", commands.cmd_train, "fine-tune a classifier or token-classifier model dir on a file "
-                "(Transformers' Trainer's defaults, XLA)")
+    p = command("train", commands.cmd_train, "fine-tune a classifier, token-classifier or question-answering model "
+                "dir on a file (Transformers' Trainer's defaults, XLA)")
     p.add_argument("model", help="kzoo model dir with a task head (kzoo convert SRC DIR --task classifier --labels A,B)")
     p.add_argument("out", help="the trained model dir to write")
     p.add_argument("--train", required=True, metavar="FILE",
                    help='JSONL {"text", "text_pair"?, "label"} (classifier); JSONL {"tokens", "tags"} or CoNLL '
-                   "columns (token classifier)")
+                   "columns (token classifier); SQuAD v1.1 / v2.0 JSON (question answering)")
     p.add_argument("--eval", metavar="FILE", help="a file of the same kind to report the task's metrics on")
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"passes over the data (default {d.epochs:g})")
     p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps, overriding --epochs")
@@ -218,7 +218,10 @@ def _train(command):
     p.add_argument("--scheduler", choices=SCHEDULERS, default=d.scheduler, help="after warmup (default linear to 0)")
     p.add_argument("--gradient-accumulation", type=int, default=d.gradient_accumulation,
                    help="batches per optimizer step (default 1)")
-    p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input)")
+    p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input; "
+                   "question answering: 384 at most)")
+    p.add_argument("--doc-stride", type=int, default=d.doc_stride,
+                   help=f"question answering: tokens a long context's windows overlap (default {d.doc_stride})")
     p.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision,
                    help="bf16 (CPU, TPU) or fp16 with loss scaling (GPU); variables, softmax, LayerNorm and the loss "
                    "stay float32 (default none)")

@@ -169,7 +169,8 @@ def cmd_train(args):
     options = dict(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                    warmup_ratio=args.warmup_ratio, scheduler=args.scheduler,
-                   gradient_accumulation=args.gradient_accumulation, max_length=args.max_length, seed=args.seed,
+                   gradient_accumulation=args.gradient_accumulation, max_length=args.max_length,
+                   doc_stride=args.doc_stride, seed=args.seed,
                    shuffle=not args.no_shuffle, lora_rank=args.lora_rank, mixed_precision=args.mixed_precision,
                    strategy=args.strategy, checkpoint_dir=args.checkpoint_dir, save_steps=args.save_steps)
     with progress_bar("training", enabled=not args.json) as progress:

@@ -4,6 +4,10 @@
                           regression, a list of names / ids for multi-label
     token classification  JSONL {"tokens": [...], "tags": [...]} (names or ids), or CoNLL columns (a
                           token per line, its tag in the last column, a blank line between sentences)
+    question answering    SQuAD v1.1 / v2.0 JSON ({"data": [{"paragraphs": [{"context", "qas": [{"id",
+                          "question", "answers": [{"text", "answer_start"}], "is_impossible"?}]}]}]}), or
+                          JSONL rows as the datasets library gives SQuAD ({"id", "question", "context",
+                          "answers": {"text": [...], "answer_start": [...]}})
 
 A bad line is a one-line DataError naming the file, the line and the problem; so is an unknown label and
 a file without examples. Batches keep the file's order (shuffled per epoch unless told not to), each padded
@@ -37,6 +41,7 @@ class Examples:
     pairs: list | None
     labels: list
     words: bool = False  # texts are lists of words (token classification)
+    ids: list | None = None  # question answering: the questions' ids
 
     def __len__(self):
         return len(self.texts)
@@ -52,8 +57,11 @@ def read(path, task, names, problem_type=None) -> Examples:
             _looks_like_json(path) else _read_tagged_jsonl(path, names)
     elif task == "classifier":
         examples = _read_classification(path, names, problem_type)
+    elif task == "question_answering":
+        examples = _read_squad(path)
     else:
-        raise DataError(f"kzoo train trains classifier and token_classifier models; this one is a {task!r} model")
+        raise DataError(f"kzoo train trains classifier, token_classifier and question_answering models; this one is "
+                        f"a {task!r} model")
     if not examples.texts:
         raise DataError(f"{path}: no examples")
     return examples
@@ -166,6 +174,127 @@ def _read_conll(path, names):
     return Examples(str(path), words, None, tags, words=True)
 
 
+def _read_squad(path):
+    """Questions: their texts, contexts (`pairs`) and per question its answers [(start character, text)]
+    ([]: unanswerable, SQuAD v2), `ids` the questions' ids."""
+    rows = []
+    if _is_squad(path):
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a SQuAD JSON file ({e})") from None
+        for a, article in enumerate(_list(document.get("data"), f"{path}: data")):
+            for p, paragraph in enumerate(_list(article.get("paragraphs"), f"{path}: data[{a}].paragraphs")):
+                where = f"{path}: data[{a}].paragraphs[{p}]"
+                for q, qa in enumerate(_list(paragraph.get("qas"), f"{where}.qas")):
+                    answers = qa.get("answers", [])
+                    rows.append((f"{where}.qas[{q}]", qa.get("id", f"{a}-{p}-{q}"), qa.get("question"),
+                                 paragraph.get("context"), answers, bool(qa.get("is_impossible"))))
+    else:
+        for number, item in _objects(path):
+            answers = item.get("answers", {"text": [], "answer_start": []})
+            if isinstance(answers, dict):
+                texts, starts = answers.get("text", []), answers.get("answer_start", [])
+                if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+                    raise DataError(f'{path}:{number}: "answers" needs lists "text" and "answer_start" of one length')
+                answers = [{"text": t, "answer_start": a} for t, a in zip(texts, starts)]
+            rows.append((f"{path}:{number}", item.get("id", str(number)), item.get("question"), item.get("context"),
+                         answers, False))
+    ids, questions, contexts, labels = [], [], [], []
+    for where, id_, question, context, answers, impossible in rows:
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f'{where}: needs "question" (a non-empty string)')
+        if not isinstance(context, str):
+            raise DataError(f'{where}: needs "context" (a string)')
+        found = []
+        for answer in answers if not impossible else []:
+            text, start = (answer.get("text"), answer.get("answer_start")) if isinstance(answer, dict) else (None, None)
+            if not isinstance(text, str) or isinstance(start, bool) or not isinstance(start, int):
+                raise DataError(f'{where}: an answer needs "text" (a string) and "answer_start" (a character index)')
+            if context[start:start + len(text)] != text:
+                raise DataError(f"{where}: answer {text!r} is not at character {start} of its context "
+                                f"(there: {context[start:start + len(text)]!r})")
+            found.append((start, text))
+        ids.append(str(id_))
+        questions.append(question)
+        contexts.append(context)
+        labels.append(found)
+    return Examples(str(path), questions, contexts, labels, ids=ids)
+
+
+def _is_squad(path):
+    """A whole-file JSON document (SQuAD's) rather than JSONL: its first line is no JSON object of its own,
+    or one holding "data"."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        item = json.loads(first)
+    except json.JSONDecodeError:
+        return first.lstrip().startswith("{")
+    return isinstance(item, dict) and "data" in item
+
+
+def _list(value, where):
+    if not isinstance(value, list):
+        raise DataError(f"{where}: expected a list (SQuAD's layout)")
+    return value
+
+
+@dataclasses.dataclass
+class Windows:
+    """Question-answering training rows: each question's context in windows of `max_length` tokens beside
+    the question, `stride` tokens overlapping (Transformers' run_qa features), each labelled with the
+    answer's first and last token, or <cls> for both where the window does not hold all of it (or there is
+    no answer)."""
+
+    questions: Examples
+    rows: list  # kzoo.tokenizers.base.Row
+    labels: list  # (start, end) token positions
+    example: list  # the question each window is of
+    context_at: list  # each window's first context token
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def windows(questions, tokenizer, max_length, stride) -> Windows:
+    """Transformers' run_qa prepare_train_features: the question (leading whitespace removed) and its
+    context's windows (only_second truncation with a stride), the answer's tokens from the offsets. One
+    difference: where an answer ends the context, run_qa's loop walks past the context onto the final
+    separator (its comment calls it an edge case); here the start stays on the answer's token."""
+    from kzoo.errors import TokenizerError
+
+    if not hasattr(tokenizer, "windows") or not getattr(tokenizer, "is_fast", True):
+        raise DataError(f"{type(tokenizer).__name__}: question-answering training needs character offsets "
+                        "(ALBERT, XLM-RoBERTa)")
+    out = Windows(questions, [], [], [], [])
+    for i, (question, context, answers) in enumerate(zip(questions.texts, questions.pairs, questions.labels)):
+        try:
+            parts = tokenizer.windows(question.lstrip(), context, max_length, stride)
+        except TokenizerError as e:
+            raise DataError(f"{questions.path}: question {questions.ids[i]}: {e}") from None
+        for row, first, _ in parts:
+            last = len(row.ids) - 2  # (one special token ends a pair)
+            cls = row.ids.index(tokenizer.cls_token_id) if tokenizer.cls_token_id in row.ids else 0
+            label = (cls, cls)
+            if answers:
+                start_char, text = answers[0]
+                end_char = start_char + len(text)
+                spans = row.spans
+                if spans[first][0] <= start_char and spans[last][1] >= end_char:
+                    start, end = first, last
+                    while start <= last and spans[start][0] <= start_char:
+                        start += 1
+                    while spans[end][1] >= end_char:
+                        end -= 1
+                    label = (start - 1, end + 1)
+            out.rows.append(row)
+            out.labels.append(label)
+            out.example.append(i)
+            out.context_at.append(first)
+    return out
+
+
 def bucket(length, longest):
     """The smallest length bucket holding `length` tokens (the model's longest input past the last)."""
     for b in LENGTH_BUCKETS:
@@ -186,6 +315,20 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
         order = np.random.default_rng([seed, epoch]).permutation(len(examples))
     order = order[skip * batch_size:]
     limit = min(longest, max_length)
+    if isinstance(examples, Windows):  # (its rows are tokenized: padded here to their bucket)
+        for start in range(0, len(order), batch_size):
+            rows = [examples.rows[i] for i in order[start:start + batch_size]]
+            width = bucket(max(len(r.ids) for r in rows), limit)
+            batch = {"token_ids": np.full((len(rows), width), tokenizer.pad_token_id, np.int32),
+                     "padding_mask": np.zeros((len(rows), width), np.int32),
+                     "segment_ids": np.zeros((len(rows), width), np.int32)}
+            for r, row in enumerate(rows):
+                batch["token_ids"][r, :len(row.ids)] = row.ids
+                batch["padding_mask"][r, :len(row.ids)] = 1
+                batch["segment_ids"][r, :len(row.ids)] = row.segments
+            labels = np.asarray([examples.labels[i] for i in order[start:start + batch_size]], np.int32)
+            yield {**{k: tf.constant(v) for k, v in batch.items()}, "labels": tf.constant(labels)}
+        return
     buckets = tf.constant(sorted({bucket(n, limit) for n in (*LENGTH_BUCKETS, limit)}), tf.int32)
 
     def cut(batch):  # to the smallest bucket holding the longest row

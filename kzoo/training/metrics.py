@@ -1,8 +1,13 @@
 """Each task's standard evaluation metrics: accuracy and macro-F1 (scikit-learn's), MSE for regression,
-and for token classification entity precision / recall / F1 as seqeval computes them (its default,
-lenient IOB chunking: written out here, seqeval is not a dependency)."""
+for token classification entity precision / recall / F1 as seqeval computes them (its default, lenient
+IOB chunking: written out here, seqeval is not a dependency), and for question answering SQuAD's exact
+match and F1 (the official v2.0 evaluation script's, which is v1.1's on answerable questions)."""
 
 from __future__ import annotations
+
+import collections
+import re
+import string
 
 import numpy as np
 
@@ -66,3 +71,36 @@ def token_classification(predicted, gold) -> dict:
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     tokens = [a == b for p, g in zip(predicted, gold) for a, b in zip(p, g)]
     return {"precision": precision, "recall": recall, "f1": f1, "accuracy": float(np.mean(tokens)) if tokens else 0.0}
+
+
+PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(text):
+    """SQuAD's: lower case, no punctuation, no articles (a, an, the), single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in PUNCTUATION)
+    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+
+def _f1(prediction, gold):
+    predicted, expected = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if not predicted or not expected:  # (an unanswerable question: right only when both are empty)
+        return float(predicted == expected)
+    common = sum((collections.Counter(predicted) & collections.Counter(expected)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(expected)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad(predictions, golds) -> dict:
+    """exact_match and f1 in percent, as SQuAD's evaluation scripts report them: per question the best over
+    its gold answers (no gold answer: "" is the answer), averaged. `predictions`: {id: text}; `golds`:
+    {id: [texts]}."""
+    exact, f1 = [], []
+    for id_, answers in golds.items():
+        answers = [a for a in answers if normalize_answer(a)] or [""]
+        prediction = predictions.get(id_, "")
+        exact.append(max(float(normalize_answer(prediction) == normalize_answer(a)) for a in answers))
+        f1.append(max(_f1(prediction, a) for a in answers))
+    return {"exact_match": 100.0 * float(np.mean(exact)), "f1": 100.0 * float(np.mean(f1))}

@@ -31,7 +31,8 @@ class TrainOptions:
     warmup_ratio: float = 0.0
     scheduler: str = "linear"
     gradient_accumulation: int = 1
-    max_length: int | None = None  # None: the model's longest input
+    max_length: int | None = None  # None: the model's longest input (question answering: at most 384)
+    doc_stride: int = 128  # question answering: tokens a context's windows overlap (run_qa's default)
     seed: int = 42
     shuffle: bool = True
     max_grad_norm: float = 1.0
@@ -46,7 +47,8 @@ class TrainOptions:
     epsilon: float = 1e-8
 
     def check(self):
-        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0, "save_steps": 1}
+        whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0, "save_steps": 1,
+                 "doc_stride": 0}
         for name, low in whole.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:

@@ -25,8 +25,13 @@ from kzoo.training.optimizer import AdamW, clip_by_norm, decays, learning_rate
 from kzoo.training.options import TrainError, TrainOptions
 
 
+TASKS = ("classifier", "token_classifier", "question_answering")
+QA_LENGTH = 384  # question answering's default window (run_qa's max_seq_length); --doc-stride apart
+N_BEST, MAX_ANSWER_LENGTH = 20, 30  # run_qa's evaluation: best starts and ends per window, longest answer
+
+
 class Trainer:
-    """Trains a kzoo Keras task model (classifier or token classifier) in place."""
+    """Trains a kzoo Keras task model (classifier, token classifier, question answering) in place."""
 
     def __init__(self, model, tokenizer, options: TrainOptions, strategy=None):
         """`strategy`: a tf.distribute strategy the model was built under (kzoo.training.distribute), or None
@@ -37,16 +42,17 @@ class Trainer:
         self.model, self.tokenizer, self.options, self.strategy = model, tokenizer, options, strategy
         config = getattr(model, "kzoo_config", None) or {}
         self.task = config.get("task")
-        if self.task not in ("classifier", "token_classifier"):
-            raise TrainError(f"kzoo train trains classifier and token_classifier models; this is a {self.task!r} "
-                             "model (kzoo convert SRC OUT --task classifier --labels A,B,... makes one)")
+        if self.task not in TASKS:
+            raise TrainError(f"kzoo train trains {', '.join(TASKS)} models; this is a {self.task!r} model (kzoo convert "
+                             "SRC OUT --task classifier --labels A,B,... makes one)")
         from kzoo.tasks.classification import label_names
 
-        self.names = label_names(config, int(model.output.shape[-1]))
+        self.qa = self.task == "question_answering"
+        self.names = None if self.qa else label_names(config, int(model.output.shape[-1]))
         self.problem_type = config.get("problem_type") or (
             "regression" if self.task == "classifier" and len(self.names) == 1 else None)
         longest = config.get("max_seq_length") or self._longest(config)
-        self.max_length = min(options.max_length or longest, longest)
+        self.max_length = min(options.max_length or (min(longest, QA_LENGTH) if self.qa else longest), longest)
         self.longest = longest
         with self._scope():
             self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)
@@ -71,6 +77,7 @@ class Trainer:
                 for g, v in zip(grads, self.model.trainable_variables)]
         self.variables = [v for v, u in zip(self.model.trainable_variables, used) if u]
         decay = [d for d, u in zip(decays(self.model), used) if u]
+        self.frozen_rows = self._padding_rows()
         o = self.options
         with self._scope():
             self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
@@ -85,6 +92,26 @@ class Trainer:
             self._gradients = tf.function(self._replica_gradients, jit_compile=True, reduce_retracing=True)
             self._micro = tf.function(self._distributed_micro_step, reduce_retracing=True)
         self._apply = tf.function(self._apply_step, jit_compile=True)
+
+    def _padding_rows(self):
+        """{index in self.variables: a [rows, 1] mask, 0 at the padding id}: the embedding tables whose padding
+        row PyTorch never trains (nn.Embedding(padding_idx)); their gradient there is zeroed. It matters where
+        padding positions reach the loss (question answering's start / end over every position)."""
+        from kzoo.families import get_family
+
+        config = self.model.kzoo_config
+        pad = config["backbone"].get("pad_token_id", getattr(self.tokenizer, "pad_token_id", None))
+        if pad is None:
+            return {}
+        tables = {id(self.model.backbone.get_layer(name).embeddings)
+                  for name in get_family(config["architecture"]).padding_rows}
+        masks = {}
+        for i, variable in enumerate(self.variables):
+            if id(variable) in tables:
+                mask = np.ones((variable.shape[0], 1), np.float32)
+                mask[pad] = 0.0
+                masks[i] = mask
+        return masks
 
     def _enable_lora(self, rank):
         """Keras' own LoRA (Dense.enable_lora, as keras-hub applies it) on every attention layer's query and
@@ -114,6 +141,12 @@ class Trainer:
         """(the batch's mean loss, the number of terms it is the mean of: examples, or labelled tokens)."""
         import tensorflow as tf
 
+        if self.qa:  # (Transformers': the mean of the start and end positions' cross-entropies)
+            start, end = (tf.cast(logits[k], tf.float32) for k in ("start_logits", "end_logits"))
+            errors = (tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 0], start) +
+                      tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 1], end)) / 2.0
+            rows = tf.cast(tf.shape(start)[0], tf.float32)
+            return tf.reduce_sum(errors) / tf.maximum(rows, 1.0), rows
         logits = tf.cast(logits, tf.float32)
         rows = tf.cast(tf.shape(logits)[0], tf.float32)
         if self.task == "token_classifier":
@@ -145,8 +178,11 @@ class Trainer:
         with tf.GradientTape() as tape:
             loss, count = self.loss(self.model(inputs, training=True), labels)
             scaled = loss * self.loss_scale
-        grads = tape.gradient(scaled, self.variables)
-        return loss, count, [tf.cast(g, v.dtype) * (share / self.loss_scale) for g, v in zip(grads, self.variables)]
+        grads = [tf.cast(g, v.dtype) * (share / self.loss_scale) for g, v in zip(tape.gradient(scaled, self.variables),
+                                                                                   self.variables)]
+        for i, mask in self.frozen_rows.items():
+            grads[i] = grads[i] * mask
+        return loss, count, grads
 
     def _distributed_micro_step(self, inputs, labels, share):
         """`_micro_step` across replicas: each replica's mean loss and gradients weighted by its share of the
@@ -204,7 +240,12 @@ class Trainer:
     # ---- the loop ------------------------------------------------------------------------------
 
     def read(self, path):
-        return data.read(path, self.task, self.names, self.problem_type)
+        """The file's examples; for question answering its questions' windows (kzoo.training.data.Windows:
+        Trainer counts those as the examples)."""
+        examples = data.read(path, self.task, self.names, self.problem_type)
+        if self.qa:
+            return data.windows(examples, self.tokenizer, self.max_length, self.options.doc_stride)
+        return examples
 
     def _batches(self, examples, epoch, shuffle, skip=0):
         import tensorflow as tf
@@ -302,8 +343,12 @@ class Trainer:
         """The task's metrics on `examples` (model in inference mode)."""
         predictions, golds = [], []
         for inputs, labels in self._batches(examples, 0, False):
-            predictions.append(np.asarray(self._predict(inputs), np.float32))
+            out = self._predict(inputs)
+            predictions.append({k: np.asarray(v, np.float32) for k, v in out.items()} if self.qa else
+                               np.asarray(out, np.float32))
             golds.append(np.asarray(labels))
+        if self.qa:
+            return self._squad(examples, predictions)
         if self.task == "token_classifier":
             predicted, gold = [], []
             for logits, labels in zip(predictions, golds):
@@ -318,6 +363,36 @@ class Trainer:
         if self.problem_type == "multi_label_classification":
             return metrics.multi_label(1 / (1 + np.exp(-logits)), labels)
         return metrics.classification(logits.argmax(-1), labels)
+
+    def _squad(self, windows, predictions):
+        """SQuAD's exact match and F1 of the answers Transformers' run_qa post-processing picks
+        (postprocess_qa_predictions): over a question's windows the best start + end logit sum among the
+        N_BEST starts and ends of each, inside the context, at most MAX_ANSWER_LENGTH tokens; when some
+        question has no answer (SQuAD v2) the empty answer where <cls>'s start + end is higher."""
+        start_logits = [row for batch in predictions for row in batch["start_logits"]]
+        end_logits = [row for batch in predictions for row in batch["end_logits"]]
+        questions = windows.questions
+        v2 = any(not answers for answers in questions.labels)
+        best = {}  # question -> (score, text); null -> the lowest <cls> score over its windows
+        null = {}
+        for w, (row, first, i) in enumerate(zip(windows.rows, windows.context_at, windows.example)):
+            n = len(row.ids)
+            start, end = start_logits[w][:n], end_logits[w][:n]
+            null[i] = min(null.get(i, np.inf), float(start[0] + end[0]))
+            context = questions.pairs[i]
+            for s in np.argsort(start)[::-1][:N_BEST]:
+                for e in np.argsort(end)[::-1][:N_BEST]:
+                    if not (first <= s <= e < n - 1) or e - s + 1 > MAX_ANSWER_LENGTH:
+                        continue
+                    score = float(start[s] + end[e])
+                    if score > best.get(i, (-np.inf, ""))[0]:
+                        best[i] = (score, context[row.spans[s][0]:row.spans[e][1]])
+        answers = {}
+        for i, id_ in enumerate(questions.ids):
+            score, text = best.get(i, (-np.inf, ""))
+            answers[id_] = "" if v2 and null.get(i, -np.inf) > score else text
+        return metrics.squad(answers, {id_: [text for _, text in gold] for id_, gold in zip(questions.ids,
+                                                                                        questions.labels)})
 
 
 class Checkpoints:

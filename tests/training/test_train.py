@@ -49,7 +49,7 @@ def write_jsonl(path, rows):
     return path
 
 
-def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total):
+def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total, qa=False):
     """The reference: Trainer's optimizer and schedule on Transformers' model; the loss of each step."""
     config = transformers.AutoConfig.from_pretrained(src)
     cls = getattr(transformers, config.architectures[0])
@@ -65,10 +65,12 @@ def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total):
         step_losses = []
         for batch in group:
             segments = np.asarray(batch["segment_ids"])  # (XLM's -1: none given, Transformers' None)
+            labels = torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)
+            targets = {"start_positions": labels[:, 0], "end_positions": labels[:, 1]} if qa else {"labels": labels}
             loss = model(input_ids=torch.as_tensor(np.asarray(batch["token_ids"]), dtype=torch.long),
                          attention_mask=torch.as_tensor(np.asarray(batch["padding_mask"]), dtype=torch.long),
                          token_type_ids=None if (segments < 0).all() else torch.as_tensor(segments, dtype=torch.long),
-                         labels=torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)).loss
+                         **targets).loss
             (loss / len(group)).backward()
             step_losses.append(loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

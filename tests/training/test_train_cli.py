@@ -85,7 +85,7 @@ def test_bad_options_and_models(pretrained, tmp_path, capsys):
     tmp, src = pretrained
     train = jsonl(tmp_path / "t.jsonl", ROWS)
     assert main(["train", str(tmp / "out"), str(tmp_path / "o"), "--train", train]) == 2  # a masked-LM model dir
-    assert "classifier and token_classifier" in capsys.readouterr().err
+    assert "trains classifier, token_classifier, question_answering models" in capsys.readouterr().err
     head = tmp / "head"
     if not head.exists():
         assert main(["convert", str(src), str(head), "--task", "classifier", "--labels", "neg,pos"]) == 0
