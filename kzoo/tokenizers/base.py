@@ -287,24 +287,48 @@ class Tokenizer:
             width = max(target, longest)
         else:
             raise TokenizerError(f'padding must be "longest" or "max_length", not {padding!r}')
-        batch = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
-                 "padding_mask": np.zeros((len(rows), width), np.int32),
-                 "segment_ids": np.zeros((len(rows), width), np.int32)}
+        batch = self.pad_rows(rows, width, lang)
         if return_offsets_mapping:
             batch["offset_mapping"] = np.zeros((len(rows), width, 2), np.int32)
         if return_special_tokens_mask:
             batch["special_tokens_mask"] = np.zeros((len(rows), width), np.int32)
             specials = np.asarray(sorted(set(self.all_special_ids) - {self.unk_token_id}))
         for r, row in enumerate(rows):
-            span = slice(width - len(row.ids), width) if self.padding_side == "left" else slice(0, len(row.ids))
-            batch["token_ids"][r, span] = row.ids
-            batch["padding_mask"][r, span] = 1
-            batch["segment_ids"][r, span] = row.segments
+            span = self._placed(len(row.ids), width)
             if return_offsets_mapping:
                 batch["offset_mapping"][r, span] = np.asarray(row.spans, np.int32).reshape(-1, 2)
             if return_special_tokens_mask:
                 batch["special_tokens_mask"][r, span] = np.isin(row.ids, specials)
+        return batch
+
+    def _placed(self, length, width):
+        return slice(width - length, width) if self.padding_side == "left" else slice(0, length)
+
+    def pad_rows(self, rows, width, lang=None) -> dict:
+        """Rows (`with_special_tokens`') as a batch `width` tokens wide: token_ids, padding_mask,
+        segment_ids (and XLM's lang_ids), padded on the tokenizer's padding side."""
+        batch = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
+                 "padding_mask": np.zeros((len(rows), width), np.int32),
+                 "segment_ids": np.zeros((len(rows), width), np.int32)}
+        for r, row in enumerate(rows):
+            span = self._placed(len(row.ids), width)
+            batch["token_ids"][r, span] = row.ids
+            batch["padding_mask"][r, span] = 1
+            batch["segment_ids"][r, span] = row.segments
         return self._finish_batch(batch, rows, lang)
+
+    def encode_words(self, words, max_length=None, lang=None):
+        """Transformers' `tokenizer(words, is_split_into_words=True, truncation=True, max_length=...)` for a
+        Python tokenizer (each word tokenized on its own): (the Row, each token's word index, None for
+        special tokens)."""
+        words = _as_texts(list(words), "words")
+        pieces = self._tokenize(words, lang) if words else []
+        tokens = [(t, NO_SPAN) for piece in pieces for t in piece]
+        owners = [w for w, piece in enumerate(pieces) for _ in piece]
+        if max_length is not None:
+            keep = max(max_length - self.num_special_tokens_to_add(False), 0)
+            tokens, owners = tokens[:keep], owners[:keep]
+        return self.with_special_tokens(tokens), [None, *owners, None]
 
     def windows(self, text, pair, max_length, stride, lang=None) -> list:
         """Transformers' `tokenizer(text, pair, truncation="only_second", max_length=..., stride=...,

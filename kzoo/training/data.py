@@ -340,10 +340,7 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
         return out
 
     labels = [examples.labels[i] for i in order]
-    if examples.words and not hasattr(tokenizer, "tf_encode_words"):
-        raise DataError(f"{type(tokenizer).__name__}: token-classification training needs a SentencePiece tokenizer "
-                        "(ALBERT, XLM-RoBERTa)")
-    if examples.words:
+    if examples.words and hasattr(tokenizer, "tf_encode_words"):
         columns = {"words": tf.ragged.constant([examples.texts[i] for i in order], dtype=tf.string),
                    "tags": tf.ragged.constant(labels, dtype=tf.int32, inner_shape=())}
         encode = lambda b: tokenizer.tf_encode_words(b["words"], max_length, tags=b["tags"])  # noqa: E731
@@ -359,6 +356,17 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
         def python_batches():
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
+                if examples.words:  # (each word on its own; its tag on its first token, -100 elsewhere)
+                    encoded = [tokenizer.encode_words(examples.texts[i], max_length) for i in rows]
+                    batch = tokenizer.pad_rows([row for row, _ in encoded], max_length)
+                    tags = np.full(batch["token_ids"].shape, -100, np.int32)
+                    for r, (i, (row, owners)) in enumerate(zip(rows, encoded)):
+                        at = max_length - len(row.ids) if tokenizer.padding_side == "left" else 0
+                        for position, word in enumerate(owners):
+                            if word is not None and owners[position - 1] != word:
+                                tags[r, at + position] = examples.labels[i][word]
+                    yield {**batch, "labels": tags}
+                    continue
                 texts = [examples.texts[i] for i in rows]
                 pairs = [examples.pairs[i] for i in rows] if examples.pairs is not None else None
                 batch = tokenizer(texts, pairs=pairs, max_length=max_length, truncation=True, padding="max_length")

@@ -2,7 +2,8 @@
 with Trainer's parameter groups (get_decay_parameter_names), its linear schedule with warmup
 (get_linear_schedule_with_warmup) and clip_grad_norm_(1.0); dropout 0, no shuffle. Every step's loss and
 the weights afterwards agree within 1e-5, for each family and for the classifier and token-classifier
-heads; never compared with kzoo's own earlier numbers."""
+heads; never compared with kzoo's own earlier numbers. XLM's words are tokenized one by one, as
+Transformers' Python tokenizers do with is_split_into_words (tested against it here)."""
 
 import json
 
@@ -82,7 +83,8 @@ def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total, qa=Fa
 
 @pytest.mark.parametrize("family, head", [("albert", "SequenceClassification"), ("albert", "TokenClassification"),
                                           ("xlm-roberta", "SequenceClassification"),
-                                          ("xlm-roberta", "TokenClassification"), ("xlm", "SequenceClassification")])
+                                          ("xlm-roberta", "TokenClassification"), ("xlm", "SequenceClassification"),
+                                          ("xlm", "TokenClassification")])
 def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     labels = SENTIMENT if head == "SequenceClassification" else TAGS
     src, model_dir = family_checkpoint(tmp_path, family, head, labels)
@@ -141,3 +143,27 @@ def test_mixed_precision_stays_near_float32(tmp_path):
         difference = np.abs(losses[precision] - losses["none"]).max()
         assert 0 < difference <= BOUND_MIXED, (precision, difference)
     assert all(np.asarray(v).dtype == np.float32 for v in kzoo.load(tmp_path / "bf16").weights)
+
+
+def test_xlm_words_as_transformers_splits_them(tmp_path):
+    """XLM's tokenizer runs in Python: `encode_words` equals Transformers' `tokenizer(words,
+    is_split_into_words=True, truncation=True, max_length=...)`, and the training batches put each word's tag
+    on its first token."""
+    src, model_dir = family_checkpoint(tmp_path, "xlm", "TokenClassification", TAGS)
+    ours, theirs = kzoo.load_tokenizer(model_dir), transformers.AutoTokenizer.from_pretrained(src)
+    for words in [*WORDS, ["l'homme", "qu'il", "a", "vu", "!"], ["Dr.", "Smith's", "e-mail", "(x)"]]:
+        for length in (None, 6):
+            row, owners = ours.encode_words(words, length)
+            assert row.ids == theirs(words, is_split_into_words=True, truncation=length is not None,
+                                     max_length=length)["input_ids"], words
+            assert owners[0] is None and owners[-1] is None and owners[1:-1] == sorted(owners[1:-1])
+    rng = np.random.default_rng(0)
+    tags = [[int(x) for x in rng.integers(0, len(TAGS), len(w))] for w in WORDS]
+    examples = data.Examples("x", WORDS, None, tags, words=True)
+    batch = next(iter(data.batches(examples, ours, batch_size=8, max_length=32, longest=32)))
+    for r, words in enumerate(WORDS):
+        row, owners = ours.encode_words(words, 32)
+        firsts = [p for p, w in enumerate(owners) if w is not None and owners[p - 1] != w]
+        labels = np.asarray(batch["labels"][r])
+        assert [int(labels[p]) for p in firsts] == [tags[r][owners[p]] for p in firsts]
+        assert (np.delete(labels, firsts) == -100).all()
