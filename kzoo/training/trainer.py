@@ -1,7 +1,8 @@
 """The training loop: Transformers' Trainer's defaults and update, in one XLA-compiled step.
 
 Per optimizer step: `gradient_accumulation` batches, each one's mean loss differentiated (dropout on) and
-the gradients averaged over the step's batches; clipped to a global norm of 1.0 (clip_grad_norm_); then
+the gradients added up (classifiers) or averaged (question answering) over the step's batches, as
+Transformers 5.23's Trainer does (see `step`); clipped to a global norm of 1.0 (clip_grad_norm_); then
 AdamW (torch's update, no weight decay on biases and LayerNorm weights) at the schedule's learning rate
 (linear warmup, then linear to 0 or constant). Batches keep the file's order (or a seeded shuffle per
 epoch), each padded to a length bucket: XLA compiles one program per bucket.
@@ -272,11 +273,16 @@ class Trainer:
 
         if self.variables is None:
             self._prepare(*group[0])
-        share = tf.constant(1.0 / len(group))
+        # Trainer (Transformers 5.23) divides a batch's loss by the step's batches only where it cannot pass
+        # the model num_items_in_batch: these classifiers take it (their forward has **kwargs) and ignore
+        # it, so their batches' losses and gradients add up; question answering's (no "labels") average
+        summed = self.task in ("classifier", "token_classifier")
+        share = tf.constant(1.0 if summed else 1.0 / len(group))
+        combine = np.sum if summed else np.mean
         lr = tf.constant(lr, tf.float32)
         if self.strategy is None:
             losses = [float(self._micro(inputs, labels, share)) for inputs, labels in group]
-            return float(np.mean(losses)), float(self._apply(lr))
+            return float(combine(losses)), float(self._apply(lr))
         from kzoo.training.distribute import split
 
         try:
@@ -291,7 +297,7 @@ class Trainer:
         for i, device in enumerate(self.strategy.extended.worker_devices):
             with tf.device(device):  # (an XLA program reaches variables on its own device only)
                 norms.append(float(self._apply(lr, i)))
-        return float(np.mean(losses)), norms[0]
+        return float(combine(losses)), norms[0]
 
     def train(self, examples, evaluation=None, progress=None, on_step=None, run=None):
         """Runs the plan; returns the log ({step, epoch, loss, learning_rate, grad_norm} per optimizer step)
@@ -438,15 +444,17 @@ class Checkpoints:
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         log = json.loads((self.directory / self.LOG).read_text())
         steps = int(latest.rsplit("-", 1)[1])
+        if len(log) < steps:
+            raise TrainError(f"{self.directory}: its log has {len(log)} steps, its checkpoint {steps}: not one run's")
         return log[:steps]
 
     def save(self, log):
         from kzoo.io.atomic import atomic_file
 
-        self.manager.save(checkpoint_number=len(log))
-        if self.chief:  # (the log after the checkpoint: a kill between them leaves a longer log, cut on restore)
-            for name, text in ((self.LOG, json.dumps(log)), (self.RUN, json.dumps(self.run, indent=1))):
+        if self.chief:  # (the log before the checkpoint: a kill between them leaves a longer log, cut on restore)
+            for name, text in ((self.RUN, json.dumps(self.run, indent=1)), (self.LOG, json.dumps(log))):
                 with atomic_file(self.directory / name, overwrite=True) as tmp:
                     tmp.write_text(text)
-        else:
+        self.manager.save(checkpoint_number=len(log))
+        if not self.chief:
             shutil.rmtree(self.writes, ignore_errors=True)

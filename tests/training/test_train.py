@@ -51,7 +51,9 @@ def write_jsonl(path, rows):
 
 
 def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total, qa=False):
-    """The reference: Trainer's optimizer and schedule on Transformers' model; the loss of each step."""
+    """The reference: Trainer's optimizer and schedule on Transformers' model; the loss of each step. A step's
+    batches add up their losses (classifiers) or average them (question answering), as Trainer does:
+    test_trainer_itself shows it against transformers.Trainer."""
     config = transformers.AutoConfig.from_pretrained(src)
     cls = getattr(transformers, config.architectures[0])
     model = cls.from_pretrained(src).train()
@@ -72,12 +74,12 @@ def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total, qa=Fa
                          attention_mask=torch.as_tensor(np.asarray(batch["padding_mask"]), dtype=torch.long),
                          token_type_ids=None if (segments < 0).all() else torch.as_tensor(segments, dtype=torch.long),
                          **targets).loss
-            (loss / len(group)).backward()
+            (loss / len(group) if qa else loss).backward()
             step_losses.append(loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(np.mean(step_losses)))
+        losses.append(float(np.mean(step_losses) if qa else np.sum(step_losses)))
     return model, losses
 
 
@@ -167,3 +169,48 @@ def test_xlm_words_as_transformers_splits_them(tmp_path):
         labels = np.asarray(batch["labels"][r])
         assert [int(labels[p]) for p in firsts] == [tags[r][owners[p]] for p in firsts]
         assert (np.delete(labels, firsts) == -100).all()
+
+
+def test_trainer_itself(tmp_path):
+    """kzoo train against transformers.Trainer (5.23) itself, on the same batches in the same order (a
+    sequential sampler; a collator giving kzoo's batches): every step's logged loss and gradient norm, and the
+    weights after. With gradient accumulation Trainer adds a step's batch losses up (it passes these models
+    num_items_in_batch, which they ignore, so it does not divide): so does kzoo."""
+    import torch
+
+    src, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", SENTIMENT)
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)])
+    report = kzoo.train(model_dir, tmp_path / "trained", train, batch_size=3, gradient_accumulation=2, max_steps=3,
+                        learning_rate=2e-3, weight_decay=0.01, warmup_steps=1, shuffle=False)
+    examples = data.read(train, "classifier", SENTIMENT)
+    epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3,
+                              max_length=report["max_length"], longest=report["max_length"]))
+
+    def collate(indices):  # (the sequential sampler's batch k holds rows 3k..: kzoo's batch k)
+        batch = epoch[indices[0] // 3]
+        return {"input_ids": torch.as_tensor(np.asarray(batch["token_ids"]), dtype=torch.long),
+                "attention_mask": torch.as_tensor(np.asarray(batch["padding_mask"]), dtype=torch.long),
+                "labels": torch.as_tensor(np.asarray(batch["labels"]), dtype=torch.long)}
+
+    class Sequential(transformers.Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    arguments = transformers.TrainingArguments(
+        str(tmp_path / "hf"), per_device_train_batch_size=3, gradient_accumulation_steps=2, max_steps=3,
+        learning_rate=2e-3, weight_decay=0.01, warmup_steps=1, logging_steps=1, report_to=[], save_strategy="no",
+        use_cpu=True, seed=0, dataloader_drop_last=False)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(src)
+    trainer = Sequential(model=model, args=arguments, train_dataset=list(range(len(TEXTS))), data_collator=collate)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["step"] for h in logged] == [1, 2, 3]
+    for ours, theirs in zip(report["log"], logged):
+        assert abs(ours["loss"] - theirs["loss"]) <= 1e-5 and abs(ours["grad_norm"] - theirs["grad_norm"]) <= 1e-4, \
+            (report["log"], logged)
+    model.save_pretrained(tmp_path / "hf-trained")
+    convert(tmp_path / "hf-trained", tmp_path / "hf-converted")
+    ours = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "trained").weights if not v.path.endswith("key/bias")}
+    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "hf-converted").weights
+              if not v.path.endswith("key/bias")}
+    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) <= 1e-5
