@@ -128,14 +128,7 @@ class QuestionAnswering(Pipeline):
                 for row, first, _ in windows]
 
     def _pad(self, rows):
-        width = max(len(row.ids) for row in rows)
-        batch = {"token_ids": np.full((len(rows), width), self.tokenizer.pad_token_id, np.int32),
-                 "padding_mask": np.zeros((len(rows), width), np.int32),
-                 "segment_ids": np.zeros((len(rows), width), np.int32)}
-        for r, row in enumerate(rows):
-            batch["token_ids"][r, :len(row.ids)] = row.ids
-            batch["padding_mask"][r, :len(row.ids)] = 1
-            batch["segment_ids"][r, :len(row.ids)] = row.segments
+        batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), side="right")
         return {k: v for k, v in batch.items() if k in self.runner.input_names}
 
     def _answers(self, context, spans, top_k, max_answer_len, impossible, align):

@@ -301,17 +301,17 @@ class Tokenizer:
                 batch["special_tokens_mask"][r, span] = np.isin(row.ids, specials)
         return batch
 
-    def _placed(self, length, width):
-        return slice(width - length, width) if self.padding_side == "left" else slice(0, length)
+    def _placed(self, length, width, side=None):
+        return slice(width - length, width) if (side or self.padding_side) == "left" else slice(0, length)
 
-    def pad_rows(self, rows, width, lang=None) -> dict:
+    def pad_rows(self, rows, width, lang=None, side=None) -> dict:
         """Rows (`with_special_tokens`') as a batch `width` tokens wide: token_ids, padding_mask,
-        segment_ids (and XLM's lang_ids), padded on the tokenizer's padding side."""
+        segment_ids (and XLM's lang_ids), padded on `side` (default: the tokenizer's padding side)."""
         batch = {"token_ids": np.full((len(rows), width), self.pad_token_id, np.int32),
                  "padding_mask": np.zeros((len(rows), width), np.int32),
                  "segment_ids": np.zeros((len(rows), width), np.int32)}
         for r, row in enumerate(rows):
-            span = self._placed(len(row.ids), width)
+            span = self._placed(len(row.ids), width, side)
             batch["token_ids"][r, span] = row.ids
             batch["padding_mask"][r, span] = 1
             batch["segment_ids"][r, span] = row.segments

@@ -318,14 +318,8 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
     if isinstance(examples, Windows):  # (its rows are tokenized: padded here to their bucket)
         for start in range(0, len(order), batch_size):
             rows = [examples.rows[i] for i in order[start:start + batch_size]]
-            width = bucket(max(len(r.ids) for r in rows), limit)
-            batch = {"token_ids": np.full((len(rows), width), tokenizer.pad_token_id, np.int32),
-                     "padding_mask": np.zeros((len(rows), width), np.int32),
-                     "segment_ids": np.zeros((len(rows), width), np.int32)}
-            for r, row in enumerate(rows):
-                batch["token_ids"][r, :len(row.ids)] = row.ids
-                batch["padding_mask"][r, :len(row.ids)] = 1
-                batch["segment_ids"][r, :len(row.ids)] = row.segments
+            # (padded on the right: the labels are positions from the row's start)
+            batch = tokenizer.pad_rows(rows, bucket(max(len(r.ids) for r in rows), limit), side="right")
             labels = np.asarray([examples.labels[i] for i in order[start:start + batch_size]], np.int32)
             yield {**{k: tf.constant(v) for k, v in batch.items()}, "labels": tf.constant(labels)}
         return
@@ -358,13 +352,12 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
                 rows = order[start:start + batch_size]
                 if examples.words:  # (each word on its own; its tag on its first token, -100 elsewhere)
                     encoded = [tokenizer.encode_words(examples.texts[i], max_length) for i in rows]
-                    batch = tokenizer.pad_rows([row for row, _ in encoded], max_length)
+                    batch = tokenizer.pad_rows([row for row, _ in encoded], max_length, side="right")
                     tags = np.full(batch["token_ids"].shape, -100, np.int32)
                     for r, (i, (row, owners)) in enumerate(zip(rows, encoded)):
-                        at = max_length - len(row.ids) if tokenizer.padding_side == "left" else 0
                         for position, word in enumerate(owners):
                             if word is not None and owners[position - 1] != word:
-                                tags[r, at + position] = examples.labels[i][word]
+                                tags[r, position] = examples.labels[i][word]
                     yield {**batch, "labels": tags}
                     continue
                 texts = [examples.texts[i] for i in rows]
