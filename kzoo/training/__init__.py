@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 
 from kzoo.io.atomic import overlaps
-
 from kzoo.training.data import DataError
 from kzoo.training.options import PRECISIONS, SCHEDULERS, STRATEGIES, TrainError, TrainOptions
 
@@ -69,7 +68,9 @@ def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, *
     examples = trainer.read(train)
     evaluation = trainer.read(eval) if eval is not None else None
     per_epoch, total, warmup = trainer.plan(examples)
-    kept = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("strategy", "checkpoint_dir", "save_steps")}
+    # (what a checkpoint dir's run is: another model, file or option must not resume from it; how it is run may)
+    kept = {k: v for k, v in dataclasses.asdict(settings).items()
+            if k not in ("strategy", "checkpoint_dir", "save_steps")}
     run = {"model": str(Path(model_dir).resolve()), "train": str(Path(train).resolve()), "examples": len(examples),
            **kept}
     result = trainer.train(examples, evaluation, progress=progress, run=run)

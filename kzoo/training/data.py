@@ -305,9 +305,10 @@ def bucket(length, longest):
 
 def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=False, seed=0, epoch=0, skip=0):
     """The examples as model-input batches (dicts of int32 tensors, with "labels"), in file order or shuffled
-    by (seed, epoch), from batch `skip` on (a resumed run's), each cut to the smallest length bucket holding its longest row. A tf.data pipeline:
-    the SentencePiece tokenizer runs in its graph (tf_encode / tf_encode_words), a batch ahead of the
-    training step; XLM's Python tokenizer feeds it from a generator."""
+    by (seed, epoch), from batch `skip` on (a resumed run's), each cut to the smallest length bucket
+    holding its longest row. A tf.data pipeline: the SentencePiece tokenizer runs in its graph (tf_encode /
+    tf_encode_words), a batch ahead of the training step; XLM's Python tokenizer feeds it from a generator;
+    question-answering windows (`windows`) come tokenized."""
     import tensorflow as tf
 
     order = np.arange(len(examples))

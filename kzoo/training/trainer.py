@@ -165,8 +165,8 @@ class Trainer:
         return tf.reduce_sum(errors) / tf.maximum(rows, 1.0), rows  # (a replica's slice may be empty)
 
     def _micro_step(self, inputs, labels, share):
-        """One batch: its loss, its gradients times `share` (1 / the step's batches) added to the step's (fp16:
-        of the loss times the loss scale, divided back)."""
+        """One batch: its loss, its gradients times `share` (1, or 1 / the step's batches: see `step`) added to
+        the step's (fp16: of the loss times the loss scale, divided back)."""
         loss, _, grads = self._replica_gradients(inputs, labels, share)
         for total, grad in zip(self.accumulated, grads):
             total.assign_add(grad)
@@ -418,8 +418,8 @@ class Checkpoints:
 
         self.directory, self.run = Path(directory), dict(run or {})
         self.chief = is_chief(trainer.strategy)
-        writes = self.directory if self.chief else self.directory / ".workers" / "-".join(map(str, task(trainer.strategy)))
-        self.writes = writes
+        scratch = self.directory / ".workers" / "-".join(map(str, task(trainer.strategy)))
+        self.writes = writes = self.directory if self.chief else scratch
         t = trainer
         # (the model's tf variables, listed: a Keras 3 model is not a tf.train checkpoint's trackable)
         self.checkpoint = tf.train.Checkpoint(model=[v.value for v in t.model.variables], optimizer=t.optimizer,
