@@ -80,14 +80,19 @@ class Trainer:
         decay = [d for d, u in zip(decays(self.model), used) if u]
         self.frozen_rows = self._padding_rows()
         o = self.options
+        # one batch a step on one device: one XLA program computes and applies the gradients, no sums kept
+        self.fused = self.strategy is None and o.gradient_accumulation == 1
         with self._scope():
             self.optimizer = AdamW(self.variables, decay, o.beta_1, o.beta_2, o.epsilon, o.weight_decay)
-            self.accumulated = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in self.variables]
+            self.accumulated = [] if self.fused else [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
+                                                      for v in self.variables]
             # fp16: dynamic loss scaling (Keras' LossScaleOptimizer's rule: halve on an overflow and skip the
             # step, double after 2,000 finite steps)
             self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
             self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-        if self.strategy is None:
+        if self.fused:
+            self._fused = tf.function(self._fused_step, jit_compile=True, reduce_retracing=True)
+        elif self.strategy is None:
             self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
         else:
             self._gradients = tf.function(self._replica_gradients, jit_compile=True, reduce_retracing=True)
@@ -204,17 +209,28 @@ class Trainer:
                 component(total, i).assign_add(grad)
         return self.strategy.experimental_local_results(summed)[0][0]
 
+    def _fused_step(self, inputs, labels, lr):
+        """A step of one batch: (its loss, the gradient norm)."""
+        loss, _, grads = self._replica_gradients(inputs, labels, 1.0)
+        return loss, self._update(grads, lr)
+
     def _apply_step(self, lr, replica=None):
         """The optimizer step on the step's gradient sums (then zeroed); under tf.distribute, on local
         replica `replica`'s copies of every variable (each replica makes the same update)."""
-        import tensorflow as tf
-
         from kzoo.training.distribute import component
 
         copy = (lambda v: v) if replica is None else (lambda v: component(v, replica))  # noqa: E731
-        accumulated, loss_scale, finite_steps = list(map(copy, self.accumulated)), copy(self.loss_scale), \
-            copy(self.finite_steps)
-        grads = [g.read_value() for g in accumulated]
+        accumulated = list(map(copy, self.accumulated))
+        norm = self._update([g.read_value() for g in accumulated], lr, copy)
+        for g in accumulated:
+            g.assign(g * 0.0)
+        return norm
+
+    def _update(self, grads, lr, copy=lambda v: v):
+        """Clipping, AdamW and (fp16) the loss scale's rule, on `copy(v)` of every variable: the norm."""
+        import tensorflow as tf
+
+        loss_scale, finite_steps = copy(self.loss_scale), copy(self.finite_steps)
 
         def step():
             clipped, norm = clip_by_norm(grads, self.options.max_grad_norm)
@@ -231,12 +247,8 @@ class Trainer:
             return tf.constant(float("inf"))
 
         if self.options.mixed_precision == "fp16":
-            norm = tf.cond(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), step, skip)
-        else:
-            norm = step()
-        for g in accumulated:
-            g.assign(g * 0.0)
-        return norm
+            return tf.cond(tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads]), step, skip)
+        return step()
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -280,6 +292,9 @@ class Trainer:
         share = tf.constant(1.0 if summed else 1.0 / len(group))
         combine = np.sum if summed else np.mean
         lr = tf.constant(lr, tf.float32)
+        if self.fused:
+            loss, norm = self._fused(*group[0], lr)
+            return float(loss), float(norm)
         if self.strategy is None:
             losses = [float(self._micro(inputs, labels, share)) for inputs, labels in group]
             return float(combine(losses)), float(self._apply(lr))

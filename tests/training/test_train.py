@@ -127,6 +127,29 @@ def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     assert worst <= 1e-5 and moved > 1e-3, (worst, moved)  # (and training did change them)
 
 
+def test_one_batch_steps_equal_pytorch(tmp_path):
+    """Without gradient accumulation a step is one XLA program (gradients applied as computed, no sums kept):
+    the same numbers as PyTorch too."""
+    src, model_dir = family_checkpoint(tmp_path, "albert", "TokenClassification", TAGS)
+    rng = np.random.default_rng(1)
+    train = write_jsonl(tmp_path / "train.jsonl", [{"tokens": w, "tags": [TAGS[int(x)] for x in
+                                                                          rng.integers(0, len(TAGS), len(w))]}
+                                                   for w in WORDS])
+    report = kzoo.train(model_dir, tmp_path / "trained", train, batch_size=3, max_steps=3, learning_rate=2e-3,
+                        weight_decay=0.01, warmup_steps=1, shuffle=False)
+    examples = data.read(train, "token_classifier", TAGS)
+    epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3, max_length=report["max_length"],
+                              longest=report["max_length"]))
+    reference, losses = torch_steps(src, [[b] for b in epoch], lr=2e-3, weight_decay=0.01, warmup=1, total=3)
+    assert np.abs(np.array([r["loss"] for r in report["log"]]) - losses).max() <= 1e-5
+    reference.save_pretrained(tmp_path / "torch-trained")
+    convert(tmp_path / "torch-trained", tmp_path / "torch-converted")
+    ours = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "trained").weights if not v.path.endswith("key/bias")}
+    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "torch-converted").weights
+              if not v.path.endswith("key/bias")}
+    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) <= 1e-5
+
+
 BOUND_MIXED = 1e-3  # README: the most a step's loss may differ from the float32 run's over 20 steps
 
 
