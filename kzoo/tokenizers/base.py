@@ -315,7 +315,7 @@ class Tokenizer:
             batch["token_ids"][r, span] = row.ids
             batch["padding_mask"][r, span] = 1
             batch["segment_ids"][r, span] = row.segments
-        return self._finish_batch(batch, rows, lang)
+        return self._finish_batch(batch, rows, lang, side)
 
     def encode_words(self, words, max_length=None, lang=None):
         """Transformers' `tokenizer(words, is_split_into_words=True, truncation=True, max_length=...)` for a
@@ -354,7 +354,7 @@ class Tokenizer:
                 return windows
             start += room - stride
 
-    def _finish_batch(self, batch, rows, lang):
+    def _finish_batch(self, batch, rows, lang, side=None):
         """A format's extra inputs (XLM: lang_ids)."""
         return batch
 

@@ -348,7 +348,7 @@ class XLMTokenizer(Tokenizer):
                                 lang=lang, return_offsets_mapping=return_offsets_mapping,
                                 return_special_tokens_mask=return_special_tokens_mask)
 
-    def _finish_batch(self, batch, rows, lang):
+    def _finish_batch(self, batch, rows, lang, side=None):
         batch["segment_ids"][:] = -1
         if lang is None:
             batch["lang_ids"] = np.full_like(batch["token_ids"], -1)
@@ -358,7 +358,7 @@ class XLMTokenizer(Tokenizer):
         width = batch["token_ids"].shape[1]
         batch["lang_ids"] = np.full_like(batch["token_ids"], id_a)
         for r, row in enumerate(rows):
-            start = width - len(row.ids) if self.padding_side == "left" else 0
+            start = width - len(row.ids) if (side or self.padding_side) == "left" else 0
             batch["lang_ids"][r, start + row.first:start + len(row.ids)] = id_b
         return batch
 

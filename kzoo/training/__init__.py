@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 
 from kzoo.io.atomic import overlaps
 from kzoo.training.data import DataError
@@ -30,8 +31,8 @@ def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, *
     """Fine-tunes the task model at `model_dir` on the file `train` (kzoo.training.data's formats) and writes
     the result to `out` as a model dir; `eval`: a file to report the task's metrics on after training.
     options: TrainOptions' fields (epochs, max_steps, batch_size, learning_rate, weight_decay, warmup_steps,
-    warmup_ratio, scheduler, gradient_accumulation, max_length, seed, shuffle, mixed_precision, lora_rank,
-    strategy, checkpoint_dir, save_steps). Returns the report: the plan, the per-step log (loss, learning
+    warmup_ratio, scheduler, gradient_accumulation, max_length, doc_stride, seed, shuffle, mixed_precision,
+    lora_rank, strategy, checkpoint_dir, save_steps). Returns the report: the plan, the per-step log (loss, learning
     rate, gradient norm), examples/s and the metrics. Under strategy "multi-worker" every worker runs this
     and only the chief writes `out` (the others' reports say "out": None)."""
     from pathlib import Path
@@ -72,7 +73,7 @@ def train(model_dir, out, train, eval=None, *, overwrite=False, progress=None, *
     kept = {k: v for k, v in dataclasses.asdict(settings).items()
             if k not in ("strategy", "checkpoint_dir", "save_steps")}
     run = {"model": str(Path(model_dir).resolve()), "train": str(Path(train).resolve()), "examples": len(examples),
-           **kept}
+           "train_sha256": hashlib.sha256(Path(train).read_bytes()).hexdigest(), **kept}
     result = trainer.train(examples, evaluation, progress=progress, run=run)
     chief = is_chief(strategy)
     if chief:

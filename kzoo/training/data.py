@@ -207,11 +207,12 @@ def _read_squad(path):
         if not isinstance(context, str):
             raise DataError(f'{where}: needs "context" (a string)')
         found = []
-        for answer in answers if not impossible else []:
+        for k, answer in enumerate(answers if not impossible else []):
             text, start = (answer.get("text"), answer.get("answer_start")) if isinstance(answer, dict) else (None, None)
             if not isinstance(text, str) or isinstance(start, bool) or not isinstance(start, int):
                 raise DataError(f'{where}: an answer needs "text" (a string) and "answer_start" (a character index)')
-            if context[start:start + len(text)] != text:
+            # (training labels the first answer; evaluation compares every answer's text, as SQuAD's script)
+            if k == 0 and context[start:start + len(text)] != text:
                 raise DataError(f"{where}: answer {text!r} is not at character {start} of its context "
                                 f"(there: {context[start:start + len(text)]!r})")
             found.append((start, text))
@@ -260,8 +261,9 @@ class Windows:
 def windows(questions, tokenizer, max_length, stride) -> Windows:
     """Transformers' run_qa prepare_train_features: the question (leading whitespace removed) and its
     context's windows (only_second truncation with a stride), the answer's tokens from the offsets. One
-    difference: where an answer ends the context, run_qa's loop walks past the context onto the final
-    separator (its comment calls it an edge case); here the start stays on the answer's token."""
+    difference: where an answer starts in the context's last token, run_qa's loop walks past the context
+    (onto the separator and padding, whose offsets are (0, 0); its comment calls it an edge case); here the
+    start stays on the answer's token."""
     from kzoo.errors import TokenizerError
 
     if not hasattr(tokenizer, "windows") or not getattr(tokenizer, "is_fast", True):
@@ -319,8 +321,9 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
     if isinstance(examples, Windows):  # (its rows are tokenized: padded here to their bucket)
         for start in range(0, len(order), batch_size):
             rows = [examples.rows[i] for i in order[start:start + batch_size]]
-            # (padded on the right: the labels are positions from the row's start)
-            batch = tokenizer.pad_rows(rows, bucket(max(len(r.ids) for r in rows), limit), side="right")
+            # padded to max_length as run_qa does (pad_to_max_length): the start / end softmaxes take in the
+            # padding positions, so their number changes the loss; on the right: labels count from the start
+            batch = tokenizer.pad_rows(rows, limit, side="right")
             labels = np.asarray([examples.labels[i] for i in order[start:start + batch_size]], np.int32)
             yield {**{k: tf.constant(v) for k, v in batch.items()}, "labels": tf.constant(labels)}
         return

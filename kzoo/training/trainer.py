@@ -68,7 +68,8 @@ class Trainer:
 
     def _prepare(self, inputs, labels):
         """The optimizer over the variables the loss reaches (torch's AdamW skips a parameter without a
-        gradient: no update, no decay), their gradient sums, and the compiled steps."""
+        gradient: no update, no decay), their gradient sums (with accumulation or replicas), and the compiled
+        steps."""
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
@@ -217,13 +218,15 @@ class Trainer:
     def _apply_step(self, lr, replica=None):
         """The optimizer step on the step's gradient sums (then zeroed); under tf.distribute, on local
         replica `replica`'s copies of every variable (each replica makes the same update)."""
+        import tensorflow as tf
+
         from kzoo.training.distribute import component
 
         copy = (lambda v: v) if replica is None else (lambda v: component(v, replica))  # noqa: E731
         accumulated = list(map(copy, self.accumulated))
         norm = self._update([g.read_value() for g in accumulated], lr, copy)
         for g in accumulated:
-            g.assign(g * 0.0)
+            g.assign(tf.zeros_like(g))  # (not g * 0: after an fp16 overflow inf * 0 is NaN, and stays)
         return norm
 
     def _update(self, grads, lr, copy=lambda v: v):
@@ -279,8 +282,9 @@ class Trainer:
         return per_epoch, total, warmup
 
     def step(self, group, lr):
-        """One optimizer step on `group`, a list of (inputs, labels) batches (gradients averaged over them), at
-        learning rate `lr`: (the batches' mean loss, the gradient norm before clipping)."""
+        """One optimizer step on `group`, a list of (inputs, labels) batches, at learning rate `lr`: (the
+        step's loss, the gradient norm before clipping). The batches' losses and gradients add up
+        (classifiers) or average (question answering), as Trainer's (below)."""
         import tensorflow as tf
 
         if self.variables is None:
@@ -293,6 +297,7 @@ class Trainer:
         combine = np.sum if summed else np.mean
         lr = tf.constant(lr, tf.float32)
         if self.fused:
+            assert len(group) == 1, "one batch a step without gradient accumulation"
             loss, norm = self._fused(*group[0], lr)
             return float(loss), float(norm)
         if self.strategy is None:
@@ -303,11 +308,13 @@ class Trainer:
         try:
             losses = [float(self._micro(*split(self.strategy, (inputs, labels)), share)) for inputs, labels in group]
         except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:  # (a peer's collective gave up)
-            why = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            why = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__).strip()
+            if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                raise TrainError(f"the replicas' gradient sum failed ({why})") from None
             resume = ("; start every worker again with the same command: they resume from "
                       f"{self.options.checkpoint_dir}" if self.options.checkpoint_dir else
                       " (with --checkpoint-dir, starting every worker again resumes the run)")
-            raise TrainError(f"a worker of the cluster stopped ({why.strip()}){resume}") from None
+            raise TrainError(f"a worker of the cluster stopped ({why}){resume}") from None
         norms = []
         for i, device in enumerate(self.strategy.extended.worker_devices):
             with tf.device(device):  # (an XLA program reaches variables on its own device only)
@@ -323,11 +330,14 @@ class Trainer:
         o = self.options
         per_epoch, total, warmup = self.plan(examples)
         n_batches = math.ceil(len(examples) / o.batch_size)
+        self._check_even_slices(len(examples))
         if self.variables is None:
             self._prepare(*next(iter(self._batches(examples, 0, False))))
         state = Checkpoints(self, o.checkpoint_dir, run) if o.checkpoint_dir else None
         log = state.restore() if state else []
         step, seen, started = len(log), 0, time.time()
+        if state:
+            self._same_step_everywhere(step)
         advance = progress(total) if progress else (lambda n=1, status=None: None)
         if step:
             advance(min(step, total), f"resumed at step {step} from {o.checkpoint_dir}")
@@ -359,6 +369,32 @@ class Trainer:
         if evaluation is not None:
             result["eval"] = self.evaluate(evaluation)
         return result
+
+    def _check_even_slices(self, count):
+        """TPUs replicate one program of static shapes: every batch (the last one too) must cut into equal
+        slices (GPUs and CPUs take unequal ones)."""
+        import tensorflow as tf
+
+        if not isinstance(self.strategy, tf.distribute.TPUStrategy):
+            return
+        n, size, last = self.strategy.num_replicas_in_sync, self.options.batch_size, count % self.options.batch_size
+        if size % n or last % n:
+            raise TrainError(f"--strategy tpu cuts every batch into {n} equal slices: --batch-size {size} with "
+                             f"{count} examples leaves a batch of {last or size}; give a batch size and a number of "
+                             f"examples that {n} divides")
+
+    def _same_step_everywhere(self, step):
+        """Every worker resumes from the same step (a checkpoint dir not shared by all of them would mix
+        batches and weights of different steps without an error)."""
+        import tensorflow as tf
+
+        if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        mean = self.strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            "mean", tf.constant(float(step))))
+        if float(self.strategy.experimental_local_results(mean)[0]) != step:
+            raise TrainError(f"the workers resume from different steps (this one: step {step}); --checkpoint-dir "
+                             f"{self.options.checkpoint_dir} must be one directory every worker sees")
 
     def evaluate(self, examples) -> dict:
         """The task's metrics on `examples` (model in inference mode)."""
@@ -397,8 +433,8 @@ class Trainer:
         best = {}  # question -> (score, text); null -> the lowest <cls> score over its windows
         null = {}
         for w, (row, first, i) in enumerate(zip(windows.rows, windows.context_at, windows.example)):
-            n = len(row.ids)
-            start, end = start_logits[w][:n], end_logits[w][:n]
+            n = len(row.ids)  # (ranked over the padded row, as utils_qa does; padding is no answer)
+            start, end = start_logits[w], end_logits[w]
             null[i] = min(null.get(i, np.inf), float(start[0] + end[0]))
             context = questions.pairs[i]
             for s in np.argsort(start)[::-1][:N_BEST]:
@@ -457,6 +493,8 @@ class Checkpoints:
         if latest is None:
             return []
         self.checkpoint.restore(latest).assert_existing_objects_matched()
+        if not (self.directory / self.LOG).is_file():
+            raise TrainError(f"{self.directory}: a checkpoint without its {self.LOG}: not a kzoo train checkpoint dir")
         log = json.loads((self.directory / self.LOG).read_text())
         steps = int(latest.rsplit("-", 1)[1])
         if len(log) < steps:

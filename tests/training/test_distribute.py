@@ -97,11 +97,12 @@ def free_ports(n):
     return ports
 
 
-def workers(model_dir, out, train, options, ports):
+def workers(model_dir, out, train, options, ports, only=None):
+    """The cluster's worker processes (`only`: just those indices)."""
     cluster = [f"127.0.0.1:{p}" for p in ports]
     return [start([model_dir, out, "--train", train, "--strategy", "multi-worker", *cli_args(options)],
                   env={"TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})})
-            for i in range(len(ports))]
+            for i in range(len(ports)) if only is None or i in only]
 
 
 def data(tmp_path, head):
@@ -161,6 +162,14 @@ def test_multi_worker_equals_one_device_and_resumes_after_a_worker_is_killed(tmp
     assert last and "a worker of the cluster stopped" in last[-1] and str(checkpoints) in last[-1], err[-2000:]
     assert not (tmp_path / "resumed").exists()
 
+    # a worker that sees another checkpoint dir (none here) would resume elsewhere: both refuse
+    cluster, other = free_ports(2), tmp_path / "elsewhere"
+    refused = workers(model_dir, tmp_path / "resumed", train, resumable, cluster, only=[0]) + \
+        workers(model_dir, tmp_path / "resumed", train, {**resumable, "checkpoint_dir": other}, cluster, only=[1])
+    for process in refused:
+        code, _, err = finish(process)
+        assert code == 2 and "the workers resume from different steps" in err.splitlines()[-1], err[-2000:]
+
     chief, _ = [report(p) for p in workers(model_dir, tmp_path / "resumed", train, resumable, free_ports(2))]
     assert chief["steps"] == 40 and [r["step"] for r in chief["log"]] == list(range(1, 41))
     assert worst(tmp_path / "cluster", tmp_path / "resumed") <= BOUND  # (summed across processes: rounding)
@@ -197,6 +206,9 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     with pytest.raises(TrainError, match="holds the checkpoints of another run .*learning_rate"):
         kzoo.train(model_dir, tmp_path / "other", train, **{**options, "learning_rate": 1e-3,
                                                             "checkpoint_dir": checkpoints})
+    train.write_text(train.read_text().replace('"neg"', '"pos"'))  # (as many examples, other labels)
+    with pytest.raises(TrainError, match="holds the checkpoints of another run .*train_sha256"):
+        kzoo.train(model_dir, tmp_path / "other", train, **{**options, "checkpoint_dir": checkpoints})
 
 
 @pytest.mark.parametrize("tf_config, message", [(None, "reads its cluster from TF_CONFIG"),

@@ -150,6 +150,31 @@ def test_one_batch_steps_equal_pytorch(tmp_path):
     assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) <= 1e-5
 
 
+def test_an_fp16_overflow_skips_the_step_and_clears_the_sums(tmp_path):
+    """With accumulation, an overflowing step (inf in a gradient sum) is skipped, the loss scale halved and the
+    sums zeroed (inf * 0 would be NaN for good): the next step trains."""
+    import tensorflow as tf
+
+    src, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", SENTIMENT)
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)])
+    from kzoo.training import Trainer, TrainOptions
+
+    trainer = Trainer(kzoo.load(model_dir), kzoo.load_tokenizer(model_dir),
+                      TrainOptions(gradient_accumulation=2, mixed_precision="fp16", shuffle=False))
+    examples = trainer.read(train)
+    group = list(trainer._batches(examples, 0, False))[:2]
+    trainer._prepare(*group[0])
+    before = [np.asarray(v) for v in trainer.variables]
+    trainer.accumulated[0].assign(tf.fill(trainer.accumulated[0].shape, float("inf")))
+    assert np.isinf(float(trainer._apply(tf.constant(1e-3))))
+    assert float(trainer.loss_scale) == 2.0 ** 14
+    assert all(np.all(np.asarray(g) == 0) for g in trainer.accumulated)
+    assert all(np.array_equal(a, np.asarray(v)) for a, v in zip(before, trainer.variables))  # (skipped)
+    loss, norm = trainer.step(group, 1e-3)
+    assert np.isfinite(loss) and np.isfinite(norm)
+    assert max(float(np.abs(a - np.asarray(v)).max()) for a, v in zip(before, trainer.variables)) > 1e-4
+
+
 BOUND_MIXED = 1e-3  # README: the most a step's loss may differ from the float32 run's over 20 steps
 
 

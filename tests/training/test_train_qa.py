@@ -42,8 +42,8 @@ def squad_file(path, qas=QAS, v2=True):
 
 def run_qa_features(tokenizer, questions, contexts, answers, max_length, stride):
     """Transformers' examples/pytorch/question-answering/run_qa.py prepare_train_features (pad_on_right), with
-    the start loop kept inside the context (kzoo's one documented difference: run_qa walks onto the final
-    separator when the answer ends the context)."""
+    the start loop kept inside the context (kzoo's one documented difference: run_qa walks past the context
+    when the answer starts in its last token)."""
     encoded = tokenizer([q.lstrip() for q in questions], contexts, truncation="only_second", max_length=max_length,
                         stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
     features = []
