@@ -83,6 +83,24 @@ def torch_steps(src, batches_per_step, *, lr, weight_decay, warmup, total, qa=Fa
     return model, losses
 
 
+def differs_from(trained, reference, tmp_path, leave_out=("key/bias",)):
+    """The largest weight difference between kzoo's trained model dir and a trained Transformers model (saved and
+    converted here); leave_out: weight paths' endings not compared (see test_train_equals_pytorch_step_for_step)."""
+    reference.save_pretrained(tmp_path / "reference-trained")
+    convert(tmp_path / "reference-trained", tmp_path / "reference-converted")
+    ours = {v.path: np.asarray(v) for v in kzoo.load(trained).weights if not v.path.endswith(leave_out)}
+    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "reference-converted").weights
+              if not v.path.endswith(leave_out)}
+    assert ours.keys() == theirs.keys()
+    return max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours)
+
+
+def moved(trained, start):
+    """How far training moved the weights from the model dir `start`."""
+    ours, before = ({v.path: np.asarray(v) for v in kzoo.load(d).weights} for d in (trained, start))
+    return max(float(np.abs(ours[k] - before[k]).max()) for k in ours)
+
+
 @pytest.mark.parametrize("family, head", [("albert", "SequenceClassification"), ("albert", "TokenClassification"),
                                           ("xlm-roberta", "SequenceClassification"),
                                           ("xlm-roberta", "TokenClassification"), ("xlm", "SequenceClassification"),
@@ -112,19 +130,11 @@ def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     reference, losses = torch_steps(src, steps, lr=2e-3, weight_decay=0.01, warmup=1, total=3)
     assert np.abs(np.array([r["loss"] for r in report["log"]]) - losses).max() <= 1e-5, (report["log"], losses)
 
-    reference.save_pretrained(tmp_path / "torch-trained")
-    convert(tmp_path / "torch-trained", tmp_path / "torch-converted")
     # Attention key biases are left out: their gradient is 0 in exact arithmetic (a softmax does not change
     # when every key's score moves by the same q . b), so each framework's rounding noise is all Adam sees,
     # and Adam scales any gradient to a step of about the learning rate. They change no output.
-    ours = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "trained").weights if not v.path.endswith("key/bias")}
-    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "torch-converted").weights
-              if not v.path.endswith("key/bias")}
-    assert ours.keys() == theirs.keys()
-    worst = max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours)
-    start = {v.path: np.asarray(v) for v in kzoo.load(model_dir).weights}
-    moved = max(float(np.abs(ours[k] - start[k]).max()) for k in ours)
-    assert worst <= 1e-5 and moved > 1e-3, (worst, moved)  # (and training did change them)
+    worst = differs_from(tmp_path / "trained", reference, tmp_path)
+    assert worst <= 1e-5 and moved(tmp_path / "trained", model_dir) > 1e-3, worst  # (and training did change them)
 
 
 def test_one_batch_steps_equal_pytorch(tmp_path):
@@ -142,12 +152,7 @@ def test_one_batch_steps_equal_pytorch(tmp_path):
                               longest=report["max_length"]))
     reference, losses = torch_steps(src, [[b] for b in epoch], lr=2e-3, weight_decay=0.01, warmup=1, total=3)
     assert np.abs(np.array([r["loss"] for r in report["log"]]) - losses).max() <= 1e-5
-    reference.save_pretrained(tmp_path / "torch-trained")
-    convert(tmp_path / "torch-trained", tmp_path / "torch-converted")
-    ours = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "trained").weights if not v.path.endswith("key/bias")}
-    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "torch-converted").weights
-              if not v.path.endswith("key/bias")}
-    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) <= 1e-5
+    assert differs_from(tmp_path / "trained", reference, tmp_path) <= 1e-5
 
 
 def test_an_fp16_overflow_skips_the_step_and_clears_the_sums(tmp_path):
@@ -256,9 +261,4 @@ def test_trainer_itself(tmp_path):
     for ours, theirs in zip(report["log"], logged):
         assert abs(ours["loss"] - theirs["loss"]) <= 1e-5 and abs(ours["grad_norm"] - theirs["grad_norm"]) <= 1e-4, \
             (report["log"], logged)
-    model.save_pretrained(tmp_path / "hf-trained")
-    convert(tmp_path / "hf-trained", tmp_path / "hf-converted")
-    ours = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "trained").weights if not v.path.endswith("key/bias")}
-    theirs = {v.path: np.asarray(v) for v in kzoo.load(tmp_path / "hf-converted").weights
-              if not v.path.endswith("key/bias")}
-    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) <= 1e-5
+    assert differs_from(tmp_path / "trained", model, tmp_path) <= 1e-5
