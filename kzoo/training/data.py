@@ -318,7 +318,7 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
         order = np.random.default_rng([seed, epoch]).permutation(len(examples))
     order = order[skip * batch_size:]
     limit = min(longest, max_length)
-    if isinstance(examples, Windows):  # (its rows are tokenized: padded here to their bucket)
+    if isinstance(examples, Windows):  # (its rows come tokenized)
         for start in range(0, len(order), batch_size):
             rows = [examples.rows[i] for i in order[start:start + batch_size]]
             # padded to max_length as run_qa does (pad_to_max_length): the start / end softmaxes take in the

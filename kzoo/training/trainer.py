@@ -101,9 +101,9 @@ class Trainer:
         self._apply = tf.function(self._apply_step, jit_compile=True)
 
     def _padding_rows(self):
-        """{index in self.variables: a [rows, 1] mask, 0 at the padding id}: the embedding tables whose padding
-        row PyTorch never trains (nn.Embedding(padding_idx)); their gradient there is zeroed. It matters where
-        padding positions reach the loss (question answering's start / end over every position)."""
+        """{index in self.variables: the padding id}: the embedding tables whose padding row PyTorch never
+        trains (nn.Embedding(padding_idx)); their gradient there is zeroed. It matters where padding positions
+        reach the loss (question answering's start / end over every position)."""
         from kzoo.families import get_family
 
         config = self.model.kzoo_config
@@ -112,13 +112,7 @@ class Trainer:
             return {}
         tables = {id(self.model.backbone.get_layer(name).embeddings)
                   for name in get_family(config["architecture"]).padding_rows}
-        masks = {}
-        for i, variable in enumerate(self.variables):
-            if id(variable) in tables:
-                mask = np.ones((variable.shape[0], 1), np.float32)
-                mask[pad] = 0.0
-                masks[i] = mask
-        return masks
+        return {i: int(pad) for i, variable in enumerate(self.variables) if id(variable) in tables}
 
     def _enable_lora(self, rank):
         """Keras' own LoRA (Dense.enable_lora, as keras-hub applies it) on every attention layer's query and
@@ -187,8 +181,8 @@ class Trainer:
             scaled = loss * self.loss_scale
         grads = [tf.cast(g, v.dtype) * (share / self.loss_scale) for g, v in zip(tape.gradient(scaled, self.variables),
                                                                                    self.variables)]
-        for i, mask in self.frozen_rows.items():
-            grads[i] = grads[i] * mask
+        for i, pad in self.frozen_rows.items():  # (one row written, not the table multiplied by a mask)
+            grads[i] = tf.tensor_scatter_nd_update(grads[i], [[pad]], tf.zeros([1, grads[i].shape[1]], grads[i].dtype))
         return loss, count, grads
 
     def _distributed_micro_step(self, inputs, labels, share):
