@@ -331,26 +331,43 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         ids, each token's character span in its text and its word's (between ASCII whitespace: the words
         Transformers' pre-tokenizer sees in most text), for 1-D strings; builtin TFLite ops and tf-text's only.
 
-        The op gives no offsets, so they are counted: a word's pieces cover its characters in order, each
-        its own characters but `▁` (an added token's marker: the token's text; the stand-in for a character
-        the vocabulary lacks: one), with Transformers' rules of `token_spans` (a lone `▁` spans the
-        character after it, lstrip / rstrip added tokens take in the whitespace). That is Transformers'
-        offset_mapping wherever normalisation keeps each character one character (case, accents, width,
-        most text); in a word where it does not (ligatures such as "ﬁ", composed or removed marks, removed
-        control characters, ALBERT's `` -> ", runs of non-ASCII spaces), or that holds an unknown piece
-        (a run of characters of unknown length) beside other pieces, every token of the word spans the
-        whole word. Python's `__call__(return_offsets_mapping=True)` aligns those too.
+        The op gives no offsets, so they are counted: a word's pieces cover its normalized characters in
+        order, each its own characters but `▁` (an added token's marker: what its text normalizes to; the
+        stand-in for a character the vocabulary lacks: one), and each character of the text normalizes to a
+        known number of characters (`_piece_tables`' per-code-point table of the folded charsmap; 0 for a
+        removed one, 2 for "ﬁ"), so each token's normalized characters lead back to the characters they
+        came from, with Transformers' rules of `token_spans` (a lone `▁` spans the character after it,
+        lstrip / rstrip added tokens take in the whitespace). In a word where the pieces do not add up to
+        that count (a rule on a sequence: composed NFD marks, ALBERT's `` -> ", a mark after a rewritten
+        character; runs of non-ASCII spaces), or that holds two unknown pieces (runs of characters of
+        unknown lengths), every token of the word spans the whole word. Python's
+        `__call__(return_offsets_mapping=True)` aligns those too.
         """
         from tensorflow_text.python.ops.byte_splitter import gen_byte_splitter
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
 
         strings = tf.convert_to_tensor(strings, tf.string)
-        chars, leading, marker, lstrip, rstrip = self._piece_tables()
+        chars, leading, marker, lstrip, rstrip, block_of, blocks = self._piece_tables()
         # Characters before each byte: a UTF-8 character starts at every byte but 10xxxxxx.
         values, byte_splits = gen_byte_splitter.tf_text_byte_split_with_offsets(input_values=strings)[:2]
         values, byte_splits = tf.cast(values, tf.int32), tf.cast(byte_splits, tf.int32)
         starts_char = tf.cast((values < 0x80) | (values >= 0xC0), tf.int32)
         before = tf.concat([[0], tf.cumsum(starts_char)], 0)  # [bytes + 1]
+        # Each character's code point (UTF-8 decoded with arithmetic: TFLite has no string ops), then how many
+        # characters it normalizes to, and for each normalized character the character it came from: the
+        # number of characters that end at or before it.
+        n_bytes, char_of_byte = tf.size(values), tf.maximum(before[1:] - 1, 0)
+        char_start = tf.boolean_mask(tf.range(n_bytes), starts_char > 0)
+        following = tf.gather(tf.concat([char_start, [n_bytes]], 0), char_of_byte + 1) - tf.range(n_bytes) - 1
+        lead = tf.where(values < 0x80, 0, tf.where(values < 0xC0, 0x80, tf.where(values < 0xE0, 0xC0, tf.where(
+            values < 0xF0, 0xE0, 0xF0))))
+        payload = (values - lead) * tf.gather(tf.constant([1, 64, 4096, 262144]), tf.clip_by_value(following, 0, 3))
+        code = tf.clip_by_value(tf.math.unsorted_segment_sum(payload, char_of_byte, before[-1]), 0, 0x10FFFF)
+        norm = tf.gather(blocks, tf.gather(block_of, code // 256) * 256 + code % 256)  # [chars]
+        norm, to_space, starts, continues = norm % 256, norm // 256 % 2, norm // 512 % 2, norm // 1024
+        # a character that starts a rule on a sequence followed by one that can continue it: the table's
+        # count of its word may be wrong
+        sequence = starts * tf.concat([continues[1:], [0]], 0)
         text_base = tf.gather(byte_splits, tf.range(tf.size(byte_splits) - 1))  # each text's first byte
         if self._split_words:
             words, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
@@ -363,12 +380,20 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         word_text = tf.cast(tf.RaggedTensor.from_row_splits(tf.zeros([splits[-1]], tf.int32), splits,
                                                             validate=False).value_rowids(), tf.int32)
 
-        def char(byte_offset, text):  # a byte offset in a text -> a character offset
-            base = tf.gather(text_base, text)
-            return tf.gather(before, base + tf.cast(byte_offset, tf.int32)) - tf.gather(before, base)
+        def char(byte_offset, text):  # a byte offset in a text -> the character's index in all texts
+            return tf.gather(before, tf.gather(text_base, text) + tf.cast(byte_offset, tf.int32))
 
-        w_start, w_end = char(word_start, word_text), char(word_end, word_text)
-        text_chars = char(byte_splits[1:] - text_base, tf.range(tf.size(text_base)))
+        text_first = char(0, tf.range(tf.size(text_base)))
+        w_first, w_after = char(word_start, word_text), char(word_end, word_text)
+        norm = self._op_spaces(norm, to_space, w_first, w_after)
+        norm_before = tf.concat([[0], tf.cumsum(norm)], 0)  # [chars + 1]
+        owner = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(norm), norm_before[1:], norm_before[-1] + 1))
+        w_start, w_end = w_first - tf.gather(text_first, word_text), w_after - tf.gather(text_first, word_text)
+        text_chars = char(byte_splits[1:] - text_base, tf.range(tf.size(text_base))) - text_first
+        sequences_before = tf.concat([[0], tf.cumsum(sequence)], 0)
+        w_plain = tf.equal(tf.gather(sequences_before, w_after), tf.gather(sequences_before, w_first))
+        w_norm_start = tf.gather(norm_before, w_first)
+        w_norm = tf.gather(norm_before, w_after) - w_norm_start  # the word's normalized characters
         first_of_text = tf.gather(splits, word_text)
         w_index = tf.range(tf.size(word_text))
         # whitespace before / after each word, to the previous / next word of its text
@@ -393,19 +418,22 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         unknown = length < 0  # the unknown piece (a run of unknown characters: as many as the others leave)
         per_word = lambda x: tf.math.unsorted_segment_sum(x, word, n_words)  # noqa: E731
         n_unknown = per_word(tf.cast(unknown, tf.int32))
-        w_chars = w_end - w_start
         known = per_word(tf.where(unknown, 0, length) + space)
-        length = tf.where(unknown, tf.gather(w_chars - known, word), length)
+        length = tf.where(unknown, tf.gather(w_norm - known, word), length)
         taken = length + space
-        # (beside an unknown run, whether normalisation kept the word's length is not known: so only a run
-        # that is the whole word is counted)
-        counted = tf.equal(per_word(taken), w_chars) & ((n_unknown == 0) | ((n_unknown == 1) & tf.equal(known, 0)))
+        counted = tf.equal(per_word(taken), w_norm) & w_plain & (n_unknown < 2) & tf.equal(
+            per_word(tf.cast(unknown & (length < 1), tf.int32)), 0)
         cum = tf.cumsum(taken, exclusive=True)
         cum -= tf.gather(tf.concat([cum, [0]], 0), tf.gather(piece_splits, word))
-        start = tf.gather(w_start, word) + cum + space
-        end = start + tf.maximum(length, 1)  # a lone ▁ spans the character after it
-        end = tf.where(tf.equal(length, 0) & (start >= tf.gather(w_end, word)), 0, end)
-        start = tf.where(tf.equal(length, 0) & (start >= tf.gather(w_end, word)), 0, start)
+        # the token's first and last normalized characters (a lone ▁: the one after it), in all texts
+        first_norm = tf.gather(w_norm_start, word) + cum + space
+        last_norm = first_norm + tf.maximum(length, 1) - 1
+        top = tf.size(owner) - 1
+        base = tf.gather(tf.gather(text_first, word_text), word)
+        start = tf.gather(owner, tf.minimum(first_norm, top)) - base
+        end = tf.gather(owner, tf.minimum(last_norm, top)) + 1 - base
+        past = tf.equal(length, 0) & (first_norm >= tf.gather(w_norm_start + w_norm, word))  # a ▁ ending its word
+        start, end = tf.where(past, 0, start), tf.where(past, 0, end)
         start = tf.where(tf.gather(lstrip, ids) & first, tf.gather(space_from, word), start)
         end = tf.where(tf.gather(rstrip, ids) & last, tf.gather(space_to, word), end)
         whole = tf.gather(counted, word)
@@ -416,21 +444,52 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return (ragged(tf.gather(self._id_map, ids)), ragged(start), ragged(end),
                 ragged(tf.gather(w_start, word)), ragged(tf.gather(w_end, word)))
 
+    @staticmethod
+    def _op_spaces(norm, to_space, w_first, w_after):
+        """`norm` (how many characters each character normalizes to) less the spaces the op removes in each
+        word's normalized text: leading and trailing ones, and all but the first of a run (`to_space`: the
+        character normalizes to one space)."""
+        n = tf.size(norm)
+        # each character's word: the last word starting at or before it (characters between words: ASCII
+        # whitespace, in no word's count)
+        word = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(w_first), w_first, n + 1))[:-1] - 1
+        word = tf.maximum(word, 0)
+        before = tf.concat([[0], tf.cumsum(norm)], 0)
+        owner = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(norm), before[1:], before[-1] + 1))
+        # the character the previous normalized character came from, in the same word
+        at_start = tf.equal(before[:-1], tf.gather(tf.gather(before, w_first), word))
+        previous = tf.gather(owner, tf.maximum(before[:-1] - 1, 0))
+        solid = tf.concat([[0], tf.cumsum(norm * (1 - to_space))], 0)  # normalized characters but spaces
+        trailing = tf.equal(solid[1:], tf.gather(tf.gather(solid, w_after), word))
+        drop = (to_space > 0) & (at_start | tf.equal(tf.gather(to_space, previous), 1) | trailing)
+        return tf.where(drop, 0, norm)
+
     def _piece_tables(self):
-        """Per folded piece: characters of the original text it covers (its own but `▁`; a marker: its
-        added token's text), starts with `▁`, is a marker, is an lstrip / rstrip added token (constants)."""
+        """Per folded piece: normalized characters it covers (its own but `▁`; a marker: its added token's
+        text's), starts with `▁`, is a marker, is an lstrip / rstrip added token; and how many characters
+        each code point normalizes to, as two tables (block of 256 -> row; rows), the folded charsmap's
+        rules on one character (a rule on a sequence is not in them: see tf_tokenize_with_offsets)."""
         if self._piece_table is None:  # numpy, cached: a tensor would belong to the first caller's graph
+            import sentencepiece as spm
+            from sentencepiece import sentencepiece_model_pb2 as pb
+
             processor, markers = self._alignment()
+            model = pb.ModelProto()
+            model.ParseFromString(self._folded_model)
+            lengths, rows, block_of = _code_point_table(
+                spm.SentencePieceNormalizer(normalizer_spec=model.normalizer_spec).decompile(), markers)
+            normalized = lambda text: int(sum(lengths[ord(c)] for c in text))  # noqa: E731
             pieces = [processor.IdToPiece(i) for i in range(processor.GetPieceSize())]
             marker = np.array([len(p) == 2 and p[0] == SPACE and p[1] in markers for p in pieces])
-            chars = [len(markers[p[1]][0]) if m else len(p.replace(SPACE, "")) for p, m in zip(pieces, marker)]
+            chars = [normalized(markers[p[1]][0]) if m else len(p.replace(SPACE, "")) for p, m in zip(pieces, marker)]
             # an unknown piece: the stand-in for one character the vocabulary lacks (one each), or the
             # unknown piece itself, which the op gives for a run of them (-1: not known)
             chars = [(1 if len(p.replace(SPACE, "")) == 1 else -1) if unknown and not m else n
                      for p, m, n, unknown in zip(pieces, marker, chars, self._unknown_np)]
             strips = np.array([markers[p[1]][1:] if m else (False, False) for p, m in zip(pieces, marker)], bool)
             leading = np.array([p.startswith(SPACE) for p in pieces]) & ~marker
-            self._piece_table = (np.array(chars, np.int32), leading, marker, strips[:, 0], strips[:, 1])
+            self._piece_table = (np.array(chars, np.int32), leading, marker, strips[:, 0], strips[:, 1],
+                                 block_of.reshape(-1).astype(np.int32), rows.reshape(-1))
         return [tf.constant(table) for table in self._piece_table]
 
     def _fuse_unknowns(self, pieces: tf.RaggedTensor, lengths=None):
@@ -447,7 +506,10 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         if lengths is None:
             return fused
         group = tf.cumsum(tf.cast(~repeat, tf.int32)) - 1  # the fused piece each piece joins
-        return fused, tf.math.unsorted_segment_sum(lengths, group, tf.size(fused.flat_values))
+        n = tf.size(fused.flat_values)
+        # (a run holding a piece of unknown length, -1, is of unknown length)
+        return fused, tf.where(tf.math.unsorted_segment_min(lengths, group, n) < 0, -1,
+                               tf.math.unsorted_segment_sum(lengths, group, n))
 
     def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False, truncation="only_second") -> dict:
         """Dense int32 [batch, sequence_length] token_ids / padding_mask / segment_ids, with specials, and
@@ -605,6 +667,24 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """Transformers' Metaspace decoder: ▁ -> space, the first one dropped."""
         text = "".join(tokens).replace(SPACE, " ")
         return text[1:] if text.startswith(" ") else text
+
+
+@tf.autograph.experimental.do_not_convert  # (called while tracing: autograph would convert its loop)
+def _code_point_table(rules, markers):
+    """(how many characters each code point normalizes to, and that with flags as two tables: block of 256
+    -> row, rows) from a charsmap's rules: +256 normalizes to one space, +512 starts a rule on a sequence
+    (not an added token's: its pieces count it), +1024 continues one."""
+    lengths, spaces, starts, continues = (np.zeros(0x110000, np.int32) for _ in range(4))
+    lengths[:] = 1
+    single = [(ord(key), out) for key, out in rules if len(key) == 1]
+    lengths[[c for c, _ in single]] = [len(out) for _, out in single]
+    spaces[[c for c, out in single if out == " "]] = 1
+    sequences = [key for key, out in rules if len(key) > 1 and not any(c in markers for c in out)]
+    starts[list({ord(c) for key in sequences for c in key[:-1]})] = 1
+    continues[list({ord(c) for key in sequences for c in key[1:]})] = 1
+    table = (np.minimum(lengths, 255) + 256 * spaces + 512 * starts + 1024 * continues).reshape(-1, 256)
+    rows, block_of = np.unique(table, axis=0, return_inverse=True)
+    return lengths, rows, block_of
 
 
 def _longest_first(a, b, room):
