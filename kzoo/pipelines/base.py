@@ -3,6 +3,9 @@ a check that the model's task is one the pipeline runs (kzoo.tasks)."""
 
 from __future__ import annotations
 
+import collections.abc
+import functools
+import itertools
 import os
 
 import numpy as np
@@ -25,6 +28,22 @@ def batch_size_of(options) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise PipelineError(f"batch_size must be a whole number >= 1, got {value!r}")
     return int(value)
+
+
+TOKENIZER_KWARGS = ("max_length", "truncation", "padding")
+
+
+def tokenizer_kwargs_of(kwargs, where="tokenizer_kwargs"):
+    """Transformers' tokenizer arguments a pipeline passes on (kzoo's tokenizers take these; padding changes
+    no result: rows are masked), checked: anything else is a one-line error."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict):
+        raise PipelineError(f"{where} must be a dict, got {type(kwargs).__name__}")
+    unknown = sorted(set(kwargs) - set(TOKENIZER_KWARGS))
+    if unknown:
+        raise PipelineError(f"{where}: kzoo's tokenizers take {', '.join(TOKENIZER_KWARGS)}, not {', '.join(unknown)}")
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 def chunks(items, size):
@@ -71,12 +90,39 @@ def _no_tokenizer(runner):
             "with the export; copy it along, or pass tokenizer=)")
 
 
+def _streamed(call):
+    """`call`, which also takes an iterator (a generator, a dataset's rows) as Transformers' pipelines do: it
+    then returns a generator of the results, running `batch_size` inputs per call as they come."""
+
+    @functools.wraps(call)
+    def run(self, *args, **options):
+        if not args or not isinstance(args[0], collections.abc.Iterator):
+            return call(self, *args, **options)
+        items, rest = args[0], args[1:]
+        size = batch_size_of({**self.defaults, **options})
+
+        def results():
+            while chunk := list(itertools.islice(items, size)):
+                yield from call(self, chunk, *rest, **options)
+
+        return results()
+
+    return run
+
+
 class Pipeline:
     """A pipeline on a model dir, a SavedModel, a .tflite, a Keras model or a runner; `name` is
     the pipeline's name (kzoo.pipelines.PIPELINES), which the model's task must list (kzoo.tasks)."""
 
     name = "?"
     OPTIONS = ()  # the keyword options of a call that takes `**options`; given at construction: defaults
+
+    streams = True  # an iterator of inputs gives a generator of results (Transformers' pipelines)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__ and cls.streams:
+            cls.__call__ = _streamed(cls.__dict__["__call__"])
 
     def __init__(self, model, tokenizer=None, **defaults):
         self.defaults = self._options(defaults, {})
@@ -136,16 +182,20 @@ class Pipeline:
                                  if not isinstance(texts, dict) else ""))
         return out
 
-    def _batch(self, texts, lang=None, truncation=False, pairs=None, offsets=False, special_tokens_mask=False):
+    def _batch(self, texts, lang=None, truncation=False, pairs=None, offsets=False, special_tokens_mask=False,
+               tokenizer_kwargs=None):
         """The tokenizer's batch. lang: an XLM language code (its id at every position); None: no
         language ids, as Transformers' pipelines call XLM (they never pass `langs`). truncation: texts
         longer than the model takes are cut to its longest input (Transformers' pipelines: the
         tokenizer's truncation; a strategy name, e.g. "only_first", cuts as it says); else they are a
         one-line error naming both lengths. pairs: a text pair for each text; offsets,
         special_tokens_mask: the tokenizer's offset_mapping, special_tokens_mask too (not model inputs:
-        kzoo.runtime leaves them out)."""
+        kzoo.runtime leaves them out). tokenizer_kwargs: Transformers' max_length / truncation / padding for
+        the tokenizer (`tokenizer_kwargs_of`), over `truncation`."""
         longest = self.runner.limits()[1]
         cut = {"max_length": longest, "truncation": truncation} if truncation and longest else {}
+        cut.update(tokenizer_kwargs or {})
+        truncation = cut.get("truncation", "max_length" in cut and "padding" not in cut)
         if pairs is not None:
             cut["pairs"] = pairs
         if offsets:

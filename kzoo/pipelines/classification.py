@@ -4,11 +4,12 @@ words, character offsets and output formats, so that code written against them r
 
 from __future__ import annotations
 
+import collections
 import warnings
 
 import numpy as np
 
-from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
+from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks, tokenizer_kwargs_of
 from kzoo.tasks.classification import label_names
 
 
@@ -32,11 +33,13 @@ class TextClassification(Pipeline):
     list; with top_k (an int, or None for every label): per input, that many {label, score} by score.
     function_to_apply: "softmax" / "sigmoid" / "none"; by default, as Transformers: none for a
     regression model (problem_type), sigmoid for multi-label or a single label, else softmax.
-    truncation: cut inputs longer than the model takes (default: an error); lang: XLM's language.
+    truncation: cut inputs longer than the model takes (default: an error); max_length / padding: the
+    tokenizer's, as Transformers passes them on; lang: XLM's language. An iterator of inputs (a generator)
+    gives a generator of results.
     """
 
     name = "text-classification"
-    OPTIONS = ("top_k", "function_to_apply", "truncation", "lang", "batch_size")
+    OPTIONS = ("top_k", "function_to_apply", "truncation", "max_length", "padding", "lang", "batch_size")
 
     def __call__(self, inputs, **options):
         legacy_call = "top_k" not in options
@@ -45,6 +48,7 @@ class TextClassification(Pipeline):
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
             raise PipelineError(f"top_k must be an int >= 1 or None, got {top_k!r}")
         function = self._function(options.get("function_to_apply"))
+        tokenizer_kwargs = tokenizer_kwargs_of({k: options[k] for k in ("max_length", "padding") if k in options})
         single, texts, pairs = _text_inputs(inputs)
         logits = [None] * len(texts)
         for paired in (False, True):  # single texts and pairs: a batch each
@@ -52,7 +56,7 @@ class TextClassification(Pipeline):
             if rows:
                 for part in chunks(rows, batch_size_of(options)):
                     chunk = self._logits([texts[r] for r in part], [pairs[r] for r in part] if paired else None,
-                                         options.get("lang"), options.get("truncation", False))
+                                         options.get("lang"), options.get("truncation", False), tokenizer_kwargs)
                     for r, row_logits in zip(part, chunk):
                         logits[r] = row_logits
         scores = function(np.stack(logits).astype(np.float32))
@@ -80,13 +84,17 @@ class TextClassification(Pipeline):
             raise PipelineError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {name!r}")
         return function
 
-    def _logits(self, texts, pairs, lang, truncation):
+    def _logits(self, texts, pairs, lang, truncation, tokenizer_kwargs=None):
         if self.text_only:
             if pairs is not None:
                 raise PipelineError(f"{self.runner.path} takes single texts only (its text signature): run text "
                                     "pairs on the model dir, its SavedModel or an ids-in .tflite")
+            if tokenizer_kwargs and "max_length" in tokenizer_kwargs:
+                raise PipelineError(f"max_length: {self.runner.path} tokenizes inside and cuts at its export's "
+                                    "--max-length")
             return np.asarray(self._run_text(texts, lang, truncation, needs="logits")["logits"])
-        return np.asarray(self.runner(self._batch(texts, lang, truncation, pairs=pairs))["logits"])
+        return np.asarray(self.runner(self._batch(texts, lang, truncation, pairs=pairs,
+                                                  tokenizer_kwargs=tokenizer_kwargs))["logits"])
 
 
 def _text_inputs(inputs):
@@ -262,20 +270,31 @@ class TokenClassification(Pipeline):
         """Transformers' gather_pre_entities: each non-special token's word, scores, span, whether it
         continues a word (no word-aware tokenizer here: its fallback, "no space before it")."""
         entities = []
-        for position, token_scores in zip(tokens, scores):
+        spans = [tuple(int(v) for v in batch["offset_mapping"][row, p]) if "offset_mapping" in batch else None
+                 for p in tokens]
+        pieces = self.tokenizer.convert_ids_to_tokens([int(batch["token_ids"][row, p]) for p in tokens])
+        real = collections.Counter(span for span, piece in zip(spans, pieces) if piece != "\u2581")
+        fallback = {span for span, n in real.items() if n > 1}  # (a span two tokens share: a word's)
+        for k, (position, token_scores) in enumerate(zip(tokens, scores)):
             if batch["special_tokens_mask"][row, position]:
                 continue
             token_id = int(batch["token_ids"][row, position])
             word = self.tokenizer.convert_ids_to_tokens([token_id])[0]
             start = end = None
             is_subword = False
-            if "offset_mapping" in batch:
-                start, end = (int(v) for v in batch["offset_mapping"][row, position])
+            if spans[k] is not None:
+                start, end = spans[k]
                 if strategy in ("first", "average", "max"):
                     warnings.warn("Tokenizer does not support real words, using fallback heuristic", UserWarning)
                 is_subword = start > 0 and " " not in text[start - 1:start + 1]
+                # a text-in export's word span, given to every token of a word its graph could not count
+                # (kzoo.tokenizers.sentencepiece): the word's later tokens continue it, and an unknown piece
+                # keeps its token rather than the whole word's text
+                whole = self.text_only and spans[k] in fallback
                 if token_id == self.tokenizer.unk_token_id:
-                    word, is_subword = text[start:end], False
+                    word, is_subword = (word if whole else text[start:end]), False
+                if whole and spans[k - 1] == spans[k]:
+                    is_subword = True
             entities.append({"word": word, "scores": token_scores, "start": start, "end": end,
                              "index": int(position - tokens[0]), "is_subword": is_subword})
         return entities

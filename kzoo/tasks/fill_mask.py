@@ -23,12 +23,19 @@ def mask_slots(token_ids, padding_mask, mask_id, max_masks):
     return tf.argmax(tf.cast(hit, tf.int32), axis=2, output_type=tf.int32), found
 
 
-def top_predictions(logits, found, k):
+def top_predictions(logits, found, k, targets=None):
     """Softmax over the vocabulary, its k best: top_ids [B, M, k] int32 (-1 in unused slots) and
-    top_scores [B, M, k] (0 in unused slots). Ties: the lower id first, as Transformers' topk."""
+    top_scores [B, M, k] (0 in unused slots). Ties: the lower id first, as Transformers' topk.
+    targets: ids to choose among (their probabilities over the whole vocabulary, as Transformers)."""
     import tensorflow as tf
 
-    scores, top = tf.math.top_k(tf.nn.softmax(logits), k)
+    probabilities = tf.nn.softmax(logits)
+    if targets is None:
+        scores, top = tf.math.top_k(probabilities, k)
+    else:
+        targets = tf.constant(targets, tf.int32)
+        scores, best = tf.math.top_k(tf.gather(probabilities, targets, axis=-1), k)
+        top = tf.gather(targets, best)
     used = tf.expand_dims(found, 2)
     return tf.where(used, top, -tf.ones_like(top)), tf.where(used, scores, tf.zeros_like(scores))
 

@@ -167,6 +167,27 @@ def test_text_classification_equals_transformers(sentiment, inputs, kwargs):
         assert ours[0] != ours[1]
 
 
+@pytest.mark.parametrize("kwargs", [{"max_length": 4, "truncation": True}, {"max_length": 4},
+                                    {"padding": "max_length", "max_length": 30}])
+def test_text_classification_tokenizer_arguments(sentiment, kwargs):
+    """Transformers passes the call's other arguments to its tokenizer: max_length / truncation / padding."""
+    src, out = sentiment
+    texts = ["Hello world, this text is longer than four tokens", "Bonjour tout le monde"]
+    ours = kzoo.pipeline("text-classification", out)(texts, top_k=None, **kwargs)
+    assert_same(ours, reference("text-classification", src, texts, top_k=None, **kwargs))
+
+
+def test_pipelines_stream_an_iterator(sentiment, ner):
+    """A generator in, a generator out (batch_size rows per model call), as Transformers' pipelines stream."""
+    for (src, out), name, texts in ((sentiment, "text-classification", TEXTS), (ner, "ner", TEXTS)):
+        pipe = kzoo.pipeline(name, out, batch_size=2)
+        streamed = pipe(t for t in texts)
+        assert not isinstance(streamed, list)
+        assert list(streamed) == pipe(list(texts))
+    with pytest.raises(PipelineError, match="unknown option"):
+        list(kzoo.pipeline("text-classification", sentiment[1])(iter(TEXTS), top_p=1))
+
+
 def test_text_classification_options_at_construction(sentiment):
     """Transformers' quirk kept: top_k given to the constructor, a str's result is wrapped once more."""
     src, out = sentiment

@@ -63,7 +63,7 @@ def test_fill_mask_and_features_options_at_construction(albert):
     with pytest.raises(PipelineError, match="truncation=True"):
         kzoo.pipeline("features", out)(long)
     assert kzoo.pipeline("features", out, truncation=True)(long)["sequence_output"].shape[0] > 0
-    with pytest.raises(PipelineError, match="unknown option.*top_p.*top_k, lang, truncation"):
+    with pytest.raises(PipelineError, match="unknown option.*top_p.*top_k, targets"):
         kzoo.pipeline("fill-mask", out, top_p=0.5)
 
 
@@ -72,6 +72,30 @@ def test_xlmr_fill_mask_equals_transformers(xlmr, text):
     src, out = xlmr
     ours = kzoo.pipeline("fill-mask", out)(text, top_k=5)
     assert_same(ours, reference_fill_mask(src, text, 5))
+
+
+@pytest.mark.parametrize("family", ["albert", "xlmr"])
+def test_fill_mask_targets_and_tokenizer_kwargs(albert, xlmr, family):
+    """targets: the probabilities of those tokens only (one outside the vocabulary: its first piece, with a
+    warning); tokenizer_kwargs for the tokenizer; top_k capped at the number of targets; as Transformers."""
+    import transformers
+
+    src, out = {"albert": albert, "xlmr": xlmr}[family]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(src))
+    mask = tokenizer.mask_token
+    reference = transformers.pipeline("fill-mask", model=str(src), device="cpu")
+    pipe = kzoo.pipeline("fill-mask", out)
+    vocabulary = tokenizer.convert_ids_to_tokens(list(range(10, 40, 3)))
+    for text, options in ((f"Hello I'm a {mask} model.", dict(targets=vocabulary, top_k=4)),
+                          (f"{mask} and {mask}", dict(targets=vocabulary[:2], top_k=5)),
+                          (f"Hello {mask}", dict(targets=vocabulary[0])),
+                          (f"{mask} " + "word " * 50, dict(tokenizer_kwargs={"truncation": True, "max_length": 6}))):
+        assert_same(pipe(text, **options), reference(text, **options))
+    with pytest.warns(UserWarning, match="does not exist in the model vocabulary"):
+        ours = pipe(f"Hello {mask}", targets=["Zqxwords", vocabulary[1]])
+    assert_same(ours, reference(f"Hello {mask}", targets=["Zqxwords", vocabulary[1]]))
+    with pytest.raises(PipelineError, match="tokenizer_kwargs: kzoo's tokenizers take"):
+        pipe(f"Hello {mask}", tokenizer_kwargs={"return_tensors": "np"})
 
 
 def test_fill_mask_cli_json(albert, capsys):

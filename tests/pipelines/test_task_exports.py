@@ -5,6 +5,7 @@ on a context that fits one window; token classification gives per-token labels, 
 offsets, and the token-classification pipeline on the .tflite equals Transformers' pipeline. Both run
 under LiteRT from text, in fp32 and dynamic int8."""
 
+import re
 import warnings
 
 import numpy as np
@@ -147,3 +148,27 @@ def test_token_classification_signature_outputs(ner):
     assert np.all((words[:, 0] <= spans[:, 0]) & (spans[:, 1] <= words[:, 1]))
     quantized = kzoo.runtime.load(int8)(NER_TEXTS)
     assert np.mean(quantized["label_ids"][mask] == out["label_ids"][mask]) > 0.9
+
+
+def test_token_classification_where_the_graph_gives_a_word_span(ner):
+    """A word whose offsets the graph cannot count (ALBERT's `` / '' rules, XLM-R's composition of an NFD
+    mark) gives each of its tokens the word's span: the pipeline groups them as one word, and an unknown
+    piece there reads "<unk>", not the whole word's text again."""
+    _, _, text, _ = ner
+    sample = "jean ``lives\u2603'' near the cafe\u0301\u2603 in paris"  # (☃: an unknown piece in those words)
+    out = kzoo.runtime.load(text)([sample])
+    mask = out["padding_mask"][0].astype(bool) & (out["offset_mapping"][0, :, 1] > 0)
+    spans = [tuple(s) for s in out["offset_mapping"][0][mask].tolist()]
+    assert any(spans.count(s) > 1 and s == tuple(w) for s, w in zip(spans, out["word_offsets"][0][mask].tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the "fallback heuristic" warning)
+        pipe = kzoo.pipeline("ner", text, ignore_labels=[])
+        first = pipe(sample, aggregation_strategy="first")
+        tokens = pipe(sample)
+    assert len(first) <= len(sample.split())
+    assert len(tokens) == int(mask.sum())
+    words = {(m.start(), m.end()) for m in re.finditer(r"\S+", sample)}
+    shared = [t for t in tokens if (t["start"], t["end"]) in words and len(sample[t["start"]:t["end"]]) > 1 and
+              sum((u["start"], u["end"]) == (t["start"], t["end"]) and u["word"] != "\u2581" for u in tokens) > 1]
+    unknown = [t for t in shared if t["word"] == pipe.tokenizer.convert_ids_to_tokens([pipe.tokenizer.unk_token_id])[0]]
+    assert unknown and all(sample[t["start"]:t["end"]] != t["word"] for t in shared)
