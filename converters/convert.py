@@ -158,6 +158,7 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
             "backbone": backbone,
             "task_config": st.task_config if st else spec.task_config(hf, task),
             "max_seq_length": st.max_seq_length if st else None,  # (sentence-transformers cuts texts to it)
+            **(st.prompts if st and st.prompts["prompts"] else {}),  # (encode's prompt_name)
             "labels": _labels(hf) if TASKS[task].labelled else None,
             "problem_type": (problem_type or hf.get("problem_type")) if task == "classifier" else None,
             "source": {"path": str(src), "format": ckpt.format, "bytes": ckpt.nbytes},

@@ -31,6 +31,7 @@ class SentenceTransformerDir:
     task_config: dict  # SentenceEmbedding's arguments: pooling, dense, normalize
     max_seq_length: int | None  # sentence-transformers cuts every text to this many tokens
     dense_dirs: list  # each Dense module's dir (its linear.weight / linear.bias)
+    prompts: dict  # config_sentence_transformers.json's named prompts (e5's "query: ") and default_prompt_name
 
 
 def _json(file: Path) -> dict:
@@ -79,10 +80,30 @@ def read(src: Path) -> SentenceTransformerDir | None:
         max_seq_length = _json(encoder / "tokenizer_config.json").get("model_max_length")
     if not isinstance(max_seq_length, int) or max_seq_length > 10**7:  # (Transformers' "no limit": 1e30)
         max_seq_length = None
-    return SentenceTransformerDir(encoder, config, max_seq_length, dense_dirs)
+    return SentenceTransformerDir(encoder, config, max_seq_length, dense_dirs, _prompts(src))
+
+
+def _prompts(src):
+    """{"prompts": {name: text}, "default_prompt_name": name or None} of config_sentence_transformers.json."""
+    file = src / "config_sentence_transformers.json"
+    settings = _json(file) if file.is_file() else {}
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    prompts = settings.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, (str, type(None)))
+                                                for k, v in prompts.items()):
+        raise CheckpointError(f"{file}: prompts must map names to strings")
+    prompts = {name: text or "" for name, text in prompts.items()}  # (sentence-transformers: None -> "")
+    default = settings.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise CheckpointError(f"{file}: default_prompt_name {default!r} is not one of its prompts "
+                              f"({', '.join(prompts) or 'none'})")
+    return {"prompts": prompts, "default_prompt_name": default}
 
 
 def _pooling(config, path):
+    if config.get("include_prompt") is False:  # (pooling that leaves the prompt's tokens out: not built)
+        raise CheckpointError(f"{path / 'config.json'}: include_prompt false is not supported by kzoo")
     modes = config.get("pooling_mode")
     if modes is None:
         modes = [mode for key, mode in LEGACY_POOLING.items() if config.get(key)] or ["mean"]

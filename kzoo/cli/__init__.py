@@ -94,6 +94,11 @@ def _pipelines(command):
     p.add_argument("text", nargs="+", help="one or more texts")
     p.add_argument("--normalize", action="store_true", help="sentence vectors: L2-normalise them "
                    "(normalize_embeddings; a model with a Normalize module does already)")
+    p.add_argument("--prompt", help="sentence vectors: a string put before every text, e.g. 'query: '")
+    p.add_argument("--prompt-name", help="sentence vectors: one of the model's prompts, e.g. query (default: its "
+                   "default_prompt_name's, if it has one)")
+    p.add_argument("--truncate-dim", type=int, metavar="N", help="sentence vectors: keep the first N dimensions "
+                   "(Matryoshka models)")
     p.add_argument("--lang", help="XLM: the texts' language, e.g. fr (default: none given, as Transformers)")
     p.add_argument("--truncation", action="store_true", help="cut texts longer than the model takes (default: "
                    "such a text is an error, as in Transformers' pipeline)")

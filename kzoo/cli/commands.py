@@ -42,16 +42,24 @@ def cmd_fill_mask(args):
 
 def cmd_embed(args):
     from kzoo import runtime
-    from kzoo.pipelines import Features, SentenceEmbeddings
+    from kzoo.pipelines import Features, PipelineError, SentenceEmbeddings
 
     runner = runtime.load(args.model)
     if runner.task == "sentence_embedding":  # a sentence-transformers model: its encode()
-        vectors = SentenceEmbeddings(runner)(args.text, lang=args.lang, normalize_embeddings=args.normalize)
+        vectors = SentenceEmbeddings(runner)(args.text, lang=args.lang, normalize_embeddings=args.normalize,
+                                             prompt=args.prompt, prompt_name=args.prompt_name,
+                                             truncate_dim=args.truncate_dim)
         if args.json:
             return print_json(vectors)
         for text, v in zip(args.text, vectors):
             print(f"{text!r}: [{len(v)}] = [{', '.join(f'{x:.4f}' for x in v[:4])}, ...]")
         return
+    given = [flag for flag, value in (("--normalize", args.normalize), ("--prompt", args.prompt),
+                                      ("--prompt-name", args.prompt_name), ("--truncate-dim", args.truncate_dim))
+             if value not in (None, False)]
+    if given:
+        raise PipelineError(f"{given[0]} is for sentence vectors, and {args.model} is a {runner.task}, not a "
+                            "sentence-transformers model")
     results = Features(runner)(args.text, lang=args.lang, truncation=args.truncation)
     if args.json:
         return print_json(results)

@@ -109,6 +109,55 @@ def test_embed_cli_and_options(tmp_path, encoder, capsys):
     assert np.max(np.abs(pipe(TEXTS, prompt="query: ") - reference.encode(TEXTS, prompt="query: "))) <= 1e-4
 
 
+def test_encode_arguments(tmp_path, encoder, capsys):
+    """encode's arguments, against SentenceTransformer.encode: the model's named and default prompts (carried by
+    convert), truncate_dim before normalize_embeddings, every precision, token_embeddings, convert_to_tensor /
+    convert_to_numpy, an iterator read whole, [] -> an empty array; the CLI's --prompt-name / --truncate-dim."""
+    import tensorflow as tf
+
+    st = sentence_transformer(encoder, tmp_path / "st", ["mean"], normalize=False)
+    settings = json.loads((st / "config_sentence_transformers.json").read_text())
+    settings.update(prompts={"query": "query: ", "passage": "passage: "}, default_prompt_name="passage")
+    (st / "config_sentence_transformers.json").write_text(json.dumps(settings))
+    convert(st, tmp_path / "out")
+    reference = SentenceTransformer(str(st), device="cpu")
+    pipe = kzoo.pipeline("sentence-embedding", tmp_path / "out")
+    texts = TEXTS * 2
+
+    def close(ours, want):
+        return ours.shape == want.shape and np.max(np.abs(ours - want)) <= 1e-4
+
+    assert close(pipe(texts), reference.encode(texts))  # (the default prompt: "passage: ")
+    assert not close(pipe(texts), reference.encode(texts, prompt=""))
+    assert close(pipe(texts, prompt_name="query"), reference.encode(texts, prompt_name="query"))
+    assert close(pipe(texts, prompt=""), reference.encode(texts, prompt=""))
+    assert close(pipe(texts, truncate_dim=5, normalize_embeddings=True),
+                 reference.encode(texts, truncate_dim=5, normalize_embeddings=True))
+    for precision in ("int8", "uint8", "binary", "ubinary"):
+        ours, want = pipe(texts, precision=precision), reference.encode(texts, precision=precision)
+        assert ours.dtype == want.dtype and ours.shape == want.shape
+        # (a value on a bucket's edge, each dimension's max always, falls either side of a 1e-6 difference)
+        off = np.abs(ours.astype(int) - want.astype(int))
+        assert (np.max(off) <= 1 if precision.endswith("int8") else np.mean(off > 0) < 0.01), precision
+    tokens, want = pipe(texts, output_value="token_embeddings"), reference.encode(texts, output_value="token_embeddings")
+    assert [t.shape for t in tokens] == [tuple(w.shape) for w in want]
+    assert all(np.max(np.abs(t - w.numpy())) <= 1e-4 for t, w in zip(tokens, want))
+    assert isinstance(pipe(texts, convert_to_tensor=True), tf.Tensor)
+    assert isinstance(pipe(texts, convert_to_numpy=False), list)
+    assert close(pipe(iter(texts)), reference.encode(texts))
+    assert pipe([]).shape == reference.encode([]).shape == (0,)
+    with pytest.raises(kzoo.pipelines.PipelineError, match="Prompt name 'doc' not found"):
+        pipe(texts, prompt_name="doc")
+    with pytest.raises(kzoo.pipelines.PipelineError, match="precision must be one of"):
+        pipe(texts, precision="int4")
+    with pytest.raises(kzoo.pipelines.PipelineError, match="needs at least 2 embeddings"):
+        pipe(texts[0], precision="int8")
+    assert main(["embed", str(tmp_path / "out"), *texts[:2], "--prompt-name", "query", "--truncate-dim", "4",
+                 "--json"]) == 0
+    want = reference.encode(texts[:2], prompt_name="query", truncate_dim=4)
+    assert np.max(np.abs(np.asarray(json.loads(capsys.readouterr().out)) - want)) <= 1e-4
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda st: (st / "modules.json").write_text(json.dumps(
         [*json.loads((st / "modules.json").read_text()), {"idx": 9, "path": "", "type": "x.LSTM"}])),
