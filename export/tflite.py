@@ -45,7 +45,7 @@ from kzoo.export.common import (
 from kzoo.export.data import (
     CALIBRATION_TEXTS, EVALUATION_TEXTS, full_batches, id_batches, read_texts, text_inputs, with_masks,
 )
-from kzoo.export.tflite_model import quantize_int16x8, read_ops
+from kzoo.export.tflite_model import measured_ranges, quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
 from kzoo.io.stderr import native_quiet
 from kzoo.io.atomic import atomic_dir, atomic_file, scratch_dir
@@ -272,12 +272,18 @@ def _convert_with(converter, quantize, dataset, text):
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         return c.convert()
     if quantize == "int8":
+        # The converter's own steps (calibrate, then the MLIR quantizer), with the ranges measured anew
+        # between them: see kzoo.export.tflite_model.measured_ranges.
+        from tensorflow.lite.python.convert import mlir_quantize
+
         c = converter([tf.lite.OpsSet.TFLITE_BUILTINS_INT8, *builtins])
         c.optimizations = [tf.lite.Optimize.DEFAULT]
         c.representative_dataset = dataset
         if text:  # the calibrator runs the model, tokenizer included
             c.target_spec._experimental_custom_op_registerers = _text_registerers()
-        return c.convert()
+        c._experimental_calibrate_only = True
+        calibrated = measured_ranges(c.convert(), dataset, _text_registerers() if text else [])
+        return mlir_quantize(calibrated, input_data_type=tf.float32, output_data_type=tf.float32)
     # int16x8: see kzoo.export.tflite_model.quantize_int16x8
     return quantize_int16x8(converter(builtins).convert(), dataset, _text_registerers() if text else [])
 

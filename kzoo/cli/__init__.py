@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from pathlib import Path
 
 from kzoo.cli import commands
 from kzoo.cli.output import import_tensorflow_quietly
@@ -285,6 +287,16 @@ def _export(sub):
                         "else exact; write --mask-bias=-1e3 for an exponent)")
 
 
+_PYTHON_SHOW_WARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if "kzoo" in Path(filename).parts or category is UserWarning:
+        print(f"kzoo: warning: {message}", file=sys.stderr)
+    else:
+        _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     for position, arg in enumerate(argv, 1):
@@ -304,7 +316,9 @@ def main(argv=None):
         Parser.command = None
     import_tensorflow_quietly()
     try:
-        return args.fn(args) or 0
+        with warnings.catch_warnings():  # kzoo's own warnings, in the CLI's words rather than Python's
+            warnings.showwarning = _show_warning
+            return args.fn(args) or 0
     except KzooError as e:
         print(f"kzoo: error: {e}", file=sys.stderr)
         return 2

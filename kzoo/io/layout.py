@@ -46,6 +46,11 @@ def kind_of(path) -> str:
         return "tflite"
     if path.is_dir() and ((path / "saved_model.pb").is_file() or _versions(path)):
         return "savedmodel"
+    if path.is_dir() and not (path / "config.json").is_file() and any(
+            (d / "variables").is_dir() or (d / "assets.extra").is_dir()
+            for d in (path, *(p for p in path.iterdir() if p.name.isdigit()))):
+        raise RunnerError(f"{path}: a SavedModel without its saved_model.pb (an export cut short, or copied "
+                          "in part?); export it again")
     return "modeldir"  # (a missing or wrong path gets the model dir's own one-line error)
 
 

@@ -45,8 +45,8 @@ class TextClassification(Pipeline):
         legacy_call = "top_k" not in options
         options = self._options(options)
         top_k = options.get("top_k", 1)
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise PipelineError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
+            raise PipelineError(f"top_k must be an int >= 0 or None, got {top_k!r}")
         function = self._function(options.get("function_to_apply"))
         tokenizer_kwargs = tokenizer_kwargs_of({k: options[k] for k in ("max_length", "padding") if k in options})
         single, texts, pairs = _text_inputs(inputs)

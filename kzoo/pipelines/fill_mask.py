@@ -34,8 +34,9 @@ class FillMask(Pipeline):
         top_k, lang, truncation = options.get("top_k"), options.get("lang"), options.get("truncation", False)
         tokenizer_kwargs = tokenizer_kwargs_of(options.get("tokenizer_kwargs"))
         single, texts = self._texts(texts)
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise PipelineError(f"top_k must be an int >= 1, got {top_k!r}")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0):
+            raise PipelineError(f"top_k must be an int >= 0, got {top_k!r}")
+        shown, top_k = top_k, (top_k or None)  # (0: no candidates, as Transformers' topk(0))
         targets = self._target_ids(options["targets"]) if options.get("targets") is not None else None
         if self.text_only and (targets is not None or tokenizer_kwargs):
             raise PipelineError(f"{'targets' if targets is not None else 'tokenizer_kwargs'}: {self.runner.path} "
@@ -56,8 +57,8 @@ class FillMask(Pipeline):
             k = min(top_k or TOP_K, logits.shape[-1] if targets is None else len(targets))
             top_ids, top_scores = top_predictions(logits, found, k, targets)
             positions, top_ids, top_scores = positions.numpy(), top_ids.numpy(), top_scores.numpy()
-        results = [self._format(ids[row], mask[row] == 1, positions[row, :count], top_ids[row], top_scores[row])
-                   for row, count in enumerate(counts)]
+        results = [self._format(ids[row], mask[row] == 1, positions[row, :count], top_ids[row, :, :shown],
+                                top_scores[row, :, :shown]) for row, count in enumerate(counts)]
         return results[0] if single else results
 
     def _target_ids(self, targets):

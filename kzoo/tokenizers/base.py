@@ -340,8 +340,8 @@ class Tokenizer:
         (a,), (b,) = self._tokenize_pairs([text], [pair], lang, offsets=True)
         room = max_length - len(a) - self.num_special_tokens_to_add(True)
         if room <= 0:
-            raise TokenizerError(f"the first text is {len(a)} tokens long: no room for the second in max_length "
-                                 f"{max_length}")
+            raise TokenizerError(f"the first text's {len(a)} tokens and {self.num_special_tokens_to_add(True)} "
+                                 f"special tokens leave no room for the second in max_length {max_length}")
         if len(b) > room and stride >= room:
             raise TokenizerError(f"stride {stride} must be less than the room for the second text in a window "
                                  f"({room} tokens: max_length {max_length} less the first text and special tokens)")

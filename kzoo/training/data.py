@@ -51,7 +51,8 @@ def read(path, task, names, problem_type=None) -> Examples:
     """The examples of `path` for a `task` model whose classes are `names`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: " + ("a directory, not a data file (one file: .jsonl, .csv, .tsv or CoNLL)"
+                                       if path.is_dir() else "no such file"))
     if task == "token_classifier":
         examples = _read_conll(path, names) if path.suffix.lower() not in (".jsonl", ".json") and not \
             _looks_like_json(path) else _read_tagged_jsonl(path, names)

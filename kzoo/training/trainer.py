@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,9 @@ class Trainer:
             "regression" if self.task == "classifier" and len(self.names) == 1 else None)
         longest = config.get("max_seq_length") or self._longest(config)
         self.max_length = min(options.max_length or (min(longest, QA_LENGTH) if self.qa else longest), longest)
+        if options.max_length and options.max_length > longest:  # (run_glue.py's warning, and its cap)
+            warnings.warn(f"The max_length passed ({options.max_length}) is larger than the maximum length for the "
+                          f"model ({longest}). Using max_length={longest}.", UserWarning, stacklevel=2)
         self.longest = longest
         with self._scope():
             self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)

@@ -219,6 +219,9 @@ def test_tflite_without_its_sidecar(tmp_path, model_dir, capsys):
     export_tflite(model_dir[1], out)
     shutil.rmtree(tmp_path / "m.tflite.kzoo")
     one_line(*run(["fill-mask", str(out), "a [MASK]"], capsys), "m.tflite.kzoo", "missing")
+    broken = tmp_path / "serving" / "1"  # (a SavedModel copied without its graph)
+    (broken / "variables").mkdir(parents=True)
+    one_line(*run(["fill-mask", str(tmp_path / "serving"), "a [MASK]"], capsys), "without its saved_model.pb")
 
 
 def test_convert_a_model_dir_or_onto_its_source(tmp_path, ckpt, model_dir, capsys):

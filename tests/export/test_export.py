@@ -250,6 +250,29 @@ def test_tflite_calibration_file_and_cli_json(albert, tmp_path, capsys):
     assert report["mask_bias"] == -100.0 and report["integer_op_fraction"] > 0.5
 
 
+def test_full_integer_ranges_are_the_data_s(xlmr, tmp_path):
+    """Full-integer exports quantize each activation on the range it takes on the calibration data. TF's calibrator
+    logs an op's inputs again after the op ran, and an op run in place writes its output there: the attention
+    scores took in the -100 mask bias added to them ([-102, 13] for scores within [-11, 13]), and a text-in export,
+    whose shapes the tokenizer makes dynamic, got other ranges in every process (here: the same file from
+    another process). The text-in int16x8 model, which reached a cosine of 0.91 on those ranges, meets its 0.99."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    report = export_tflite(xlmr[1], tmp_path / "int8.tflite", quantize="int8", with_tokenizer=True)
+    again = subprocess.run([sys.executable, "-c", "import sys; from kzoo.export import export_tflite; "
+                            "export_tflite(sys.argv[1], sys.argv[2], quantize='int8', with_tokenizer=True)",
+                            str(xlmr[1]), str(tmp_path / "again.tflite")], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "again.tflite").read_bytes() == (tmp_path / "int8.tflite").read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(bytearray((tmp_path / "int8.tflite").read_bytes()), 0)
+    scores = [t for t in model.subgraphs[0].tensors if t.name.decode().endswith("attention_layer/MatMul")
+              or t.name.decode().split("/")[-1] == "MatMul" and "transformer_layer" in t.name.decode()]
+    assert scores and report["mask_bias"] == -100.0
+    assert all(t.quantization.scale[0] * 255 < 60 for t in scores), [t.quantization.scale[0] * 255 for t in scores]
+    report = export_tflite(xlmr[1], tmp_path / "text.tflite", quantize="int16x8", with_tokenizer=True)
+    assert report["ok"], report["evaluation"]
+
+
 # --- SavedModel --------------------------------------------------------------------------------
 
 CHILD = textwrap.dedent("""

@@ -196,6 +196,8 @@ def test_text_classification_options_at_construction(sentiment):
     # (a single text: no token types, the same with or without them)
     assert_same(ours, theirs)
     assert isinstance(ours[0], list)
+    reference = transformers.pipeline("text-classification", model=str(src), device="cpu")
+    assert kzoo.pipeline("text-classification", out)(TEXTS, top_k=0) == reference(TEXTS, top_k=0) == [[]] * len(TEXTS)
 
 
 @pytest.mark.parametrize("problem_type, num_labels, function", [
@@ -248,7 +250,7 @@ def test_bad_options_are_one_line_errors(ner, sentiment):
     with pytest.raises(PipelineError, match="function_to_apply must be one of"):
         kzoo.pipeline("text-classification", sentiment[1])("x", function_to_apply="relu")
     with pytest.raises(PipelineError, match="top_k must be"):
-        kzoo.pipeline("text-classification", sentiment[1])("x", top_k=0)
+        kzoo.pipeline("text-classification", sentiment[1])("x", top_k=-1)
     with pytest.raises(PipelineError, match="input 2: expected a str or"):
         kzoo.pipeline("text-classification", sentiment[1])(["x", {"txt": "y"}])
 

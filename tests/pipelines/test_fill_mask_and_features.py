@@ -88,7 +88,8 @@ def test_fill_mask_targets_and_tokenizer_kwargs(albert, xlmr, family):
     vocabulary = tokenizer.convert_ids_to_tokens(list(range(10, 40, 3)))
     for text, options in ((f"Hello I'm a {mask} model.", dict(targets=vocabulary, top_k=4)),
                           (f"{mask} and {mask}", dict(targets=vocabulary[:2], top_k=5)),
-                          (f"Hello {mask}", dict(targets=vocabulary[0])),
+                          (f"Hello {mask}", dict(targets=vocabulary[0])), (f"Hello {mask}", dict(top_k=0)),
+                          (f"{mask} and {mask}", dict(top_k=0)),
                           (f"{mask} " + "word " * 50, dict(tokenizer_kwargs={"truncation": True, "max_length": 6}))):
         assert_same(pipe(text, **options), reference(text, **options))
     with pytest.warns(UserWarning, match="does not exist in the model vocabulary"):

@@ -88,7 +88,7 @@ def test_pipeline_arguments_are_checked(albert):
             with pytest.raises(PipelineError) as error:
                 fill(texts)
             one_line(error, "expected a str", *words)
-        for top_k in (0, 2.5, "3", True):
+        for top_k in (-1, 2.5, "3", True):
             with pytest.raises(PipelineError) as error:
                 fill(TEXTS[0], top_k=top_k)
             one_line(error, "top_k", repr(top_k))

@@ -97,6 +97,10 @@ def test_bad_options_and_models(pretrained, tmp_path, capsys):
             code = e.code
         err = capsys.readouterr().err
         assert code == 2 and word in err and err.count("\n") == 1, err
+    assert main(["train", str(head), str(tmp_path / "o"), "--train", str(tmp_path), "--max-length", "1000"]) == 2
+    warning, error = capsys.readouterr().err.splitlines()  # (run_glue's warning where a length is capped)
+    assert warning.startswith("kzoo: warning: The max_length passed (1000) is larger than the maximum length")
+    assert "a directory, not a data file" in error
 
 
 def test_conll_token_classification(tmp_path, capsys):
