@@ -135,7 +135,10 @@ class Pipeline:
 
     def _options(self, given, defaults=None):
         """The call's options over the constructor's (Transformers' pipelines take either); an unknown
-        name is a one-line error."""
+        name is a one-line error. num_workers (Transformers' DataLoader workers) is taken and changes nothing:
+        kzoo batches in the calling thread."""
+        if self.streams:
+            given = {k: v for k, v in given.items() if k != "num_workers"}
         unknown = sorted(set(given) - set(self.OPTIONS))
         if unknown:
             takes = f"it takes {', '.join(self.OPTIONS)}" if self.OPTIONS else "it takes none at construction"

@@ -198,6 +198,8 @@ def test_text_classification_options_at_construction(sentiment):
     assert isinstance(ours[0], list)
     reference = transformers.pipeline("text-classification", model=str(src), device="cpu")
     assert kzoo.pipeline("text-classification", out)(TEXTS, top_k=0) == reference(TEXTS, top_k=0) == [[]] * len(TEXTS)
+    assert_same(kzoo.pipeline("text-classification", out, num_workers=2)(TEXTS, num_workers=0),
+                reference(TEXTS, num_workers=0))
 
 
 @pytest.mark.parametrize("problem_type, num_labels, function", [
