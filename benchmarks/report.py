@@ -74,7 +74,8 @@ def markdown(data):
                 ms = f"{1000 * row['median_s']:.1f}"
                 if row.get("cold_median_s"):
                     ms += f" ({1000 * row['cold_median_s']:.0f})"
-                cells += [ms, f"{row['vs_torch']:.2f}", f"{row['vs_ort_fp32']:.2f}"]
+                cells += [ms, *(f"{row[k]:.2f}" if row.get(k) is not None else "-"  # (a variant not run: -)
+                                for k in ("vs_torch", "vs_ort_fp32"))]
             last = r["batches"][batches[-1]]
             cells += [f"{last['gflops']:.0f} ({100 * last['gflops'] / peak['peak_gflops']:.0f}%)",
                       f"{r['load_s']:.1f}", mib(r["load_peak"]), mib(r.get("ready_peak")), mib(r.get("file_bytes")),
