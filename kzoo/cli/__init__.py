@@ -290,8 +290,13 @@ def _export(sub):
 _PYTHON_SHOW_WARNING = warnings.showwarning
 
 
+_OWN = Path(__file__).resolve().parents[1]  # (kzoo's package; its converters and exports may lie beside it)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    if "kzoo" in Path(filename).parts or category is UserWarning:
+    """kzoo's own warnings in the CLI's words; others (TensorFlow's, Transformers') as Python shows them."""
+    path = Path(filename).resolve()
+    if path.is_relative_to(_OWN) or path.is_relative_to(_OWN.parent) and "site-packages" not in path.parts:
         print(f"kzoo: warning: {message}", file=sys.stderr)
     else:
         _PYTHON_SHOW_WARNING(message, category, filename, lineno, file, line)

@@ -33,9 +33,13 @@ def batch_size_of(options) -> int:
 TOKENIZER_KWARGS = ("max_length", "truncation", "padding")
 
 
+PADDING = (True, False, "longest", "max_length", "do_not_pad")  # (Transformers' values)
+
+
 def tokenizer_kwargs_of(kwargs, where="tokenizer_kwargs"):
-    """Transformers' tokenizer arguments a pipeline passes on (kzoo's tokenizers take these; padding changes
-    no result: rows are masked), checked: anything else is a one-line error."""
+    """Transformers' tokenizer arguments a pipeline passes on, checked: anything else is a one-line error.
+    padding changes no result (rows are masked): it stays only as a flag, whether it was asked for, which
+    decides as in Transformers whether a max_length without truncation cuts (it does without padding)."""
     if kwargs is None:
         return {}
     if not isinstance(kwargs, dict):
@@ -43,7 +47,13 @@ def tokenizer_kwargs_of(kwargs, where="tokenizer_kwargs"):
     unknown = sorted(set(kwargs) - set(TOKENIZER_KWARGS))
     if unknown:
         raise PipelineError(f"{where}: kzoo's tokenizers take {', '.join(TOKENIZER_KWARGS)}, not {', '.join(unknown)}")
-    return {k: v for k, v in kwargs.items() if v is not None}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "padding" in kwargs:
+        if not any(kwargs["padding"] is p or isinstance(p, str) and kwargs["padding"] == p for p in PADDING):
+            raise PipelineError(f"{where}: padding must be one of {', '.join(map(repr, PADDING))}, "
+                                f"not {kwargs['padding']!r}")
+        kwargs["padding"] = kwargs["padding"] not in (False, "do_not_pad")
+    return kwargs
 
 
 def chunks(items, size):
@@ -101,9 +111,14 @@ def _streamed(call):
         items, rest = args[0], args[1:]
         size = batch_size_of({**self.defaults, **options})
 
+        if "batch_size" not in self.OPTIONS:  # (a pipeline that runs a list in one batch: chunks of batch_size)
+            options.pop("batch_size", None)
+
         def results():
             while chunk := list(itertools.islice(items, size)):
-                yield from call(self, chunk, *rest, **options)
+                out = call(self, chunk, *rest, **options)
+                # (a pipeline that answers a list of one as that one, as Transformers' question-answering)
+                yield from [out] if len(chunk) == 1 and self.unwraps_one else out
 
         return results()
 
@@ -118,6 +133,7 @@ class Pipeline:
     OPTIONS = ()  # the keyword options of a call that takes `**options`; given at construction: defaults
 
     streams = True  # an iterator of inputs gives a generator of results (Transformers' pipelines)
+    unwraps_one = False  # a list of one input gives that input's result, not a list of one
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -198,7 +214,12 @@ class Pipeline:
         longest = self.runner.limits()[1]
         cut = {"max_length": longest, "truncation": truncation} if truncation and longest else {}
         cut.update(tokenizer_kwargs or {})
-        truncation = cut.get("truncation", "max_length" in cut and "padding" not in cut)
+        padding = cut.pop("padding", False)
+        truncation = cut.get("truncation", "max_length" in cut and not padding)  # (Transformers' default)
+        if not truncation:
+            cut.pop("max_length", None)
+        elif "max_length" not in cut and longest:  # (Transformers: the model's max length)
+            cut["max_length"] = longest
         if pairs is not None:
             cut["pairs"] = pairs
         if offsets:

@@ -49,6 +49,8 @@ class TextClassification(Pipeline):
             raise PipelineError(f"top_k must be an int >= 0 or None, got {top_k!r}")
         function = self._function(options.get("function_to_apply"))
         tokenizer_kwargs = tokenizer_kwargs_of({k: options[k] for k in ("max_length", "padding") if k in options})
+        if tokenizer_kwargs and "truncation" in options:  # (all three go to the tokenizer, as Transformers')
+            tokenizer_kwargs["truncation"] = options["truncation"]
         single, texts, pairs = _text_inputs(inputs)
         logits = [None] * len(texts)
         for paired in (False, True):  # single texts and pairs: a batch each

@@ -51,6 +51,7 @@ class QuestionAnswering(Pipeline):
     """
 
     name = "question-answering"
+    unwraps_one = True  # (Transformers: a list of one example answers as that example)
     OPTIONS = ("question", "context", "top_k", "doc_stride", "max_answer_len", "max_seq_len", "max_question_len",
                "handle_impossible_answer", "align_to_words", "lang", "batch_size")
 

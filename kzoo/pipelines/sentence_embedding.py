@@ -57,8 +57,10 @@ class SentenceEmbeddings(Pipeline):
 
             parts = track(parts, description="Batches", console=Console(stderr=True))
         found = [self._embed(chunk, options.get("lang"), output_value) for chunk in parts]
-        if output_value == "token_embeddings":  # (sentence-transformers: never normalised, quantized or stacked)
+        if output_value == "token_embeddings":  # (sentence-transformers: never normalised or stacked)
             embeddings = [vectors for part in found for vectors in part]
+            if precision != "float32":  # (one set of ranges for all of them)
+                embeddings = quantize(embeddings, precision)
             return embeddings[0] if single else embeddings
         embeddings = np.concatenate(found)[:, :truncate_dim]
         if options.get("normalize_embeddings"):
@@ -75,7 +77,7 @@ class SentenceEmbeddings(Pipeline):
 
     def _prompt(self, prompt, prompt_name):
         """sentence-transformers' _resolve_prompt: `prompt`, else the named prompt, else the default one's."""
-        prompts = self.runner.config.get("prompts") or {}
+        prompts = {"query": "", "document": "", **(self.runner.config.get("prompts") or {})}  # (its defaults)
         if prompt is not None:
             if not isinstance(prompt, str):
                 raise PipelineError(f"prompt must be a str, got {type(prompt).__name__}")
@@ -107,16 +109,20 @@ class SentenceEmbeddings(Pipeline):
                            np.float32) for row in range(len(texts))]
 
 
-def quantize(embeddings, precision):
+def quantize(embeddings, precision, ranges=None):
     """sentence-transformers' quantize_embeddings: int8 / uint8 in 256 buckets per dimension between these
     embeddings' own min and max (with one vector: an error, as there); binary / ubinary: one bit per dimension
-    (> 0), packed, int8 (-128) or uint8."""
+    (> 0), packed, int8 (-128) or uint8. A list of [tokens, H] arrays: each quantized, on the ranges of all."""
+    if isinstance(embeddings, list):
+        every = np.concatenate(embeddings)
+        ranges = every.min(axis=0), every.max(axis=0)
+        return [quantize(e, precision, ranges) for e in embeddings]
     if precision.endswith("int8"):
-        if len(embeddings) < 2:
+        if ranges is None and len(embeddings) < 2:
             raise PipelineError(f"precision={precision!r} needs at least 2 embeddings to take its ranges from "
                                 "(sentence-transformers: \"Cannot compute ranges from a single embedding\")")
-        starts = embeddings.min(axis=0)
-        steps = (embeddings.max(axis=0) - starts) / 255
+        starts, ends = ranges or (embeddings.min(axis=0), embeddings.max(axis=0))
+        steps = (ends - starts) / 255
         steps = np.where(steps == 0, 1, steps)
         buckets = np.clip(np.floor((embeddings - starts) / steps), 0, 255)
         return buckets.astype(np.uint8) if precision == "uint8" else (buckets - 128).astype(np.int8)

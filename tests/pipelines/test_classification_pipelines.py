@@ -168,7 +168,9 @@ def test_text_classification_equals_transformers(sentiment, inputs, kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [{"max_length": 4, "truncation": True}, {"max_length": 4},
-                                    {"padding": "max_length", "max_length": 30}])
+                                    {"padding": "max_length", "max_length": 30}, {"truncation": False, "max_length": 4},
+                                    {"padding": False, "max_length": 4}, {"padding": "do_not_pad"},
+                                    {"padding": True, "max_length": 4}])
 def test_text_classification_tokenizer_arguments(sentiment, kwargs):
     """Transformers passes the call's other arguments to its tokenizer: max_length / truncation / padding."""
     src, out = sentiment

@@ -97,6 +97,14 @@ def test_fill_mask_targets_and_tokenizer_kwargs(albert, xlmr, family):
     assert_same(ours, reference(f"Hello {mask}", targets=["Zqxwords", vocabulary[1]]))
     with pytest.raises(PipelineError, match="tokenizer_kwargs: kzoo's tokenizers take"):
         pipe(f"Hello {mask}", tokenizer_kwargs={"return_tensors": "np"})
+    long = f"{mask} " + "word " * 200  # (truncation alone: at the model's longest input, as Transformers')
+    longest = kzoo.runtime.load(out).limits()[1]
+    assert pipe(long, tokenizer_kwargs={"truncation": True}) == \
+        pipe(long, tokenizer_kwargs={"truncation": True, "max_length": longest})
+    streamed = list(pipe(iter([f"Hello {mask}"] * 3), batch_size=2))  # (batch_size: for a stream)
+    assert len(streamed) == 3
+    for result in streamed:
+        assert_same(result, pipe(f"Hello {mask}"))
 
 
 def test_fill_mask_cli_json(albert, capsys):

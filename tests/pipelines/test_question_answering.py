@@ -65,6 +65,12 @@ def test_question_answering_input_forms(qa):
     both = pipe(question=[QUESTION, "Who works?"], context=CONTEXT)
     assert_same(both[0], want)
     assert_same(both[1], reference_qa(src, "Who works?", CONTEXT, max_seq_len=48, doc_stride=12))
+    examples = [{"question": q, "context": CONTEXT} for q in (QUESTION, "Who works?", QUESTION)]
+    for size in (1, 2):  # (a stream: one result per example, also from a chunk of one)
+        streamed = list(kzoo.pipeline("question-answering", out, max_seq_len=48, doc_stride=12,
+                                      batch_size=size)(iter(examples)))
+        assert len(streamed) == 3 and all(isinstance(r, dict) for r in streamed)
+        assert_same(streamed[2], want)
 
 
 def test_question_answering_errors(qa):

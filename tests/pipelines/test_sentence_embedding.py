@@ -142,6 +142,10 @@ def test_encode_arguments(tmp_path, encoder, capsys):
     tokens, want = pipe(texts, output_value="token_embeddings"), reference.encode(texts, output_value="token_embeddings")
     assert [t.shape for t in tokens] == [tuple(w.shape) for w in want]
     assert all(np.max(np.abs(t - w.numpy())) <= 1e-4 for t, w in zip(tokens, want))
+    tokens = pipe(texts, output_value="token_embeddings", precision="uint8")  # (ranges shared by all texts)
+    want = reference.encode(texts, output_value="token_embeddings", precision="uint8")
+    assert all(t.dtype == np.uint8 and np.max(np.abs(t.astype(int) - w.astype(int))) <= 1 for t, w in zip(tokens, want))
+    assert close(pipe(texts, prompt_name="document"), reference.encode(texts, prompt_name="document"))  # (a default)
     assert isinstance(pipe(texts, convert_to_tensor=True), tf.Tensor)
     assert isinstance(pipe(texts, convert_to_numpy=False), list)
     assert close(pipe(iter(texts)), reference.encode(texts))
