@@ -101,8 +101,8 @@ def _no_tokenizer(runner):
 
 
 def _streamed(call):
-    """`call`, which also takes an iterator (a generator, a dataset's rows) as Transformers' pipelines do: it
-    then returns a generator of the results, running `batch_size` inputs per call as they come."""
+    """`call`, which also takes an iterator (a generator, `iter(list)`) as Transformers' pipelines do: it then
+    returns a generator of the results, one per input, running `batch_size` inputs per call as they come."""
 
     @functools.wraps(call)
     def run(self, *args, **options):
