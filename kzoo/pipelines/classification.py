@@ -280,8 +280,7 @@ class TokenClassification(Pipeline):
         for k, (position, token_scores) in enumerate(zip(tokens, scores)):
             if batch["special_tokens_mask"][row, position]:
                 continue
-            token_id = int(batch["token_ids"][row, position])
-            word = self.tokenizer.convert_ids_to_tokens([token_id])[0]
+            token_id, word = int(batch["token_ids"][row, position]), pieces[k]
             start = end = None
             is_subword = False
             if spans[k] is not None:

@@ -136,7 +136,7 @@ def test_multi_worker_equals_one_device_and_resumes_after_a_worker_is_killed(tmp
     again resume from the last checkpoint and end with the uninterrupted run's weights."""
     labels, train = data(tmp_path, "SequenceClassification")
     _, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", labels)
-    options = {**OPTIONS, "max_steps": 40}
+    options = {**OPTIONS, "max_steps": 16}
     kzoo.train(model_dir, tmp_path / "one", train, **options)
     processes = workers(model_dir, tmp_path / "cluster", train, options, free_ports(2))
     chief, other = [report(p) for p in processes]
@@ -171,7 +171,7 @@ def test_multi_worker_equals_one_device_and_resumes_after_a_worker_is_killed(tmp
         assert code == 2 and "the workers resume from different steps" in err.splitlines()[-1], err[-2000:]
 
     chief, _ = [report(p) for p in workers(model_dir, tmp_path / "resumed", train, resumable, free_ports(2))]
-    assert chief["steps"] == 40 and [r["step"] for r in chief["log"]] == list(range(1, 41))
+    assert chief["steps"] == 16 and [r["step"] for r in chief["log"]] == list(range(1, 17))
     assert worst(tmp_path / "cluster", tmp_path / "resumed") <= BOUND  # (summed across processes: rounding)
     assert not (checkpoints / ".workers" / "worker-1").exists()  # (the other worker's scratch saves: removed)
 
@@ -185,7 +185,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert config["hidden_dropout_prob"] > 0
     _, model_dir = model_with_tokenizer(tmp_path, "XLMRobertaForSequenceClassification", config,
                                         make_xlmr_tokenizer_dir(tmp_path))
-    options = dict(batch_size=2, max_steps=60, learning_rate=2e-3, save_steps=1)
+    options = dict(batch_size=2, max_steps=20, learning_rate=2e-3, save_steps=1)
     kzoo.train(model_dir, tmp_path / "whole", train, **{k: v for k, v in options.items() if k != "save_steps"})
 
     checkpoints = tmp_path / "checkpoints"
@@ -199,7 +199,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
         stop(process)
     assert process.returncode == -signal.SIGKILL and not (tmp_path / "resumed").exists()
     resumed = report(start(args))
-    assert resumed["log"][0]["step"] == 1 and len(resumed["log"]) == 60
+    assert resumed["log"][0]["step"] == 1 and len(resumed["log"]) == 20
     assert worst(tmp_path / "whole", tmp_path / "resumed", every=True) == 0.0
     assert worst(tmp_path / "whole", model_dir) > 1e-3
 
