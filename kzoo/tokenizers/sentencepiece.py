@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import json
 import re
 import shutil
@@ -470,14 +471,12 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         each code point normalizes to, as two tables (block of 256 -> row; rows), the folded charsmap's
         rules on one character (a rule on a sequence is not in them: see tf_tokenize_with_offsets)."""
         if self._piece_table is None:  # numpy, cached: a tensor would belong to the first caller's graph
-            import sentencepiece as spm
             from sentencepiece import sentencepiece_model_pb2 as pb
 
             processor, markers = self._alignment()
             model = pb.ModelProto()
             model.ParseFromString(self._folded_model)
-            lengths, rows, block_of = _code_point_table(
-                spm.SentencePieceNormalizer(normalizer_spec=model.normalizer_spec).decompile(), markers)
+            lengths, rows, block_of = _code_point_table(model.normalizer_spec.SerializeToString(), frozenset(markers))
             normalized = lambda text: int(sum(lengths[ord(c)] for c in text))  # noqa: E731
             pieces = [processor.IdToPiece(i) for i in range(processor.GetPieceSize())]
             marker = np.array([len(p) == 2 and p[0] == SPACE and p[1] in markers for p in pieces])
@@ -669,11 +668,18 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return text[1:] if text.startswith(" ") else text
 
 
+@functools.lru_cache(maxsize=8)  # (seconds each: a charsmap holds ~1.7M rules; every export of a model asks)
 @tf.autograph.experimental.do_not_convert  # (called while tracing: autograph would convert its loop)
-def _code_point_table(rules, markers):
+def _code_point_table(normalizer_spec, markers):
     """(how many characters each code point normalizes to, and that with flags as two tables: block of 256
-    -> row, rows) from a charsmap's rules: +256 normalizes to one space, +512 starts a rule on a sequence
-    (not an added token's: its pieces count it), +1024 continues one."""
+    -> row, rows) from a serialized NormalizerSpec's rules: +256 normalizes to one space, +512 starts a rule
+    on a sequence (not an added token's: its pieces count it), +1024 continues one."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    spec = pb.NormalizerSpec()
+    spec.ParseFromString(normalizer_spec)
+    rules = spm.SentencePieceNormalizer(normalizer_spec=spec).decompile()
     lengths, spaces, starts, continues = (np.zeros(0x110000, np.int32) for _ in range(4))
     lengths[:] = 1
     single = [(ord(key), out) for key, out in rules if len(key) == 1]
@@ -684,6 +690,8 @@ def _code_point_table(rules, markers):
     continues[list({ord(c) for key in sequences for c in key[1:]})] = 1
     table = (np.minimum(lengths, 255) + 256 * spaces + 512 * starts + 1024 * continues).reshape(-1, 256)
     rows, block_of = np.unique(table, axis=0, return_inverse=True)
+    for array in (lengths, rows, block_of):
+        array.flags.writeable = False  # (shared by the cache's callers)
     return lengths, rows, block_of
 
 
