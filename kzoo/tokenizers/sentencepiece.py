@@ -465,6 +465,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         drop = (to_space > 0) & (at_start | tf.equal(tf.gather(to_space, previous), 1) | trailing)
         return tf.where(drop, 0, norm)
 
+    @tf.autograph.experimental.do_not_convert  # (plain Python on numpy: converted, it took ~20 s to trace)
     def _piece_tables(self):
         """Per folded piece: normalized characters it covers (its own but `▁`; a marker: its added token's
         text's), starts with `▁`, is a marker, is an lstrip / rstrip added token; and how many characters
