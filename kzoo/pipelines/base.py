@@ -7,6 +7,7 @@ import collections.abc
 import functools
 import itertools
 import os
+import re
 
 import numpy as np
 
@@ -100,6 +101,15 @@ def _no_tokenizer(runner):
             "with the export; copy it along, or pass tokenizer=)")
 
 
+def _renumbered(error, done):
+    """`error` with the input it names ("input 2:", "text 2 ", "texts[1]") moved on by `done` inputs."""
+    def moved(match):
+        return f"{match[1]}{int(match[2]) + done}"
+
+    message = re.sub(r"^(input |text |texts\[)(\d+)", moved, str(error), count=1)
+    return error if message == str(error) else type(error)(message)
+
+
 def _streamed(call):
     """`call`, which also takes an iterator (a generator, `iter(list)`) as Transformers' pipelines do: it then
     returns a generator of the results, one per input, running `batch_size` inputs per call as they come."""
@@ -115,8 +125,13 @@ def _streamed(call):
             options.pop("batch_size", None)
 
         def results():
+            done = 0
             while chunk := list(itertools.islice(items, size)):
-                out = call(self, chunk, *rest, **options)
+                try:
+                    out = call(self, chunk, *rest, **options)
+                except KzooError as e:  # its input's number counts from the stream's start, not the chunk's
+                    raise _renumbered(e, done) from None
+                done += len(chunk)
                 # (a pipeline that answers a list of one as that one, as Transformers' question-answering)
                 yield from [out] if len(chunk) == 1 and self.unwraps_one else out
 

@@ -42,6 +42,7 @@ class Trainer:
 
         options.check()
         self.model, self.tokenizer, self.options, self.strategy = model, tokenizer, options, strategy
+        self._traced_encoders = {}  # (kzoo.training.data.batches: traced once a run, not once an epoch)
         config = getattr(model, "kzoo_config", None) or {}
         self.task = config.get("task")
         if self.task not in TASKS:
@@ -267,7 +268,7 @@ class Trainer:
         model_inputs = sorted(self.model.input)
         for batch in data.batches(examples, self.tokenizer, batch_size=self.options.batch_size,
                                   max_length=self.max_length, longest=self.longest, shuffle=shuffle,
-                                  seed=self.options.seed, epoch=epoch, skip=skip):
+                                  seed=self.options.seed, epoch=epoch, skip=skip, traced=self._traced_encoders):
             inputs = {name: batch[name] if name in batch else tf.zeros_like(batch["token_ids"]) for name in model_inputs}
             yield inputs, batch["labels"]
 

@@ -188,6 +188,11 @@ def test_pipelines_stream_an_iterator(sentiment, ner):
         assert list(streamed) == pipe(list(texts))
     with pytest.raises(PipelineError, match="unknown option"):
         list(kzoo.pipeline("text-classification", sentiment[1])(iter(TEXTS), top_p=1))
+    # an error names its input by its place in the stream (here the second chunk's first)
+    stream = kzoo.pipeline("text-classification", sentiment[1], batch_size=2)(iter([*TEXTS[:2], 7, TEXTS[0]]))
+    assert next(stream) and next(stream)
+    with pytest.raises(PipelineError, match="^input 3: expected a str"):
+        next(stream)
 
 
 def test_text_classification_options_at_construction(sentiment):
