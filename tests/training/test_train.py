@@ -1,8 +1,9 @@
 """`kzoo train` against the same steps in PyTorch: Transformers' model on the same batches, torch.optim.AdamW
 with Trainer's parameter groups (get_decay_parameter_names), its linear schedule with warmup
 (get_linear_schedule_with_warmup) and clip_grad_norm_(1.0); dropout 0, no shuffle. Every step's loss and
-the weights afterwards agree within 1e-5 (1e-4 where a gradient is at rounding-noise level: NOISE_FLOOR), for each family and for the classifier and token-classifier
-heads; never compared with kzoo's own earlier numbers. XLM's words are tokenized one by one, as
+the weights afterwards agree within 1e-5 (1e-4 where a gradient is at rounding-noise level: NOISE_FLOOR),
+for each family and for the classifier and token-classifier heads; never compared with kzoo's own earlier
+numbers. XLM's words are tokenized one by one, as
 Transformers' Python tokenizers do with is_split_into_words (tested against it here)."""
 
 import copy
