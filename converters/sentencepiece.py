@@ -304,15 +304,10 @@ def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, cha
     normalizer = _reference_normalizer(albert, do_lower_case, keep_accents, charsmap)
     normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
 
-    # Every code point the normaliser (or WhitespaceSplit) changes.
-    rules = {}
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:  # surrogates
-            continue
-        c = chr(cp)
-        out = normalize(c).translate(_TO_SPACE)
-        if out != c:
-            rules[c] = out
+    # Every code point (but surrogates) the normaliser (or WhitespaceSplit) changes.
+    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
+    rules = {c: out for c, out in zip(chars, (o.translate(_TO_SPACE) for o in _normalize_each(normalize, chars)))
+             if out != c}
     per_char = {ord(c): out for c, out in rules.items()}
 
     # Sequences handled as a whole: the original charsmap's multi-character keys (compositions) and
@@ -342,7 +337,7 @@ def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, cha
     ops = _op_normalizer(_compile(rules))
 
     def differing(texts):
-        for text, out, got in zip(texts, _normalize_each(normalize, texts), ops.normalize(texts)):
+        for text, out, got in zip(texts, _normalize_each(normalize, texts), _op_normalize_each(ops, rules, texts)):
             if out.translate(_TO_SPACE) != got:
                 yield text, out.translate(_TO_SPACE)
 
@@ -357,7 +352,8 @@ def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, cha
     # where the op would compose its prefix "α\u0313" (a rule for the 4-byte grapheme "ἀ").
     for _ in range(3):  # (a new rule can change what a longer sequence starts with)
         ops = _op_normalizer(_compile(rules))
-        wrong = {k: out for (k, out), got in zip(wanted.items(), ops.normalize(list(wanted))) if got != out}
+        wrong = {k: out for (k, out), got in zip(wanted.items(), _op_normalize_each(ops, rules, list(wanted)))
+                 if got != out}
         if not wrong:
             break
         rules.update(wrong)
@@ -402,11 +398,23 @@ def _op_normalizer(spec: bytes):
 
 def _normalize_each(normalize, texts, separator="\n\u2981\n"):
     """`[normalize(t) for t in texts]` in one call (for speed): texts joined by a separator that the
-    normaliser keeps apart (a grapheme ends at a line break, also before a combining mark); checked on
-    a sample, else one call each."""
+    normaliser keeps apart (a grapheme ends at a line break, also before a combining mark; a text
+    ending in CR, which joins a line feed, is normalised alone); checked on a sample, else one call each."""
     outs = normalize(separator.join(texts)).split(normalize(separator))
     if len(outs) != len(texts) or any(outs[i] != normalize(texts[i]) for i in range(0, len(texts), 997)):
         return [normalize(t) for t in texts]
+    return [normalize(t) if t.endswith("\r") else out for t, out in zip(texts, outs)]
+
+
+def _op_normalize_each(ops, rules, texts, separator="\ue000"):
+    """`ops.normalize(texts)` (ops compiled from `rules`) in one call (for speed): SentencePiece's
+    normaliser calls once per text from Python, ~1 us each over millions. The texts are joined by a
+    character that no rule rewrites or has in its key, so no match crosses it; else one call each."""
+    if separator in rules or any(separator in k for k in rules if len(k) > 1):
+        return ops.normalize(texts)
+    outs = ops.normalize(separator.join(texts)).split(separator)
+    if len(outs) != len(texts) or any(outs[i] != ops.normalize(texts[i]) for i in range(0, len(texts), 997)):
+        return ops.normalize(texts)
     return outs
 
 
@@ -454,17 +462,26 @@ def _exact_scores(vocab):
 
 def _fold(hf: _HFTokenizer):
     """Returns (folded SentencePiece ModelProto bytes, id table: folded id -> Transformers id)."""
+    folded, id_map = _fold_cached(hf.spec.normalizer == "albert", hf.do_lower_case, hf.keep_accents, hf.charsmap,
+                                  tuple(hf.vocab), hf.unk_id, tuple(hf.added.items()))
+    return folded, list(id_map)
+
+
+@functools.lru_cache(maxsize=4)
+def _fold_cached(albert, do_lower_case, keep_accents, charsmap, vocab, unk_id, added):
+    """_fold of what it reads from the tokenizer; cached (~5 s for XLM-R's), so converting checkpoints that
+    share a tokenizer folds it once a process."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    rules = dict(_normalizer_rules(hf.spec.normalizer == "albert", hf.do_lower_case, hf.keep_accents,
-                                    hf.charsmap))
+    added = dict(added)
+    rules = dict(_normalizer_rules(albert, do_lower_case, keep_accents, charsmap))
 
     # Marker characters for added tokens: in no piece and in no rule output.
-    vocab_chars = set("".join(p for p, _ in hf.vocab))
+    vocab_chars = set("".join(p for p, _ in vocab))
     produced = set("".join(rules.values()))
     candidates = (chr(cp) for cp in range(0x100000, 0x10FFFE) if chr(cp) not in vocab_chars)
     stand_in = next(candidates)  # what a raw marker character is rewritten to (unknown either way)
-    tokens = sorted(hf.added, key=lambda t: hf.added[t][0])
+    tokens = sorted(added, key=lambda t: added[t][0])
     markers = {}
     for t in tokens:
         m = next(c for c in candidates if c not in produced)
@@ -490,32 +507,32 @@ def _fold(hf: _HFTokenizer):
     # The folded model: Transformers' pieces and scores, then one `▁M` piece per added token and the
     # unknown stand-in, each score made exact for the op's float32 sums (see `_exact_scores`).
     model = pb.ModelProto()
-    exact = _exact_scores(hf.vocab)
-    for i, (piece, score) in enumerate(hf.vocab):
+    exact = _exact_scores(vocab)
+    for i, (piece, score) in enumerate(vocab):
         model.pieces.add(piece=piece, score=exact(piece, score),
-                         type=pb.ModelProto.SentencePiece.UNKNOWN if i == hf.unk_id
+                         type=pb.ModelProto.SentencePiece.UNKNOWN if i == unk_id
                          else pb.ModelProto.SentencePiece.NORMAL)
-    id_map = list(range(len(hf.vocab)))
+    id_map = list(range(len(vocab)))
     # Transformers' Unigram also matches the unknown piece's own text ("<unk>" coming out of the
     # normaliser, e.g. from "＜unk＞"); the op never matches UNKNOWN pieces, so add a NORMAL copy.
-    unk_piece, unk_score = hf.vocab[hf.unk_id]
+    unk_piece, unk_score = vocab[unk_id]
     model.pieces.add(piece=unk_piece, score=exact(unk_piece, unk_score), type=pb.ModelProto.SentencePiece.NORMAL)
-    id_map.append(hf.unk_id)
+    id_map.append(unk_id)
     for t in tokens:
         marker = SPACE + markers[t]
         model.pieces.add(piece=marker, score=exact(marker, 0.0), type=pb.ModelProto.SentencePiece.NORMAL)
-        id_map.append(hf.added[t][0])
+        id_map.append(added[t][0])
     model.pieces.add(piece=unknown, score=exact(unknown, 0.0), type=pb.ModelProto.SentencePiece.NORMAL)
-    id_map.append(hf.unk_id)
+    id_map.append(unk_id)
     model.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
     model.trainer_spec.vocab_size = len(model.pieces)
-    model.trainer_spec.unk_id = hf.unk_id
+    model.trainer_spec.unk_id = unk_id
     model.trainer_spec.bos_id = model.trainer_spec.eos_id = model.trainer_spec.pad_id = -1
-    model.trainer_spec.unk_piece = hf.vocab[hf.unk_id][0]
+    model.trainer_spec.unk_piece = vocab[unk_id][0]
 
     model.normalizer_spec.ParseFromString(_compile(rules))
     model.normalizer_spec.name = "kzoo_folded"
     model.normalizer_spec.add_dummy_prefix = True
     model.normalizer_spec.remove_extra_whitespaces = True
     model.normalizer_spec.escape_whitespaces = True
-    return model.SerializeToString(), id_map
+    return model.SerializeToString(), tuple(id_map)
