@@ -82,13 +82,18 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import hashlib
 import json
 import math
+import os
 import unicodedata
+import warnings
+import zlib
 from pathlib import Path
 
 from kzoo.converters.tokenizers import SentencePieceFiles
-from kzoo.errors import TokenizerError
+from kzoo.errors import ModelDirError, TokenizerError
+from kzoo.io.atomic import atomic_file
 from kzoo.tokenizers.base import SPECIAL_ATTRS
 from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokenizer, Vocabulary
 
@@ -294,10 +299,72 @@ def _reference_normalizer(albert: bool, do_lower_case: bool, keep_accents: bool,
 _TO_SPACE = {ord(c): " " for c in WHITESPACE}
 
 
+def cache_dir() -> Path | None:
+    """Where conversions keep what they derive from a tokenizer between runs: $KZOO_CACHE_DIR, else
+    $XDG_CACHE_HOME/kzoo, else ~/.cache/kzoo; None (no cache) when KZOO_NO_CACHE is set."""
+    if os.environ.get("KZOO_NO_CACHE"):
+        return None
+    if os.environ.get("KZOO_CACHE_DIR"):
+        return Path(os.environ["KZOO_CACHE_DIR"])
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kzoo"
+    except RuntimeError:  # (no home directory)
+        return None
+
+
+def _disk_cached(kind: str, parts: tuple, compute, dump, load):
+    """compute(), kept in cache_dir()/kind/ under a name made of `parts`, this module's source and the versions
+    of what computes it (the `tokenizers` and `sentencepiece` libraries, Unicode's data). A file that cannot
+    be read is computed again; one that cannot be written is a warning. dump: value -> bytes; load: back."""
+    import sentencepiece
+    import tokenizers
+
+    key = hashlib.sha256(repr((tokenizers.__version__, sentencepiece.__version__, unicodedata.unidata_version))
+                         .encode())
+    for part in parts:
+        data = part if isinstance(part, bytes) else repr(part).encode()
+        key.update(len(data).to_bytes(8, "little") + data)
+    try:
+        key.update(Path(__file__).read_bytes())
+        directory = cache_dir()
+    except OSError:  # (no source file to read: no cache)
+        directory = None
+    file = None if directory is None else directory / kind / key.hexdigest()[:32]
+    if file is not None and file.is_file():
+        try:
+            return load(zlib.decompress(file.read_bytes()))
+        except (OSError, ValueError, TypeError, zlib.error):
+            pass
+    value = compute()
+    if file is not None:
+        try:
+            with atomic_file(file, overwrite=True) as part:  # (whole or not at all, also beside another writer)
+                part.write_bytes(zlib.compress(dump(value), 1))
+        except (OSError, ModelDirError) as e:
+            warnings.warn(f"kzoo's tokenizer cache was not written ({e}); set KZOO_CACHE_DIR, or KZOO_NO_CACHE=1",
+                          stacklevel=2)
+    return value
+
+
+def _json_dict(data: bytes) -> dict:
+    rules = json.loads(data)
+    if not isinstance(rules, dict):
+        raise TypeError("not a dict")
+    return rules
+
+
 @functools.lru_cache(maxsize=8)
 def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None) -> dict:
+    """_evaluate_rules, cached in the process and on disk: ~30 s for a charsmap with compositions
+    (XLM-R's), the same for every checkpoint that has it."""
+    return _disk_cached("normalizer-rules", (albert, do_lower_case, keep_accents, charsmap or b""),
+                        lambda: _evaluate_rules(albert, do_lower_case, keep_accents, charsmap),
+                        lambda rules: json.dumps(rules, ensure_ascii=False).encode(), _json_dict)
+
+
+def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None) -> dict:
     """Rewrite rules (raw text -> normalised text, Unicode whitespace as " ") equivalent to
-    Transformers' normaliser followed by WhitespaceSplit. Cached: it evaluates ~1.1M code points."""
+    Transformers' normaliser followed by WhitespaceSplit. It evaluates ~1.1M code points."""
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -468,9 +535,19 @@ def _fold(hf: _HFTokenizer):
 
 
 @functools.lru_cache(maxsize=4)
-def _fold_cached(albert, do_lower_case, keep_accents, charsmap, vocab, unk_id, added):
-    """_fold of what it reads from the tokenizer; cached (~5 s for XLM-R's), so converting checkpoints that
-    share a tokenizer folds it once a process."""
+def _fold_cached(*args):
+    """_folded, cached in the process and on disk (~5 s for XLM-R's tokenizer once its rules are known):
+    checkpoints that share a tokenizer fold it once."""
+    def load(data):
+        head, _, model = data.partition(b"\n")
+        return model, tuple(json.loads(head))
+
+    return _disk_cached("folded", args[:3] + (args[3] or b"",) + args[4:], lambda: _folded(*args),
+                        lambda value: json.dumps(value[1]).encode() + b"\n" + value[0], load)
+
+
+def _folded(albert, do_lower_case, keep_accents, charsmap, vocab, unk_id, added):
+    """_fold of what it reads from the tokenizer."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
     added = dict(added)

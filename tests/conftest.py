@@ -9,6 +9,14 @@ sys.path.insert(0, os.path.dirname(__file__))  # tests' own helpers: reference.p
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "architecture"))  # import_rules.py
 
 
+@pytest.fixture(scope="session", autouse=True)
+def kzoo_cache(tmp_path_factory):
+    """Conversions' cache (kzoo.converters.sentencepiece.cache_dir) in this run's temp dir, shared by xdist's
+    workers and the processes tests start: never the user's ~/.cache, and nothing from an earlier run."""
+    base = tmp_path_factory.getbasetemp()
+    os.environ["KZOO_CACHE_DIR"] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kzoo-cache")
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """On 2 cores, torch's thread pool next to TensorFlow's makes each tiny forward ~20x slower."""

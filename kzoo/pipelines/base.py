@@ -110,15 +110,29 @@ def _renumbered(error, done):
     return error if message == str(error) else type(error)(message)
 
 
+def _torch_dataset(inputs):
+    """A torch Dataset (Transformers' KeyDataset over a `datasets` dataset, say) as an iterator of its items,
+    else None: told by its class's bases, so that torch need not be imported."""
+    if not any(c.__module__.startswith("torch.utils.data") and c.__name__ in ("Dataset", "IterableDataset")
+               for c in type(inputs).__mro__):
+        return None
+    if hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):  # (map-style: indexed, as DataLoader does)
+        return (inputs[i] for i in range(len(inputs)))
+    return iter(inputs)
+
+
 def _streamed(call):
-    """`call`, which also takes an iterator (a generator, `iter(list)`) as Transformers' pipelines do: it then
-    returns a generator of the results, one per input, running `batch_size` inputs per call as they come."""
+    """`call`, which also takes an iterator (a generator, `iter(list)`) or a torch Dataset as Transformers'
+    pipelines do: it then returns a generator of the results, one per input, running `batch_size` inputs per
+    call as they come."""
 
     @functools.wraps(call)
     def run(self, *args, **options):
-        if not args or not isinstance(args[0], collections.abc.Iterator):
+        items = None if not args else args[0] if isinstance(args[0], collections.abc.Iterator) else \
+            _torch_dataset(args[0])
+        if items is None:
             return call(self, *args, **options)
-        items, rest = args[0], args[1:]
+        rest = args[1:]
         size = batch_size_of({**self.defaults, **options})
 
         if "batch_size" not in self.OPTIONS:  # (a pipeline that runs a list in one batch: chunks of batch_size)

@@ -180,12 +180,17 @@ def test_text_classification_tokenizer_arguments(sentiment, kwargs):
 
 
 def test_pipelines_stream_an_iterator(sentiment, ner):
-    """A generator in, a generator out (batch_size rows per model call), as Transformers' pipelines stream."""
+    """A generator or a torch Dataset (KeyDataset over rows, as `datasets` gives them) in, a generator out
+    (batch_size rows per model call), as Transformers' pipelines stream."""
+    from transformers.pipelines.pt_utils import KeyDataset
+
     for (src, out), name, texts in ((sentiment, "text-classification", TEXTS), (ner, "ner", TEXTS)):
         pipe = kzoo.pipeline(name, out, batch_size=2)
         streamed = pipe(t for t in texts)
         assert not isinstance(streamed, list)
         assert list(streamed) == pipe(list(texts))
+        dataset = pipe(KeyDataset([{"text": t, "label": 0} for t in texts], "text"))
+        assert not isinstance(dataset, list) and list(dataset) == pipe(list(texts))
     with pytest.raises(PipelineError, match="unknown option"):
         list(kzoo.pipeline("text-classification", sentiment[1])(iter(TEXTS), top_p=1))
     # an error names its input by its place in the stream (here the second chunk's first)

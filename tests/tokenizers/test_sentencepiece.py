@@ -463,3 +463,51 @@ def test_added_token_with_a_space_matches_whole(tokenizer_dirs, tmp_path):
     kz = from_hf_dir(tmp_path / "added", "albert")
     for text in ("new york", "in new york city", "new  york", "hello world"):
         assert kz.encode(text) == hf(text)["input_ids"], text
+
+
+def test_tokenizer_folding_is_cached_on_disk(tmp_path, monkeypatch):
+    """The folded normaliser's rules (~30 s for XLM-R's charsmap) and the folded model are kept in KZOO_CACHE_DIR
+    and read back equal without computing them again; an unreadable file is computed again and replaced; a
+    cache that cannot be written is a warning; KZOO_NO_CACHE keeps none."""
+    from kzoo.converters import sentencepiece as folding
+
+    evaluated, real = [], folding._evaluate_rules
+    monkeypatch.setattr(folding, "_evaluate_rules", lambda *args: evaluated.append(args) or real(*args))
+    monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
+    args = (True, True, False, None)  # (ALBERT's normaliser without a charsmap: quick)
+
+    def rules():
+        folding._normalizer_rules.cache_clear()  # (the process's own cache)
+        return folding._normalizer_rules(*args)
+
+    try:
+        first = rules()
+        (file,) = (tmp_path / "cache" / "normalizer-rules").iterdir()
+        assert rules() == first and len(evaluated) == 1
+        file.write_bytes(b"not zlib")
+        assert rules() == first and len(evaluated) == 2
+        assert rules() == first and len(evaluated) == 2  # (the bad file was replaced)
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+        with pytest.warns(UserWarning, match="cache was not written .*a-file"):
+            assert rules() == first and len(evaluated) == 3
+        monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
+
+        folded, real_fold = [], folding._folded
+        monkeypatch.setattr(folding, "_folded", lambda *args: folded.append(args) or real_fold(*args))
+        source = spm_fixtures.make_albert_tokenizer_dir(tmp_path / "albert", True)
+        made = []
+        for _ in range(2):
+            folding._fold_cached.cache_clear()
+            made.append(from_hf_dir(source, "albert"))
+        assert len(folded) == 1 and len(list((tmp_path / "cache" / "folded").iterdir())) == 1
+        assert made[0]._folded_model == made[1]._folded_model and made[0].encode("Hello, wörld!") == \
+            made[1].encode("Hello, wörld!")
+
+        monkeypatch.setenv("KZOO_NO_CACHE", "1")
+        file.unlink()
+        before = len(evaluated)
+        assert rules() == first and len(evaluated) == before + 1 and not file.exists()
+    finally:
+        folding._normalizer_rules.cache_clear()
+        folding._fold_cached.cache_clear()
