@@ -395,7 +395,7 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     # "\xa0" + "\u0301"; "u\u0308" + "\u0301"), and one of 6 bytes or more character by character,
     # so nothing in it is composed ("ω\u0342" + "\u0300"). The op rewrites the longest rule wherever it
     # is. So each (rule, combining mark) pair where the two differ becomes a rule of its own: ~1.5M
-    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model, ~15 s once per process), 2 for ALBERT's.
+    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~30 s, hence the disk cache), 2 for ALBERT's.
     # Three or more marks stacked on one letter stay a known difference (~10**8 rules).
     extend = [chr(cp) for cp in range(0x300, 0x10000) if not 0xD800 <= cp < 0xE000
               and (unicodedata.category(chr(cp)).startswith("M") or cp in (0x200C, 0x200D, 0xFF9E, 0xFF9F))]
