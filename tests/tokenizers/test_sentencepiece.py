@@ -465,49 +465,48 @@ def test_added_token_with_a_space_matches_whole(tokenizer_dirs, tmp_path):
         assert kz.encode(text) == hf(text)["input_ids"], text
 
 
-def test_tokenizer_folding_is_cached_on_disk(tmp_path, monkeypatch):
-    """The folded normaliser's rules (~30 s for XLM-R's charsmap) and the folded model are kept in KZOO_CACHE_DIR
-    and read back equal without computing them again; an unreadable file is computed again and replaced; a
-    cache that cannot be written is a warning; KZOO_NO_CACHE keeps none."""
-    from kzoo.converters import sentencepiece as folding
+CONVERT = """
+import json, os, sys
+from kzoo.converters.tokenizers import from_hf_dir
+for source, env, out in json.loads(sys.argv[1]):
+    os.environ.pop("KZOO_NO_CACHE", None)
+    os.environ.update(env)
+    from_hf_dir(source, "albert").save(out)
+"""
 
-    evaluated, real = [], folding._evaluate_rules
-    monkeypatch.setattr(folding, "_evaluate_rules", lambda *args: evaluated.append(args) or real(*args))
-    monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
-    args = (True, True, False, None)  # (ALBERT's normaliser without a charsmap: quick)
 
-    def rules():
-        folding._normalizer_rules.cache_clear()  # (the process's own cache)
-        return folding._normalizer_rules(*args)
+def test_tokenizer_folding_is_cached_on_disk(tmp_path):
+    """The folded normaliser's rules (~30 s for XLM-R's charsmap) and each folded tokenizer are kept in
+    KZOO_CACHE_DIR: a later process reads them rather than computing them (an entry swapped for another
+    tokenizer's is what it gets); an unreadable entry is computed again and replaced; a cache that cannot be
+    written is a warning; KZOO_NO_CACHE keeps none."""
+    dirs = {name: spm_fixtures.make_albert_tokenizer_dir(tmp_path, True, **kwargs) for name, kwargs in
+            {"a": {}, "b": {"do_lower_case": False}, "c": {"additional_special_tokens": ["<extra>"]},
+             "d": {"additional_special_tokens": ["<other>"]}}.items()}
+    cache = tmp_path / "cache"
 
-    try:
-        first = rules()
-        (file,) = (tmp_path / "cache" / "normalizer-rules").iterdir()
-        assert rules() == first and len(evaluated) == 1
-        file.write_bytes(b"not zlib")
-        assert rules() == first and len(evaluated) == 2
-        assert rules() == first and len(evaluated) == 2  # (the bad file was replaced)
-        (tmp_path / "a-file").write_text("")
-        monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
-        with pytest.warns(UserWarning, match="cache was not written .*a-file"):
-            assert rules() == first and len(evaluated) == 3
-        monkeypatch.setenv("KZOO_CACHE_DIR", str(tmp_path / "cache"))
+    def convert(*steps):  # (in a process of its own: this one's cache in memory would hide the disk's)
+        steps = [(str(dirs[name]), {"KZOO_CACHE_DIR": str(cache), **env}, str(tmp_path / out))
+                 for name, env, out in steps]
+        proc = subprocess.run([sys.executable, "-c", CONVERT, json.dumps(steps)], capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
 
-        folded, real_fold = [], folding._folded
-        monkeypatch.setattr(folding, "_folded", lambda *args: folded.append(args) or real_fold(*args))
-        source = spm_fixtures.make_albert_tokenizer_dir(tmp_path / "albert", True)
-        made = []
-        for _ in range(2):
-            folding._fold_cached.cache_clear()
-            made.append(from_hf_dir(source, "albert"))
-        assert len(folded) == 1 and len(list((tmp_path / "cache" / "folded").iterdir())) == 1
-        assert made[0]._folded_model == made[1]._folded_model and made[0].encode("Hello, wörld!") == \
-            made[1].encode("Hello, wörld!")
+    def model(out):
+        return (tmp_path / out / MODEL_FILE).read_bytes()
 
-        monkeypatch.setenv("KZOO_NO_CACHE", "1")
-        file.unlink()
-        before = len(evaluated)
-        assert rules() == first and len(evaluated) == before + 1 and not file.exists()
-    finally:
-        folding._normalizer_rules.cache_clear()
-        folding._fold_cached.cache_clear()
+    convert(("a", {}, "a1"), ("b", {}, "b1"), ("c", {}, "c1"))
+    folded = sorted((cache / "folded").iterdir(), key=lambda f: f.stat().st_mtime_ns)
+    assert len(folded) == 3 and len(list((cache / "normalizer-rules").iterdir())) == 2  # (a and c: one normaliser)
+    a, b, c = folded
+    a.write_bytes(b.read_bytes())  # a's entry now holds b's folded tokenizer
+    c.write_bytes(b"not an entry")
+    (tmp_path / "a-file").write_text("")
+    err = convert(("a", {}, "a2"), ("c", {}, "c2"),
+                  ("d", {"KZOO_CACHE_DIR": str(tmp_path / "a-file" / "cache")}, "d2"),
+                  ("b", {"KZOO_CACHE_DIR": str(tmp_path / "none"), "KZOO_NO_CACHE": "1"}, "b2"))
+    assert model("a2") == model("b1") != model("a1")  # read, not computed
+    assert model("c2") == model("c1") and c.read_bytes() != b"not an entry"  # computed again, and replaced
+    assert "cache was not written" in err and "a-file" in err, err[-3000:]
+    assert model("b2") == model("b1") and not (tmp_path / "none").exists()
