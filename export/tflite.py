@@ -172,7 +172,7 @@ def _trace(model, config, text_tokenizer, options, text_length):
     else:
         numeric, strings = text_signature(model, config, text_tokenizer, options)
         serve_text = text_function(text_tokenizer, model, config, numeric, strings, text_length)
-        fn = tf.function(serve_text, input_signature=text_specs(config))
+        fn = tf.function(serve_text, input_signature=text_specs(config), autograph=False)  # (as the SavedModel's)
     return holder, fn.get_concrete_function()
 
 
