@@ -6,6 +6,8 @@ missed tensor cannot hide behind Transformers' ones/zeros initialisation.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import transformers
 
@@ -14,6 +16,16 @@ TINY_ALBERT = dict(
     inner_group_num=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
     type_vocab_size=2, hidden_act="gelu_new", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
 )
+
+
+@functools.cache
+def loaded(path):
+    """kzoo.runtime.load(path), once a process. A pipeline test builds many pipelines on one model dir, and
+    loading and tracing a model (~2 s, even a tiny one) is most of such a test's time; tests of loading itself
+    pass the path. Only for dirs nothing rewrites."""
+    import kzoo.runtime
+
+    return kzoo.runtime.load(path)
 
 
 def randomize(model, seed=0, std=0.2):

@@ -63,8 +63,7 @@ class Trainer:
         with self._scope():
             self.trained = None if not options.lora_rank else self._enable_lora(options.lora_rank)
         self.variables = None  # the trainable variables the loss reaches (`_prepare`)
-        self._predict = tf.function(lambda batch: model(batch, training=False), jit_compile=True,
-                                    reduce_retracing=True)
+        self._predict = None  # (evaluate: traced at its first batch)
 
     def _scope(self):
         import contextlib
@@ -96,12 +95,15 @@ class Trainer:
             # step, double after 2,000 finite steps)
             self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
             self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # traced once for every batch shape (reduce_retracing would trace twice: at the first shape, then
+        # relaxed; a trace of the backward pass costs seconds), XLA compiling per bucket
+        batch = any_shape(inputs, labels, tf.constant(0.0))
         if self.fused:
-            self._fused = tf.function(self._fused_step, jit_compile=True, reduce_retracing=True)
+            self._fused = tf.function(self._fused_step, jit_compile=True, input_signature=batch)
         elif self.strategy is None:
-            self._micro = tf.function(self._micro_step, jit_compile=True, reduce_retracing=True)
+            self._micro = tf.function(self._micro_step, jit_compile=True, input_signature=batch)
         else:
-            self._gradients = tf.function(self._replica_gradients, jit_compile=True, reduce_retracing=True)
+            self._gradients = tf.function(self._replica_gradients, jit_compile=True, input_signature=batch)
             self._micro = tf.function(self._distributed_micro_step, reduce_retracing=True)
         self._apply = tf.function(self._apply_step, jit_compile=True)
 
@@ -397,8 +399,13 @@ class Trainer:
 
     def evaluate(self, examples) -> dict:
         """The task's metrics on `examples` (model in inference mode)."""
+        import tensorflow as tf
+
         predictions, golds = [], []
         for inputs, labels in self._batches(examples, 0, False):
+            if self._predict is None:
+                self._predict = tf.function(lambda batch: self.model(batch, training=False), jit_compile=True,
+                                            input_signature=any_shape(inputs))
             out = self._predict(inputs)
             predictions.append({k: np.asarray(v, np.float32) for k, v in out.items()} if self.qa else
                                np.asarray(out, np.float32))
@@ -510,3 +517,10 @@ class Checkpoints:
         self.manager.save(checkpoint_number=len(log))
         if not self.chief:
             shutil.rmtree(self.writes, ignore_errors=True)
+
+
+def any_shape(*example):
+    """The input signature of tensors like `example`'s, every dimension unknown."""
+    import tensorflow as tf
+
+    return list(tf.nest.map_structure(lambda t: tf.TensorSpec([None] * t.shape.rank, t.dtype), example))

@@ -21,7 +21,7 @@ from kzoo.converters.convert import convert
 from kzoo.pipelines import PipelineError
 from reference import TINY_ALBERT, TINY_XLMR, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
-from reference import lively
+from reference import lively, loaded
 from xlm_fixtures import TINY_ENFR, tokenizer_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -95,7 +95,7 @@ def test_token_classification_equals_transformers(ner, strategy):
     src, out = ner
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # (Transformers' "fallback heuristic" warning, kzoo's too)
-        ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(TEXTS)
+        ours = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(TEXTS)
     theirs = reference("token-classification", src, TEXTS, aggregation_strategy=strategy, ignore_labels=[])
     assert_same(ours, theirs)
     assert any(len(entities) for entities in ours)
@@ -113,16 +113,16 @@ def test_token_classification_stride_equals_transformers(ner, strategy):
     for stride in (4, 10):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(text, stride=stride)
+            ours = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(text, stride=stride)
         theirs = reference("token-classification", src, text, aggregation_strategy=strategy, ignore_labels=[],
                            stride=stride)
         assert_same(ours, theirs)
-        cut = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(text)  # (no stride: cut)
+        cut = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(text)  # (no stride: cut)
         assert max(e["end"] for e in ours) > max(e["end"] for e in cut)
     with pytest.raises(PipelineError, match='aggregation_strategy="none"'):
-        kzoo.pipeline("ner", out)(text, stride=4)
+        kzoo.pipeline("ner", loaded(out))(text, stride=4)
     with pytest.raises(PipelineError, match="stride"):
-        kzoo.pipeline("ner", out, aggregation_strategy="simple")(text, stride=1000)
+        kzoo.pipeline("ner", loaded(out), aggregation_strategy="simple")(text, stride=1000)
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first"])
@@ -132,21 +132,21 @@ def test_token_classification_split_into_words_equals_transformers(ner, strategy
     for kwargs in ({}, {"delimiter": "  "}):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(
+            ours = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(
                 words, is_split_into_words=True, **kwargs)
-            single = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(
+            single = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(
                 words[0], is_split_into_words=True, **kwargs)
         theirs = reference("token-classification", src, words, aggregation_strategy=strategy, ignore_labels=[],
                            is_split_into_words=True, **kwargs)
         assert_same(ours, theirs)
         assert_same(single, theirs[0])
     with pytest.raises(PipelineError, match="must be a list of tokens"):
-        kzoo.pipeline("ner", out)("a text", is_split_into_words=True)
+        kzoo.pipeline("ner", loaded(out))("a text", is_split_into_words=True)
 
 
 def test_token_classification_default_ignores_o_and_takes_options_per_call(ner):
     src, out = ner
-    pipe = kzoo.pipeline("token-classification", out)
+    pipe = kzoo.pipeline("token-classification", loaded(out))
     assert_same(pipe(TEXTS[0]), reference("token-classification", src, TEXTS[0]))
     assert_same(pipe(TEXTS[1], aggregation_strategy="simple", ignore_labels=["O", "MISC"]),
                 reference("token-classification", src, TEXTS[1], aggregation_strategy="simple",
@@ -161,7 +161,7 @@ def test_token_classification_default_ignores_o_and_takes_options_per_call(ner):
                          ids=["str", "list", "pair", "mixed"])
 def test_text_classification_equals_transformers(sentiment, inputs, kwargs):
     src, out = sentiment
-    ours = kzoo.pipeline("sentiment-analysis", out)(inputs, **kwargs)
+    ours = kzoo.pipeline("sentiment-analysis", loaded(out))(inputs, **kwargs)
     assert_same(ours, reference("text-classification", src, inputs, **kwargs))
     if isinstance(inputs, list):  # (the weights make the scores depend on the text)
         assert ours[0] != ours[1]
@@ -175,7 +175,7 @@ def test_text_classification_tokenizer_arguments(sentiment, kwargs):
     """Transformers passes the call's other arguments to its tokenizer: max_length / truncation / padding."""
     src, out = sentiment
     texts = ["Hello world, this text is longer than four tokens", "Bonjour tout le monde"]
-    ours = kzoo.pipeline("text-classification", out)(texts, top_k=None, **kwargs)
+    ours = kzoo.pipeline("text-classification", loaded(out))(texts, top_k=None, **kwargs)
     assert_same(ours, reference("text-classification", src, texts, top_k=None, **kwargs))
 
 
@@ -185,16 +185,16 @@ def test_pipelines_stream_an_iterator(sentiment, ner):
     from transformers.pipelines.pt_utils import KeyDataset
 
     for (src, out), name, texts in ((sentiment, "text-classification", TEXTS), (ner, "ner", TEXTS)):
-        pipe = kzoo.pipeline(name, out, batch_size=2)
+        pipe = kzoo.pipeline(name, loaded(out), batch_size=2)
         streamed = pipe(t for t in texts)
         assert not isinstance(streamed, list)
         assert list(streamed) == pipe(list(texts))
         dataset = pipe(KeyDataset([{"text": t, "label": 0} for t in texts], "text"))
         assert not isinstance(dataset, list) and list(dataset) == pipe(list(texts))
     with pytest.raises(PipelineError, match="unknown option"):
-        list(kzoo.pipeline("text-classification", sentiment[1])(iter(TEXTS), top_p=1))
+        list(kzoo.pipeline("text-classification", loaded(sentiment[1]))(iter(TEXTS), top_p=1))
     # an error names its input by its place in the stream (here the second chunk's first)
-    stream = kzoo.pipeline("text-classification", sentiment[1], batch_size=2)(iter([*TEXTS[:2], 7, TEXTS[0]]))
+    stream = kzoo.pipeline("text-classification", loaded(sentiment[1]), batch_size=2)(iter([*TEXTS[:2], 7, TEXTS[0]]))
     assert next(stream) and next(stream)
     with pytest.raises(PipelineError, match="^input 3: expected a str"):
         next(stream)
@@ -203,14 +203,14 @@ def test_pipelines_stream_an_iterator(sentiment, ner):
 def test_text_classification_options_at_construction(sentiment):
     """Transformers' quirk kept: top_k given to the constructor, a str's result is wrapped once more."""
     src, out = sentiment
-    ours = kzoo.pipeline("text-classification", out, top_k=2)("Hello world")
+    ours = kzoo.pipeline("text-classification", loaded(out), top_k=2)("Hello world")
     theirs = transformers.pipeline("text-classification", model=str(src), device="cpu", top_k=2)("Hello world")
     # (a single text: no token types, the same with or without them)
     assert_same(ours, theirs)
     assert isinstance(ours[0], list)
     reference = transformers.pipeline("text-classification", model=str(src), device="cpu")
-    assert kzoo.pipeline("text-classification", out)(TEXTS, top_k=0) == reference(TEXTS, top_k=0) == [[]] * len(TEXTS)
-    assert_same(kzoo.pipeline("text-classification", out, num_workers=2)(TEXTS, num_workers=0),
+    assert kzoo.pipeline("text-classification", loaded(out))(TEXTS, top_k=0) == reference(TEXTS, top_k=0) == [[]] * len(TEXTS)
+    assert_same(kzoo.pipeline("text-classification", loaded(out), num_workers=2)(TEXTS, num_workers=0),
                 reference(TEXTS, num_workers=0))
 
 
@@ -247,26 +247,26 @@ def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
     """XLM's tokenizer is a Python one in Transformers: no offsets (start/end None), words by tokens."""
     src, out = xlm_ner
     texts = ["Paris is the capital of France.", "l'été dernier à Paris"]
-    ours = kzoo.pipeline("ner", out, aggregation_strategy=strategy, ignore_labels=[])(texts)
+    ours = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(texts)
     assert_same(ours, reference("ner", src, texts, aggregation_strategy=strategy, ignore_labels=[]))
     with pytest.raises(PipelineError, match="Slow tokenizers cannot handle subwords"):
-        kzoo.pipeline("ner", out)(texts, aggregation_strategy="first")
+        kzoo.pipeline("ner", loaded(out))(texts, aggregation_strategy="first")
 
 
 def test_bad_options_are_one_line_errors(ner, sentiment):
     _, out = ner
     with pytest.raises(PipelineError, match="unknown option.*doc_stride"):
-        kzoo.pipeline("ner", out, doc_stride=16)
+        kzoo.pipeline("ner", loaded(out), doc_stride=16)
     with pytest.raises(PipelineError, match="aggregation_strategy must be one of"):
-        kzoo.pipeline("ner", out)("x", aggregation_strategy="longest")
+        kzoo.pipeline("ner", loaded(out))("x", aggregation_strategy="longest")
     with pytest.raises(PipelineError, match="token-classification runs token_classifier models"):
-        kzoo.pipeline("token-classification", sentiment[1])
+        kzoo.pipeline("token-classification", loaded(sentiment[1]))
     with pytest.raises(PipelineError, match="function_to_apply must be one of"):
-        kzoo.pipeline("text-classification", sentiment[1])("x", function_to_apply="relu")
+        kzoo.pipeline("text-classification", loaded(sentiment[1]))("x", function_to_apply="relu")
     with pytest.raises(PipelineError, match="top_k must be"):
-        kzoo.pipeline("text-classification", sentiment[1])("x", top_k=-1)
+        kzoo.pipeline("text-classification", loaded(sentiment[1]))("x", top_k=-1)
     with pytest.raises(PipelineError, match="input 2: expected a str or"):
-        kzoo.pipeline("text-classification", sentiment[1])(["x", {"txt": "y"}])
+        kzoo.pipeline("text-classification", loaded(sentiment[1]))(["x", {"txt": "y"}])
 
 
 def test_new_token_classifier_head_runs_in_the_pipeline(tmp_path, tokenizers):
@@ -318,7 +318,7 @@ def test_zero_shot_equals_transformers(nli, kwargs):
     src, out = nli
     # (the third: longer than the model takes, so its premise is cut: Transformers' truncation="only_first")
     inputs = ["The match ended 2-1.", "Le gouvernement a voté.", "The long match ended 2-1 after extra time. " * 20]
-    ours = kzoo.pipeline("zero-shot-classification", out)(inputs, **kwargs)
+    ours = kzoo.pipeline("zero-shot-classification", loaded(out))(inputs, **kwargs)
     theirs = reference("zero-shot-classification", src, inputs, **kwargs)
     for a, b in zip(ours, theirs):  # (label -> score: the order of scores equal within 1e-6 is arbitrary)
         assert a["sequence"] == b["sequence"] and sorted(a["labels"]) == sorted(b["labels"])
@@ -326,12 +326,12 @@ def test_zero_shot_equals_transformers(nli, kwargs):
         assert all(abs(mine[label] - want[label]) < 1e-4 for label in want)
         assert a["scores"] == sorted(a["scores"], reverse=True)
     kwargs = dict(kwargs)
-    single = kzoo.pipeline("zero-shot-classification", out)(inputs[0], kwargs.pop("candidate_labels"), **kwargs)
+    single = kzoo.pipeline("zero-shot-classification", loaded(out))(inputs[0], kwargs.pop("candidate_labels"), **kwargs)
     assert single["labels"] == ours[0]["labels"]  # (candidate labels as the second argument, as Transformers)
 
 
 def test_zero_shot_errors(nli):
-    pipe = kzoo.pipeline("zero-shot-classification", nli[1])
+    pipe = kzoo.pipeline("zero-shot-classification", loaded(nli[1]))
     with pytest.raises(PipelineError, match="at least one label"):
         pipe("text", candidate_labels=[])
     with pytest.raises(PipelineError, match="needs {} where the label goes"):
@@ -353,9 +353,9 @@ def test_batch_size_splits_model_calls_not_results(ner, sentiment, nli):
     """batch_size (Transformers' name): model calls of that many rows; the results as in one call."""
     many = TEXTS * 3
     for pipe, inputs, kwargs in [
-            (kzoo.pipeline("ner", ner[1], ignore_labels=[]), many, {}),
-            (kzoo.pipeline("text-classification", sentiment[1]), many, {"top_k": None}),
-            (kzoo.pipeline("zero-shot-classification", nli[1]), many[:5], {"candidate_labels": ["a", "b", "c"]})]:
+            (kzoo.pipeline("ner", loaded(ner[1]), ignore_labels=[]), many, {}),
+            (kzoo.pipeline("text-classification", loaded(sentiment[1])), many, {"top_k": None}),
+            (kzoo.pipeline("zero-shot-classification", loaded(nli[1])), many[:5], {"candidate_labels": ["a", "b", "c"]})]:
         whole, split = pipe(inputs, batch_size=100, **kwargs), pipe(inputs, batch_size=2, **kwargs)
         assert len(whole) == len(split) == len(inputs)
         for a, b in zip(whole, split):
@@ -365,4 +365,4 @@ def test_batch_size_splits_model_calls_not_results(ner, sentiment, nli):
             else:
                 assert_same(a, b)
     with pytest.raises(PipelineError, match="batch_size must be a whole number >= 1"):
-        kzoo.pipeline("ner", ner[1])("x", batch_size=0)
+        kzoo.pipeline("ner", loaded(ner[1]))("x", batch_size=0)

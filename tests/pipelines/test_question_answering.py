@@ -10,7 +10,7 @@ import kzoo
 from kzoo.cli import main
 from kzoo.pipelines import PipelineError
 from qa_reference import reference_qa
-from reference import TINY_ALBERT, TINY_XLMR, lively, model_with_tokenizer
+from reference import TINY_ALBERT, TINY_XLMR, lively, loaded, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,7 +49,7 @@ def assert_same(ours, theirs):
 ], ids=["windows", "top3", "impossible", "tokens", "defaults"])
 def test_question_answering_equals_transformers_algorithm(qa, kwargs):
     src, out = qa
-    ours = kzoo.pipeline("question-answering", out)(question=QUESTION, context=CONTEXT, **kwargs)
+    ours = kzoo.pipeline("question-answering", loaded(out))(question=QUESTION, context=CONTEXT, **kwargs)
     theirs = reference_qa(src, QUESTION, CONTEXT, **{"max_seq_len": 128, **kwargs})
     assert_same(ours, theirs)
     for answer in ours if isinstance(ours, list) else [ours]:
@@ -58,7 +58,7 @@ def test_question_answering_equals_transformers_algorithm(qa, kwargs):
 
 def test_question_answering_input_forms(qa):
     src, out = qa
-    pipe = kzoo.pipeline("question-answering", out, max_seq_len=48, doc_stride=12)
+    pipe = kzoo.pipeline("question-answering", loaded(out), max_seq_len=48, doc_stride=12)
     want = reference_qa(src, QUESTION, CONTEXT, max_seq_len=48, doc_stride=12)
     assert_same(pipe(QUESTION, CONTEXT), want)
     assert_same(pipe({"question": QUESTION, "context": CONTEXT}), want)
@@ -67,14 +67,14 @@ def test_question_answering_input_forms(qa):
     assert_same(both[1], reference_qa(src, "Who works?", CONTEXT, max_seq_len=48, doc_stride=12))
     examples = [{"question": q, "context": CONTEXT} for q in (QUESTION, "Who works?", QUESTION)]
     for size in (1, 2):  # (a stream: one result per example, also from a chunk of one)
-        streamed = list(kzoo.pipeline("question-answering", out, max_seq_len=48, doc_stride=12,
+        streamed = list(kzoo.pipeline("question-answering", loaded(out), max_seq_len=48, doc_stride=12,
                                       batch_size=size)(iter(examples)))
         assert len(streamed) == 3 and all(isinstance(r, dict) for r in streamed)
         assert_same(streamed[2], want)
 
 
 def test_question_answering_errors(qa):
-    pipe = kzoo.pipeline("question-answering", qa[1])
+    pipe = kzoo.pipeline("question-answering", loaded(qa[1]))
     with pytest.raises(PipelineError, match="needs question= and context="):
         pipe(question=QUESTION)
     with pytest.raises(PipelineError, match="`context` must be a non-empty str"):
@@ -112,7 +112,7 @@ def test_tokenizer_windows_are_transformers_overflowing_tokens(qa, max_length, s
 
 
 def test_batch_size_splits_windows_not_answers(qa):
-    pipe = kzoo.pipeline("question-answering", qa[1], max_seq_len=32, doc_stride=8, top_k=3)
+    pipe = kzoo.pipeline("question-answering", loaded(qa[1]), max_seq_len=32, doc_stride=8, top_k=3)
     questions = [QUESTION, "Who works?", "Where is Lyon?"]
     assert_same(pipe(question=questions, context=CONTEXT, batch_size=1),
                 pipe(question=questions, context=CONTEXT, batch_size=64))

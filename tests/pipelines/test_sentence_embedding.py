@@ -64,10 +64,11 @@ def test_sentence_embedding_equals_sentence_transformers(tmp_path, encoder, mode
     summary = convert(st, tmp_path / "out")
     assert summary["task"] == "sentence_embedding" and summary["unexpected"] == []
     want = SentenceTransformer(str(st), device="cpu").encode(TEXTS)
-    ours = kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS)
+    pipe = kzoo.pipeline("sentence-embedding", tmp_path / "out")
+    ours = pipe(TEXTS)
     assert ours.dtype == np.float32 and ours.shape == want.shape
     assert np.max(np.abs(ours - want)) <= 1e-4
-    assert np.max(np.abs(kzoo.pipeline("sentence-embedding", tmp_path / "out")(TEXTS[0]) - want[0])) <= 1e-4
+    assert np.max(np.abs(pipe(TEXTS[0]) - want[0])) <= 1e-4
 
 
 def test_verify_against_sentence_transformers(tmp_path, encoder, capsys):

@@ -15,6 +15,7 @@ import kzoo
 from kzoo.cli import main
 from kzoo.errors import KzooError, TokenizerError
 from kzoo.pipelines import PipelineError
+from reference import loaded
 from xlm_fixtures import xlm_model_dir
 
 TEXTS = ["Paris is the <special1> of France.", "L'été dernier, j'ai vu <special1> à Paris."]
@@ -65,7 +66,7 @@ def assert_same(ours, theirs):
 def test_fill_mask_without_lang_equals_transformers_pipeline(enfr, text):
     src, out, _, ref_tok = enfr
     assert ref_tok.mask_token == "<special1>"
-    ours = kzoo.pipeline("fill-mask", out)(text, top_k=5)
+    ours = kzoo.pipeline("fill-mask", loaded(out))(text, top_k=5)
     theirs = transformers.pipeline("fill-mask", model=str(src), device="cpu")(text, top_k=5)
     assert_same(ours, theirs)
 
@@ -73,7 +74,7 @@ def test_fill_mask_without_lang_equals_transformers_pipeline(enfr, text):
 @pytest.mark.parametrize("text", TEXTS)
 def test_fill_mask_with_lang_equals_pytorch_with_langs(enfr, text):
     _, out, ref, ref_tok = enfr
-    fill = kzoo.pipeline("fill-mask", out)
+    fill = kzoo.pipeline("fill-mask", loaded(out))
     by_lang = {}
     for lang, lang_id in (("en", 0), ("fr", 1)):
         by_lang[lang] = fill(text, top_k=5, lang=lang)
@@ -120,14 +121,14 @@ def test_unknown_language_is_one_line_listing_the_languages(enfr, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "'de'" in err and "en, fr" in err and "Traceback" not in err
     with pytest.raises(TokenizerError, match="en, fr"):
-        kzoo.pipeline("fill-mask", out)(TEXTS[0], lang="xx")
+        kzoo.pipeline("fill-mask", loaded(out))(TEXTS[0], lang="xx")
     assert issubclass(TokenizerError, KzooError)
 
 
 def test_embed_with_lang_equals_pytorch_hidden_states(enfr, capsys):
     _, out, ref, ref_tok = enfr
     texts = ["Hello world.", "Bonjour le monde, c'est l'été !"]
-    features = kzoo.pipeline("features", out)
+    features = kzoo.pipeline("features", loaded(out))
     for lang, lang_id in ((None, None), ("fr", 1)):
         ours = features(texts, lang=lang)
         for text, item in zip(texts, ours):
