@@ -82,18 +82,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import hashlib
 import json
 import math
-import os
 import unicodedata
-import warnings
-import zlib
 from pathlib import Path
 
 from kzoo.converters.tokenizers import SentencePieceFiles
-from kzoo.errors import ModelDirError, TokenizerError
-from kzoo.io.atomic import atomic_file
+from kzoo.errors import TokenizerError
+from kzoo.io.cache import disk_cached
 from kzoo.tokenizers.base import SPECIAL_ATTRS
 from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokenizer, Vocabulary
 
@@ -299,51 +295,14 @@ def _reference_normalizer(albert: bool, do_lower_case: bool, keep_accents: bool,
 _TO_SPACE = {ord(c): " " for c in WHITESPACE}
 
 
-def cache_dir() -> Path | None:
-    """Where conversions keep what they derive from a tokenizer between runs: $KZOO_CACHE_DIR, else
-    $XDG_CACHE_HOME/kzoo, else ~/.cache/kzoo; None (no cache) when KZOO_NO_CACHE is set."""
-    if os.environ.get("KZOO_NO_CACHE"):
-        return None
-    if os.environ.get("KZOO_CACHE_DIR"):
-        return Path(os.environ["KZOO_CACHE_DIR"])
-    try:
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kzoo"
-    except RuntimeError:  # (no home directory)
-        return None
-
-
 def _disk_cached(kind: str, parts: tuple, compute, dump, load):
-    """compute(), kept in cache_dir()/kind/ under a name made of `parts`, this module's source and the versions
-    of what computes it (the `tokenizers` and `sentencepiece` libraries, Unicode's data). A file that cannot
-    be read is computed again; one that cannot be written is a warning. dump: value -> bytes; load: back."""
+    """kzoo.io.cache.disk_cached, named by this module's source and the versions of what computes it (the
+    `tokenizers` and `sentencepiece` libraries, Unicode's data) too."""
     import sentencepiece
     import tokenizers
 
-    key = hashlib.sha256(repr((tokenizers.__version__, sentencepiece.__version__, unicodedata.unidata_version))
-                         .encode())
-    for part in parts:
-        data = part if isinstance(part, bytes) else repr(part).encode()
-        key.update(len(data).to_bytes(8, "little") + data)
-    try:
-        key.update(Path(__file__).read_bytes())
-        directory = cache_dir()
-    except OSError:  # (no source file to read: no cache)
-        directory = None
-    file = None if directory is None else directory / kind / key.hexdigest()[:32]
-    if file is not None and file.is_file():
-        try:
-            return load(zlib.decompress(file.read_bytes()))
-        except (OSError, ValueError, TypeError, zlib.error):
-            pass
-    value = compute()
-    if file is not None:
-        try:
-            with atomic_file(file, overwrite=True) as part:  # (whole or not at all, also beside another writer)
-                part.write_bytes(zlib.compress(dump(value), 1))
-        except (OSError, ModelDirError) as e:
-            warnings.warn(f"kzoo's tokenizer cache was not written ({e}); set KZOO_CACHE_DIR, or KZOO_NO_CACHE=1",
-                          stacklevel=2)
-    return value
+    return disk_cached(kind, parts, compute, dump, load, source=__file__,
+                       versions=(tokenizers.__version__, sentencepiece.__version__, unicodedata.unidata_version))
 
 
 def _json_dict(data: bytes) -> dict:

@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "architecture"))  # i
 
 @pytest.fixture(scope="session", autouse=True)
 def kzoo_cache(tmp_path_factory):
-    """Conversions' cache (kzoo.converters.sentencepiece.cache_dir) in this run's temp dir, shared by xdist's
-    workers and the processes tests start: never the user's ~/.cache, and nothing from an earlier run."""
+    """kzoo's disk cache (kzoo.io.cache: conversions' and text-in exports' tables) in this run's temp dir, shared
+    by xdist's workers and the processes tests start: never the user's ~/.cache, nothing from an earlier run."""
     base = tmp_path_factory.getbasetemp()
     os.environ["KZOO_CACHE_DIR"] = str((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "kzoo-cache")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import io
 import json
 import re
 import shutil
@@ -670,11 +671,33 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
 
 
 @functools.lru_cache(maxsize=8)  # (seconds each: a charsmap holds ~1.7M rules; every export of a model asks)
-@tf.autograph.experimental.do_not_convert  # (called while tracing: autograph would convert its loop)
 def _code_point_table(normalizer_spec, markers):
     """(how many characters each code point normalizes to, and that with flags as two tables: block of 256
     -> row, rows) from a serialized NormalizerSpec's rules: +256 normalizes to one space, +512 starts a rule
-    on a sequence (not an added token's: its pieces count it), +1024 continues one."""
+    on a sequence (not an added token's: its pieces count it), +1024 continues one. Kept on disk too
+    (kzoo.io.cache): ~6 s for XLM-R's charsmap, in every process that exports a model with it."""
+    import sentencepiece as spm
+
+    from kzoo.io.cache import disk_cached
+
+    def dump(arrays):
+        buffer = io.BytesIO()
+        np.savez(buffer, *arrays)
+        return buffer.getvalue()
+
+    def load(data):
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return tuple(arrays[f"arr_{i}"] for i in range(3))
+
+    arrays = disk_cached("code-points", (normalizer_spec, sorted(markers)),
+                         lambda: _decompiled_table(normalizer_spec, markers), dump, load, source=__file__,
+                         versions=(spm.__version__,))
+    for array in arrays:
+        array.flags.writeable = False  # (shared by the cache's callers)
+    return arrays
+
+
+def _decompiled_table(normalizer_spec, markers):
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
 
@@ -691,8 +714,6 @@ def _code_point_table(normalizer_spec, markers):
     continues[list({ord(c) for key in sequences for c in key[1:]})] = 1
     table = (np.minimum(lengths, 255) + 256 * spaces + 512 * starts + 1024 * continues).reshape(-1, 256)
     rows, block_of = np.unique(table, axis=0, return_inverse=True)
-    for array in (lengths, rows, block_of):
-        array.flags.writeable = False  # (shared by the cache's callers)
     return lengths, rows, block_of
 
 

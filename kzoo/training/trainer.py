@@ -38,8 +38,6 @@ class Trainer:
     def __init__(self, model, tokenizer, options: TrainOptions, strategy=None):
         """`strategy`: a tf.distribute strategy the model was built under (kzoo.training.distribute), or None
         for one device."""
-        import tensorflow as tf
-
         options.check()
         self.model, self.tokenizer, self.options, self.strategy = model, tokenizer, options, strategy
         self._traced_encoders = {}  # (kzoo.training.data.batches: traced once a run, not once an epoch)

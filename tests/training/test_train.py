@@ -144,8 +144,9 @@ def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     else:
         rows = [{"tokens": w, "tags": [TAGS[int(x)] for x in rng.integers(0, len(TAGS), len(w))]} for w in WORDS]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
+    # (max_length 32: one length bucket, not the tiny models' two, so half the XLA compiles)
     options = dict(batch_size=3, gradient_accumulation=2, max_steps=3, learning_rate=2e-3, weight_decay=0.01,
-                   warmup_steps=1, shuffle=False, seed=0)
+                   warmup_steps=1, shuffle=False, seed=0, max_length=32)
     report = kzoo.train(model_dir, tmp_path / "trained", train, **options)
     assert report["total_steps"] == 3 and [r["step"] for r in report["log"]] == [1, 2, 3]
 
@@ -177,7 +178,7 @@ def test_one_batch_steps_equal_pytorch(tmp_path):
                                                                           rng.integers(0, len(TAGS), len(w))]}
                                                    for w in WORDS])
     report = kzoo.train(model_dir, tmp_path / "trained", train, batch_size=3, max_steps=3, learning_rate=2e-3,
-                        weight_decay=0.01, warmup_steps=1, shuffle=False)
+                        weight_decay=0.01, warmup_steps=1, shuffle=False, max_length=32)
     examples = data.read(train, "token_classifier", TAGS)
     epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3, max_length=report["max_length"],
                               longest=report["max_length"]))
@@ -223,7 +224,7 @@ def test_mixed_precision_stays_near_float32(tmp_path):
     losses = {}
     for precision in ("none", "bf16", "fp16"):
         report = kzoo.train(model_dir, tmp_path / precision, train, max_steps=20, batch_size=4, learning_rate=1e-3,
-                            shuffle=False, mixed_precision=precision)
+                            shuffle=False, mixed_precision=precision, max_length=32)  # (one length bucket)
         losses[precision] = np.array([row["loss"] for row in report["log"]])
     for precision in ("bf16", "fp16"):
         difference = np.abs(losses[precision] - losses["none"]).max()
@@ -265,7 +266,7 @@ def test_trainer_itself(tmp_path):
     src, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", SENTIMENT)
     train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)])
     report = kzoo.train(model_dir, tmp_path / "trained", train, batch_size=3, gradient_accumulation=2, max_steps=3,
-                        learning_rate=2e-3, weight_decay=0.01, warmup_steps=1, shuffle=False)
+                        learning_rate=2e-3, weight_decay=0.01, warmup_steps=1, shuffle=False, max_length=32)
     examples = data.read(train, "classifier", SENTIMENT)
     epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3,
                               max_length=report["max_length"], longest=report["max_length"]))
