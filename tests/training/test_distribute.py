@@ -116,10 +116,11 @@ def data(tmp_path, head):
                                                          for w in WORDS])
 
 
-@pytest.mark.parametrize("family, head", [("xlm-roberta", "SequenceClassification"), ("albert", "TokenClassification")])
+@pytest.mark.parametrize("family, head", [("albert", "TokenClassification")])
 def test_mirrored_equals_one_device(tmp_path, family, head):
     """Batches of 3 on 2 replicas (2 + 1 rows; token classification: weighted by labelled tokens), 2 batches a
-    step, an epoch's last step of 1."""
+    step, an epoch's last step of 1. (A sequence classifier's rows split the same way across workers: the
+    multi-worker test below.)"""
     labels, train = data(tmp_path, head)
     _, model_dir = family_checkpoint(tmp_path, family, head, labels)
     one = kzoo.train(model_dir, tmp_path / "one", train, **OPTIONS)
