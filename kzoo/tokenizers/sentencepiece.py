@@ -675,7 +675,7 @@ def _code_point_table(normalizer_spec, markers):
     """(how many characters each code point normalizes to, and that with flags as two tables: block of 256
     -> row, rows) from a serialized NormalizerSpec's rules: +256 normalizes to one space, +512 starts a rule
     on a sequence (not an added token's: its pieces count it), +1024 continues one. Kept on disk too
-    (kzoo.io.cache): ~6 s for XLM-R's charsmap, in every process that exports a model with it."""
+    (kzoo.io.cache): ~9 s for XLM-R's charsmap, in every process that exports a model with it."""
     import sentencepiece as spm
 
     from kzoo.io.cache import disk_cached

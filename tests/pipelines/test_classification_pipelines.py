@@ -7,6 +7,7 @@ pipelines run a pair with token type 0 throughout; ALBERT was trained (and its t
 with Transformers 4) with type 1 on the second text, which kzoo feeds. The reference pipeline here is given
 a tokenizer that returns token_type_ids, as Transformers 4's did."""
 
+import functools
 import json
 import shutil
 import warnings
@@ -65,14 +66,21 @@ def sentiment(request, tmp_path_factory, tokenizers):
 
 def reference(task, src, inputs, **kwargs):
     """Transformers' pipeline, ALBERT's tokenizer feeding token_type_ids (see the module docstring)."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(src))
-    config = transformers.AutoConfig.from_pretrained(str(src))  # (a real checkpoint's model_max_length: what it takes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return reference_pipeline(task, str(src))(inputs, **kwargs)
+
+
+@functools.cache  # (its options are the call's: one pipeline serves every call on a checkpoint)
+def reference_pipeline(task, src):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    config = transformers.AutoConfig.from_pretrained(src)  # (a real checkpoint's model_max_length: what it takes)
     tokenizer.model_max_length = config.max_position_embeddings - (2 if config.model_type == "xlm-roberta" else 0)
     if type(tokenizer).__name__.startswith("Albert") and "token_type_ids" not in tokenizer.model_input_names:
         tokenizer.model_input_names = [*tokenizer.model_input_names, "token_type_ids"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return transformers.pipeline(task, model=str(src), tokenizer=tokenizer, device="cpu")(inputs, **kwargs)
+        return transformers.pipeline(task, model=src, tokenizer=tokenizer, device="cpu")
 
 
 def assert_same(ours, theirs):

@@ -13,7 +13,7 @@ from kzoo import runtime
 from kzoo.errors import RunnerError
 from kzoo.export import export_savedmodel, export_tflite
 from families import NAMES, masked_lm_class, tiny_hf_config
-from reference import TINY_ALBERT, make_checkpoint, model_with_tokenizer
+from reference import TINY_ALBERT, loaded, make_checkpoint, model_with_tokenizer
 from spm_fixtures import held_out_texts, make_albert_tokenizer_dir
 
 
@@ -114,10 +114,10 @@ def test_eight_threads_get_what_one_thread_gets(paths, kind):
         fill = kzoo.pipeline("fill-mask", paths["tflite"])
         call = lambda i: fill(texts[i % len(texts)], top_k=3)  # noqa: E731
     elif kind == "tflite-text":
-        run = runtime.load(paths[kind])
+        run = loaded(paths[kind])
         call = lambda i: run([texts[i % len(texts)]])  # noqa: E731
     else:
-        run = runtime.load(paths[kind])
+        run = loaded(paths[kind])
         call = lambda i: run(tok([texts[i % len(texts)]]))  # noqa: E731
     want = [call(i) for i in range(len(texts))]
     results, errors = {}, []
@@ -175,8 +175,8 @@ def test_padding_only_row_is_the_same_everywhere(paths, kind):
     batch = batch_of(paths)
     batch["padding_mask"][1] = 0
     batch["token_ids"][1] = 0
-    want = runtime.load(paths["keras"])(batch)["logits"]
-    got = runtime.load(paths[kind])(batch)["logits"]
+    want = loaded(paths["keras"])(batch)["logits"]
+    got = loaded(paths[kind])(batch)["logits"]
     assert np.abs(got - want).max() <= 1e-4
 
 
@@ -184,7 +184,7 @@ def test_padding_only_row_is_the_same_everywhere(paths, kind):
 def test_inputs_are_named_and_complete(paths, kind):
     """padding_mask is required (zeros would hide every token), a name the model has not is refused
     (Transformers' attention_mask would else be dropped silently), segment_ids may be left out."""
-    run = runtime.load(paths[kind])
+    run = loaded(paths[kind])
     good = batch_of(paths)
     with pytest.raises(RunnerError) as error:
         run({"token_ids": good["token_ids"]})
@@ -211,7 +211,7 @@ def test_inputs_are_named_and_complete(paths, kind):
 
 @pytest.mark.parametrize("kind", ["savedmodel", "tflite-text"])
 def test_text_runners_take_str_and_utf8_bytes_only(paths, kind):
-    run = runtime.load(paths[kind])
+    run = loaded(paths[kind])
     assert_same(run([b"caf\xc3\xa9 [MASK]"]), run(["café [MASK]"]))
     for bad, words in ((["a\udcff [MASK]"], ("texts[0]", "not UTF-8")), ([b"ok", b"\xff\xfe"], ("texts[1]", "not UTF-8")),
                        (["ok", 3], ("texts[1]", "int"))):
