@@ -314,7 +314,7 @@ def _json_dict(data: bytes) -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None) -> dict:
-    """_evaluate_rules, cached in the process and on disk: ~30 s for a charsmap with compositions
+    """_evaluate_rules, cached in the process and on disk: ~20 s for a charsmap with compositions
     (XLM-R's), the same for every checkpoint that has it."""
     return _disk_cached("normalizer-rules", (albert, do_lower_case, keep_accents, charsmap or b""),
                         lambda: _evaluate_rules(albert, do_lower_case, keep_accents, charsmap),
@@ -330,10 +330,12 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     normalizer = _reference_normalizer(albert, do_lower_case, keep_accents, charsmap)
     normalize = normalizer.normalize_str if normalizer is not None else (lambda text: text)
 
+    def spaced(text):  # normalised, Unicode whitespace as " " (one translate of a joined batch)
+        return normalize(text).translate(_TO_SPACE)
+
     # Every code point (but surrogates) the normaliser (or WhitespaceSplit) changes.
     chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
-    rules = {c: out for c, out in zip(chars, (o.translate(_TO_SPACE) for o in _normalize_each(normalize, chars)))
-             if out != c}
+    rules = {c: out for c, out in zip(chars, _normalize_each(spaced, chars)) if out != c}
     per_char = {ord(c): out for c, out in rules.items()}
 
     # Sequences handled as a whole: the original charsmap's multi-character keys (compositions) and
@@ -344,7 +346,7 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
         sequences += [k for k, _ in spm.SentencePieceNormalizer(normalizer_spec=spec).decompile() if len(k) > 1]
     if albert:
         sequences += ["``", "''"]
-    wanted = {k: normalize(k).translate(_TO_SPACE) for k in sequences}
+    wanted = dict(zip(sequences, _normalize_each(spaced, sequences)))
     for k, out in wanted.items():
         if out != k.translate(per_char) and out != k:
             rules[k] = out
@@ -354,7 +356,7 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     # "\xa0" + "\u0301"; "u\u0308" + "\u0301"), and one of 6 bytes or more character by character,
     # so nothing in it is composed ("ω\u0342" + "\u0300"). The op rewrites the longest rule wherever it
     # is. So each (rule, combining mark) pair where the two differ becomes a rule of its own: ~1.5M
-    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~30 s, hence the disk cache), 2 for ALBERT's.
+    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~20 s, hence the disk cache), 2 for ALBERT's.
     # Three or more marks stacked on one letter stay a known difference (~10**8 rules).
     extend = [chr(cp) for cp in range(0x300, 0x10000) if not 0xD800 <= cp < 0xE000
               and (unicodedata.category(chr(cp)).startswith("M") or cp in (0x200C, 0x200D, 0xFF9E, 0xFF9F))]
@@ -363,21 +365,24 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     ops = _op_normalizer(_compile(rules))
 
     def differing(texts):
-        for text, out, got in zip(texts, _normalize_each(normalize, texts), _op_normalize_each(ops, rules, texts)):
-            if out.translate(_TO_SPACE) != got:
-                yield text, out.translate(_TO_SPACE)
+        return [(text, out) for text, out, got in zip(texts, _normalize_each(spaced, texts),
+                                                      _op_normalize_each(ops, rules, texts)) if out != got]
 
     probes = [k + e for k in starts for e in ("\u0301", "\u0308", "\u05b9", "\u0650", "\u093e", "\u200d", "\uff9e") if len((k + e).encode()) < 7]
     droppers = {pair[:-1] for pair, _ in differing(probes)}
-    pairs = [k + e for k in droppers for e in extend if len((k + e).encode()) < 7 and k + e not in rules]
+    marks = [(e, len(e.encode())) for e in extend]
+    pairs = [pair for k in droppers for size in (len(k.encode()),) for e, mark_size in marks
+             if size + mark_size < 7 and (pair := k + e) not in rules]
     for pair, out in differing(pairs):
-        rules[pair] = wanted[pair] = out
+        rules[pair] = out  # (the op rewrites a pair by its own rule: its key is the whole text)
 
     # A sequence the op would still rewrite otherwise gets a rule of its own, an identity if need be:
     # NFD Greek "α\u0313\u0301" is one grapheme of 6 bytes, which the charsmap step leaves as it is,
     # where the op would compose its prefix "α\u0313" (a rule for the 4-byte grapheme "ἀ").
+    # The op's output for a text depends only on the rules whose keys are in it: compiled for speed.
+    substrings = {t[i:j] for t in wanted for i in range(len(t)) for j in range(i + 1, len(t) + 1)}
     for _ in range(3):  # (a new rule can change what a longer sequence starts with)
-        ops = _op_normalizer(_compile(rules))
+        ops = _op_normalizer(_compile({k: rules[k] for k in substrings if k in rules}))
         wrong = {k: out for (k, out), got in zip(wanted.items(), _op_normalize_each(ops, rules, list(wanted)))
                  if got != out}
         if not wrong:
@@ -426,10 +431,13 @@ def _normalize_each(normalize, texts, separator="\n\u2981\n"):
     """`[normalize(t) for t in texts]` in one call (for speed): texts joined by a separator that the
     normaliser keeps apart (a grapheme ends at a line break, also before a combining mark; a text
     ending in CR, which joins a line feed, is normalised alone); checked on a sample, else one call each."""
-    outs = normalize(separator.join(texts)).split(normalize(separator))
+    joined = separator.join(texts)
+    outs = normalize(joined).split(normalize(separator))
     if len(outs) != len(texts) or any(outs[i] != normalize(texts[i]) for i in range(0, len(texts), 997)):
         return [normalize(t) for t in texts]
-    return [normalize(t) if t.endswith("\r") else out for t, out in zip(texts, outs)]
+    if "\r" + separator in joined:
+        return [normalize(t) if t.endswith("\r") else out for t, out in zip(texts, outs)]
+    return outs
 
 
 def _op_normalize_each(ops, rules, texts, separator="\ue000"):
