@@ -2,4 +2,4 @@
 # The test suite: venv + install, then pytest (full-size models are opt-in: -m slow).
 set -euo pipefail
 source "$(dirname "$0")/venv.sh"
-exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder -p no:cacheprovider "$@"

@@ -26,3 +26,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# scripts/test.sh runs xdist with --dist loadscope: each module on one worker, so its module-scoped fixtures
+# (converted models, exports: tens of seconds each) are built once, not on both workers. Modules go out in
+# collection order, so the longest go first (measured test time, 2 cores); the rest keep theirs.
+LONGEST_FIRST = [
+    "export/test_export.py", "training/test_distribute.py", "training/test_train.py",
+    "pipelines/test_task_exports.py", "pipelines/test_generation.py", "training/test_train_cli.py",
+    "tokenizers/test_sentencepiece.py", "training/test_train_qa.py", "pipelines/test_sentence_embedding.py",
+    "pipelines/test_classification_pipelines.py", "runtime/test_runners.py", "cli/test_cli_errors.py",
+]
+
+
+@pytest.hookimpl(trylast=True)  # (after pytest groups each module's tests by fixture parameters)
+def pytest_collection_modifyitems(items):
+    here = os.path.dirname(__file__)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.relpath(item.path, here).replace(os.sep, "/"), len(rank)))
