@@ -306,8 +306,10 @@ class Trainer:
 
         try:
             losses = [float(self._micro(*split(self.strategy, (inputs, labels)), share)) for inputs, labels in group]
-        except (tf.errors.UnavailableError, tf.errors.CancelledError) as e:  # (a peer's collective gave up)
-            why = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__).strip()
+        # (a peer's collective gave up: unavailable, cancelled, or aborted when the coordination service has
+        # marked a task in error, e.g. a heartbeat timeout)
+        except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError) as e:
+            why = _first_cause(e)
             if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
                 raise TrainError(f"the replicas' gradient sum failed ({why})") from None
             resume = ("; start every worker again with the same command: they resume from "
@@ -454,6 +456,15 @@ class Trainer:
             answers[id_] = "" if v2 and null.get(i, -np.inf) > score else text
         return metrics.squad(answers, {id_: [text for _, text in gold] for id_, gold in zip(questions.ids,
                                                                                         questions.labels)})
+
+
+def _first_cause(error) -> str:
+    """The line of a TF runtime error that says what happened (its message starts with "Graph execution
+    error:" and the Python frames of the op when raised from a tf.function)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(("Graph execution error", "Detected at node", "File "))
+            and not line.endswith(":")]
+    return (said or lines or [type(error).__name__])[0]
 
 
 class Checkpoints:

@@ -226,3 +226,43 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, monkeypatc
     with pytest.raises(TrainError, match="strategy must be one of default, mirrored, multi-worker, tpu"):
         kzoo.train(model_dir, tmp_path / "trained", train, strategy="horovod")
     assert not (tmp_path / "trained").exists()
+
+
+# what worker 0 raised in a CI run when worker 1 was killed mid-step (the coordination service had marked a
+# task in error): AbortedError, not the UnavailableError of a plain dropped connection
+HEARTBEAT = """Graph execution error:
+
+Detected at node CollectiveReduceV2 defined at (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+
+Collective ops is aborted by: Unexpected heartbeat request from an already-in-error task: /job:worker/replica:0/task:0 \
+with existing error: UNAVAILABLE: Task /job:worker/replica:0/task:0 heartbeat timeout.
+The error could be from a previous operation. Restart your program to reset.
+	 [[{{node CollectiveReduceV2}}]] [Op:__inference__distributed_micro_step_6121]"""
+
+
+@pytest.mark.parametrize("error", ["UnavailableError", "CancelledError", "AbortedError"])
+def test_a_peer_that_fails_mid_step_is_a_one_line_error(monkeypatch, error):
+    """Each way TF's collectives report a stopped peer becomes the one-line error that says how to resume."""
+    import types
+
+    import tensorflow as tf
+
+    from kzoo.training import distribute
+    from kzoo.training.trainer import Trainer
+
+    def fail(*args):
+        raise getattr(tf.errors, error)(None, None, HEARTBEAT)
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.variables, trainer.task, trainer.fused, trainer._micro = [], "classifier", False, fail
+    trainer.options = types.SimpleNamespace(checkpoint_dir="/shared/checkpoints")
+    trainer.strategy = tf.distribute.MultiWorkerMirroredStrategy.__new__(tf.distribute.MultiWorkerMirroredStrategy)
+    monkeypatch.setattr(distribute, "split", lambda strategy, batch: batch)
+    with pytest.raises(TrainError) as raised:
+        trainer.step([({}, np.zeros(1))], 1e-3)
+    assert str(raised.value) == (
+        "a worker of the cluster stopped (Collective ops is aborted by: Unexpected heartbeat request from an "
+        "already-in-error task: /job:worker/replica:0/task:0 with existing error: UNAVAILABLE: Task "
+        "/job:worker/replica:0/task:0 heartbeat timeout.); start every worker again with the same command: "
+        "they resume from /shared/checkpoints")
