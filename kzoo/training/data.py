@@ -335,6 +335,9 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
         return
     buckets = tf.constant(sorted({bucket(n, limit) for n in (*LENGTH_BUCKETS, limit)}), tf.int32)
 
+    # (autograph off here and in the encoders below: none branches on tensors in Python, and converting the
+    # in-graph tokenizer took ~4 s a run)
+    @tf.autograph.experimental.do_not_convert
     def cut(batch):  # to the smallest bucket holding the longest row
         needed = tf.reduce_max(tf.reduce_sum(batch["padding_mask"], axis=1))
         width = tf.gather(buckets, tf.minimum(tf.reduce_sum(tf.cast(buckets < needed, tf.int32)),
@@ -349,7 +352,8 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
                    "tags": tf.ragged.constant(labels, dtype=tf.int32, inner_shape=())}
         key = ("words", max_length)
         if key not in traced:
-            traced[key] = tf.function(lambda b: tokenizer.tf_encode_words(b["words"], max_length, tags=b["tags"]))
+            traced[key] = tf.function(lambda b: tokenizer.tf_encode_words(b["words"], max_length, tags=b["tags"]),
+                                      autograph=False)
         encode = traced[key]
     elif hasattr(tokenizer, "tf_encode"):
         columns = {"texts": tf.constant([examples.texts[i] for i in order]), "labels": _labels(labels)}
@@ -362,7 +366,7 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
 
         key = ("texts", max_length, examples.pairs is not None)
         if key not in traced:
-            traced[key] = tf.function(encode_texts)
+            traced[key] = tf.function(encode_texts, autograph=False)
         encode = traced[key]
     else:  # XLM: its Python tokenizer, batch by batch
         def python_batches():

@@ -13,6 +13,7 @@ the labels that are not -100), MSE (regression: one output), binary cross-entrop
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -94,16 +95,18 @@ class Trainer:
             self.loss_scale = tf.Variable(2.0 ** 15 if o.mixed_precision == "fp16" else 1.0, trainable=False)
             self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
         # traced once for every batch shape (reduce_retracing would trace twice: at the first shape, then
-        # relaxed; a trace of the backward pass costs seconds), XLA compiling per bucket
+        # relaxed; a trace of the backward pass costs seconds), XLA compiling per bucket. autograph=False:
+        # the steps branch on tensors with tf.cond only, and converting them took ~3 s a run
         batch = any_shape(inputs, labels, tf.constant(0.0))
+        function = functools.partial(tf.function, autograph=False)
         if self.fused:
-            self._fused = tf.function(self._fused_step, jit_compile=True, input_signature=batch)
+            self._fused = function(self._fused_step, jit_compile=True, input_signature=batch)
         elif self.strategy is None:
-            self._micro = tf.function(self._micro_step, jit_compile=True, input_signature=batch)
+            self._micro = function(self._micro_step, jit_compile=True, input_signature=batch)
         else:
-            self._gradients = tf.function(self._replica_gradients, jit_compile=True, input_signature=batch)
-            self._micro = tf.function(self._distributed_micro_step, reduce_retracing=True)
-        self._apply = tf.function(self._apply_step, jit_compile=True)
+            self._gradients = function(self._replica_gradients, jit_compile=True, input_signature=batch)
+            self._micro = function(self._distributed_micro_step, reduce_retracing=True)
+        self._apply = function(self._apply_step, jit_compile=True)
 
     def _padding_rows(self):
         """{index in self.variables: the padding id}: the embedding tables whose padding row PyTorch never
@@ -405,7 +408,7 @@ class Trainer:
         for inputs, labels in self._batches(examples, 0, False):
             if self._predict is None:
                 self._predict = tf.function(lambda batch: self.model(batch, training=False), jit_compile=True,
-                                            input_signature=any_shape(inputs))
+                                            autograph=False, input_signature=any_shape(inputs))
             out = self._predict(inputs)
             predictions.append({k: np.asarray(v, np.float32) for k, v in out.items()} if self.qa else
                                np.asarray(out, np.float32))
