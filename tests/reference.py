@@ -11,8 +11,10 @@ import functools
 import torch
 import transformers
 
+# Two passes through one group of two inner layers: the weights each pass shares, at half the XLA compile
+# and trace time of four passes through two groups (tests/models/test_albert.py: GROUPED_ALBERT)
 TINY_ALBERT = dict(
-    vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=4, num_hidden_groups=2,
+    vocab_size=99, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_hidden_groups=1,
     inner_group_num=2, num_attention_heads=4, intermediate_size=37, max_position_embeddings=64,
     type_vocab_size=2, hidden_act="gelu_new", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
 )
@@ -106,7 +108,7 @@ def convert_and_verify(tmp_path, cls_name, config, **kwargs):
     return summary, report
 
 TINY_XLMR = dict(
-    vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+    vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
     max_position_embeddings=40, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
     layer_norm_eps=1e-5, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
 )

@@ -80,7 +80,7 @@ def test_malicious_bin(tmp_path, ckpt, capsys, monkeypatch):
 def test_shape_mismatch_names_tensor_and_shapes(tmp_path, ckpt, capsys):
     bad = copy_ckpt(ckpt, tmp_path / "bad")
     tensors = load_file(bad / "model.safetensors")
-    name = "albert.encoder.albert_layer_groups.1.albert_layers.0.ffn.weight"
+    name = "albert.encoder.albert_layer_groups.0.albert_layers.1.ffn.weight"
     tensors[name] = np.zeros((36, 32), np.float32)
     save_file(tensors, bad / "model.safetensors", metadata={"format": "pt"})
     code, err = run(["convert", str(bad), str(tmp_path / "out")], capsys)

@@ -25,8 +25,8 @@ def test_round_trip_is_exact(tmp_path):
     weights = {v.path: np.asarray(v) for v in model.weights}
     tensors = load_file(src / "model.safetensors")
     assert np.array_equal(weights["token_embedding/embeddings"], tensors["albert.embeddings.word_embeddings.weight"])
-    assert np.array_equal(weights["group_1_inner_1/intermediate/kernel"],
-                          tensors["albert.encoder.albert_layer_groups.1.albert_layers.1.ffn.weight"].T)
+    assert np.array_equal(weights["group_0_inner_1/intermediate/kernel"],
+                          tensors["albert.encoder.albert_layer_groups.0.albert_layers.1.ffn.weight"].T)
     assert np.array_equal(weights["mlm_bias/bias"], tensors["predictions.bias"])
     assert np.array_equal(weights["sop_classifier/kernel"], tensors["sop_classifier.classifier.weight"].T)
     assert model.count_params() == sum(t.size for t in tensors.values())

@@ -138,7 +138,7 @@ def test_multi_worker_resumes_after_a_worker_is_killed_and_equals_one_device(tmp
     from the last checkpoint, and the chief writes OUT, equal to one device's run."""
     labels, train = data(tmp_path, "SequenceClassification")
     _, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", labels)
-    options = {**OPTIONS, "max_steps": 16}
+    options = {**OPTIONS, "max_steps": 10}  # (worker 1 is killed after step 3: 7 steps before 0 could end alone)
     kzoo.train(model_dir, tmp_path / "one", train, **options)
 
     checkpoints = tmp_path / "checkpoints"
@@ -169,7 +169,7 @@ def test_multi_worker_resumes_after_a_worker_is_killed_and_equals_one_device(tmp
     chief, other = [report(p) for p in workers(model_dir, tmp_path / "resumed", train, resumable, free_ports(2))]
     assert chief["out"] == str(tmp_path / "resumed") and other["out"] is None and chief["replicas"] == 2
     assert chief["log"] == other["log"]
-    assert chief["steps"] == 16 and [r["step"] for r in chief["log"]] == list(range(1, 17))
+    assert chief["steps"] == 10 and [r["step"] for r in chief["log"]] == list(range(1, 11))
     assert worst(tmp_path / "one", tmp_path / "resumed") <= BOUND  # (summed across processes: rounding)
     assert not (tmp_path / "resumed-1").exists()
     assert not (checkpoints / ".workers" / "worker-1").exists()  # (the other worker's scratch saves: removed)

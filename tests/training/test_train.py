@@ -131,23 +131,43 @@ def moved(trained, start):
     return max(float(np.abs(ours[k] - before[k]).max()) for k in ours)
 
 
+# 8 examples: batches of 3 + 3 + 2, 2 batches a step, so an epoch's last step has 1. (max_length 32: one
+# length bucket, not the tiny models' two, so half the XLA compiles)
+STEPS = dict(batch_size=3, gradient_accumulation=2, max_steps=3, learning_rate=2e-3, weight_decay=0.01,
+             warmup_steps=1, shuffle=False, seed=0, max_length=32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """kzoo.train's run of STEPS on a (family, head) checkpoint, made once a module (test_trainer_itself checks
+    the run test_train_equals_pytorch_step_for_step checks): (src, model dir, train file, report)."""
+    runs = {}
+
+    def run(family, head):
+        if (family, head) not in runs:
+            tmp = tmp_path_factory.mktemp(f"{family}-{head}")
+            labels = SENTIMENT if head == "SequenceClassification" else TAGS
+            src, model_dir = family_checkpoint(tmp, family, head, labels)
+            rng = np.random.default_rng(0)
+            if head == "SequenceClassification":
+                rows = [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)]
+            else:
+                rows = [{"tokens": w, "tags": [TAGS[int(x)] for x in rng.integers(0, len(TAGS), len(w))]}
+                        for w in WORDS]
+            train = write_jsonl(tmp / "train.jsonl", rows)
+            runs[family, head] = src, model_dir, train, kzoo.train(model_dir, tmp / "trained", train, **STEPS)
+        return runs[family, head]
+
+    return run
+
+
 @pytest.mark.parametrize("family, head", [("albert", "SequenceClassification"), ("albert", "TokenClassification"),
                                           ("xlm-roberta", "SequenceClassification"),
                                           ("xlm-roberta", "TokenClassification"), ("xlm", "SequenceClassification"),
                                           ("xlm", "TokenClassification")])
-def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
+def test_train_equals_pytorch_step_for_step(trained, tmp_path, family, head):
     labels = SENTIMENT if head == "SequenceClassification" else TAGS
-    src, model_dir = family_checkpoint(tmp_path, family, head, labels)
-    rng = np.random.default_rng(0)
-    if head == "SequenceClassification":
-        rows = [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)]
-    else:
-        rows = [{"tokens": w, "tags": [TAGS[int(x)] for x in rng.integers(0, len(TAGS), len(w))]} for w in WORDS]
-    train = write_jsonl(tmp_path / "train.jsonl", rows)
-    # (max_length 32: one length bucket, not the tiny models' two, so half the XLA compiles)
-    options = dict(batch_size=3, gradient_accumulation=2, max_steps=3, learning_rate=2e-3, weight_decay=0.01,
-                   warmup_steps=1, shuffle=False, seed=0, max_length=32)
-    report = kzoo.train(model_dir, tmp_path / "trained", train, **options)
+    src, model_dir, train, report = trained(family, head)
     assert report["total_steps"] == 3 and [r["step"] for r in report["log"]] == [1, 2, 3]
 
     # the same batches, as kzoo built them (its tokenizer's ids equal Transformers': tested elsewhere)
@@ -156,7 +176,7 @@ def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     examples = data.read(train, task, labels)
     epoch = list(data.batches(examples, tokenizer, batch_size=3, max_length=report["max_length"],
                               longest=report["max_length"]))
-    assert len(epoch) == 3  # (8 examples: 3 + 3 + 2; 2 batches a step, so an epoch's last step has 1)
+    assert len(epoch) == 3
     steps = [epoch[0:2], epoch[2:3], epoch[0:2]]
     reference, losses = torch_steps(src, steps, lr=2e-3, weight_decay=0.01, warmup=1, total=3)
     assert np.abs(np.array([r["loss"] for r in report["log"]]) - losses).max() <= 1e-5, (report["log"], losses)
@@ -165,8 +185,8 @@ def test_train_equals_pytorch_step_for_step(tmp_path, family, head):
     # when every key's score moves by the same q . b), so each framework's rounding noise is all Adam sees,
     # and Adam scales any gradient to a step of about the learning rate. They change no output. Elements whose
     # gradient is small by cancellation are compared more loosely (NOISE_FLOOR).
-    worst = differs_from(tmp_path / "trained", reference, tmp_path)
-    assert worst <= 1e-5 and moved(tmp_path / "trained", model_dir) > 1e-3, worst  # (and training did change them)
+    worst = differs_from(report["out"], reference, tmp_path)
+    assert worst <= 1e-5 and moved(report["out"], model_dir) > 1e-3, worst  # (and training did change them)
 
 
 def test_one_batch_steps_equal_pytorch(tmp_path):
@@ -259,17 +279,14 @@ def test_xlm_words_as_transformers_splits_them(tmp_path):
         assert (np.delete(labels, firsts) == -100).all()
 
 
-def test_trainer_itself(tmp_path):
+def test_trainer_itself(trained, tmp_path):
     """kzoo train against transformers.Trainer (5.23) itself, on the same batches in the same order (a
     sequential sampler; a collator giving kzoo's batches): every step's logged loss and gradient norm, and the
     weights after. With gradient accumulation Trainer adds a step's batch losses up (it passes these models
     num_items_in_batch, which they ignore, so it does not divide): so does kzoo."""
     import torch
 
-    src, model_dir = family_checkpoint(tmp_path, "xlm-roberta", "SequenceClassification", SENTIMENT)
-    train = write_jsonl(tmp_path / "train.jsonl", [{"text": t, "label": SENTIMENT[i % 3]} for i, t in enumerate(TEXTS)])
-    report = kzoo.train(model_dir, tmp_path / "trained", train, batch_size=3, gradient_accumulation=2, max_steps=3,
-                        learning_rate=2e-3, weight_decay=0.01, warmup_steps=1, shuffle=False, max_length=32)
+    src, model_dir, train, report = trained("xlm-roberta", "SequenceClassification")
     examples = data.read(train, "classifier", SENTIMENT)
     epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3,
                               max_length=report["max_length"], longest=report["max_length"]))
@@ -296,4 +313,4 @@ def test_trainer_itself(tmp_path):
     for ours, theirs in zip(report["log"], logged):
         assert abs(ours["loss"] - theirs["loss"]) <= 1e-5 and abs(ours["grad_norm"] - theirs["grad_norm"]) <= 1e-4, \
             (report["log"], logged)
-    assert differs_from(tmp_path / "trained", model, tmp_path) <= 1e-5
+    assert differs_from(report["out"], model, tmp_path) <= 1e-5
