@@ -33,9 +33,10 @@ def one_torch_thread():
 # collection order, so the longest go first (measured test time, 2 cores); the rest keep theirs.
 LONGEST_FIRST = [
     "export/test_export.py", "training/test_distribute.py", "training/test_train.py",
-    "pipelines/test_task_exports.py", "pipelines/test_generation.py", "training/test_train_cli.py",
-    "tokenizers/test_sentencepiece.py", "training/test_train_qa.py", "pipelines/test_sentence_embedding.py",
-    "pipelines/test_classification_pipelines.py", "runtime/test_runners.py", "cli/test_cli_errors.py",
+    "tokenizers/test_sentencepiece.py", "pipelines/test_generation.py", "pipelines/test_task_exports.py",
+    "training/test_train_cli.py", "pipelines/test_sentence_embedding.py", "training/test_train_qa.py",
+    "pipelines/test_classification_pipelines.py", "runtime/test_runners.py", "converters/test_new_heads.py",
+    "models/test_parity.py", "cli/test_cli_errors.py",
 ]
 
 
