@@ -174,11 +174,12 @@ def test_train_equals_pytorch_step_for_step(trained, tmp_path, family, head):
     task = "classifier" if head == "SequenceClassification" else "token_classifier"
     tokenizer = kzoo.load_tokenizer(model_dir)
     examples = data.read(train, task, labels)
-    epoch = list(data.batches(examples, tokenizer, batch_size=3, max_length=report["max_length"],
+    epoch = list(data.batches(examples, tokenizer, batch_size=STEPS["batch_size"], max_length=report["max_length"],
                               longest=report["max_length"]))
     assert len(epoch) == 3
     steps = [epoch[0:2], epoch[2:3], epoch[0:2]]
-    reference, losses = torch_steps(src, steps, lr=2e-3, weight_decay=0.01, warmup=1, total=3)
+    reference, losses = torch_steps(src, steps, lr=STEPS["learning_rate"], weight_decay=STEPS["weight_decay"],
+                                    warmup=STEPS["warmup_steps"], total=STEPS["max_steps"])
     assert np.abs(np.array([r["loss"] for r in report["log"]]) - losses).max() <= 1e-5, (report["log"], losses)
 
     # Attention key biases are left out: their gradient is 0 in exact arithmetic (a softmax does not change
@@ -288,7 +289,7 @@ def test_trainer_itself(trained, tmp_path):
 
     src, model_dir, train, report = trained("xlm-roberta", "SequenceClassification")
     examples = data.read(train, "classifier", SENTIMENT)
-    epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=3,
+    epoch = list(data.batches(examples, kzoo.load_tokenizer(model_dir), batch_size=STEPS["batch_size"],
                               max_length=report["max_length"], longest=report["max_length"]))
 
     def collate(indices):  # (the sequential sampler's batch k holds rows 3k..: kzoo's batch k)
