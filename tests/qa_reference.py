@@ -2,7 +2,10 @@
 path: preprocess, select_starts_ends, decode_spans, postprocess, get_indices), which Transformers 5 removed,
 run here on 5.23's fast tokenizer (windows from the tokenizers library) and PyTorch model. The functions
 below follow transformers/pipelines/question_answering.py of 4.57.1 (Apache-2.0) line for line, less its
-TF branches and its slow-tokenizer path. ALBERT is fed token_type_ids, as 4.57's tokenizer returned them."""
+TF branches. ALBERT is fed token_type_ids, as 4.57's tokenizer returned them. `slow_answer` is its
+slow-tokenizer path (XLM's), with squad_convert_example_to_features of transformers/data/processors/squad.py
+(4.57.1) for one example at inference, on 5.23's Python XLMTokenizer; the model gets that tokenizer's
+model_input_names (input_ids, attention_mask: no token types)."""
 
 from __future__ import annotations
 
@@ -77,7 +80,8 @@ def loaded(src):
     """The pipeline on the checkpoint at `src`: a function (question, context, **options) -> its answer(s)."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(src))
     model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(src)).eval()
-    return lambda question, context, **options: answer(tokenizer, model, question, context, **options)
+    path = answer if tokenizer.is_fast else slow_answer
+    return lambda question, context, **options: path(tokenizer, model, question, context, **options)
 
 
 def answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_answer_len=15, max_seq_len=None,
@@ -119,6 +123,131 @@ def answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_an
             else:
                 answers.append({"score": score.item(), "start": start_index, "end": end_index,
                                 "answer": context[start_index:end_index]})
+    if handle_impossible_answer:
+        answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+    answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
+    if len(answers) == 1:
+        return answers[0]
+    return answers
+
+
+def _is_whitespace(c):
+    return c == " " or c == "\t" or c == "\r" or c == "\n" or ord(c) == 0x202F
+
+
+def squad_example(context_text):
+    """SquadExample's doc_tokens and char_to_word_offset."""
+    doc_tokens, char_to_word_offset, prev_is_whitespace = [], [], True
+    for c in context_text:
+        if _is_whitespace(c):
+            prev_is_whitespace = True
+        else:
+            if prev_is_whitespace:
+                doc_tokens.append(c)
+            else:
+                doc_tokens[-1] += c
+            prev_is_whitespace = False
+        char_to_word_offset.append(len(doc_tokens) - 1)
+    return doc_tokens, char_to_word_offset
+
+
+def encode_pair_only_second(tokenizer, ids, pair_ids, max_length, stride):
+    """4.57's slow `encode_plus(ids, pair_ids, truncation="only_second", padding="max_length",
+    return_overflowing_tokens=True, stride=stride, return_token_type_ids=True)` (prepare_for_model with
+    truncate_sequences' only_second branch, right side)."""
+    total_len = len(ids) + len(pair_ids) + (tokenizer.model_max_length - tokenizer.max_len_sentences_pair)
+    overflowing_tokens = []
+    num_tokens_to_remove = total_len - max_length
+    if num_tokens_to_remove > 0:
+        assert len(pair_ids) > num_tokens_to_remove
+        window_len = min(len(pair_ids), stride + num_tokens_to_remove)
+        overflowing_tokens = pair_ids[-window_len:]
+        pair_ids = pair_ids[:-num_tokens_to_remove]
+    input_ids = tokenizer.build_inputs_with_special_tokens(ids, pair_ids)
+    token_type_ids = len([tokenizer.bos_token_id] + ids + [tokenizer.sep_token_id]) * [0] + \
+        len(pair_ids + [tokenizer.sep_token_id]) * [1]  # (XLM's create_token_type_ids_from_sequences)
+    attention_mask = [1] * len(input_ids)
+    difference = max_length - len(input_ids)
+    return {"input_ids": input_ids + [tokenizer.pad_token_id] * difference,
+            "token_type_ids": token_type_ids + [0] * difference,
+            "attention_mask": attention_mask + [0] * difference,
+            "overflowing_tokens": overflowing_tokens}
+
+
+def squad_features(tokenizer, question_text, doc_tokens, max_seq_length, doc_stride, max_query_length):
+    """squad_convert_example_to_features at inference (is_training False), right padding side."""
+    tok_to_orig_index, all_doc_tokens = [], []
+    for i, token in enumerate(doc_tokens):
+        for sub_token in tokenizer.tokenize(token):
+            tok_to_orig_index.append(i)
+            all_doc_tokens.append(sub_token)
+    spans = []
+    truncated_query = tokenizer.encode(question_text, add_special_tokens=False, truncation=True,
+                                       max_length=max_query_length)
+    sequence_added_tokens = tokenizer.model_max_length - tokenizer.max_len_single_sentence
+    sequence_pair_added_tokens = tokenizer.model_max_length - tokenizer.max_len_sentences_pair
+    span_doc_tokens = tokenizer.convert_tokens_to_ids(all_doc_tokens)  # (4.57 passed the token strings)
+    while len(spans) * doc_stride < len(all_doc_tokens):
+        encoded_dict = encode_pair_only_second(
+            tokenizer, truncated_query, span_doc_tokens, max_seq_length,
+            stride=max_seq_length - doc_stride - len(truncated_query) - sequence_pair_added_tokens)
+        paragraph_len = min(len(all_doc_tokens) - len(spans) * doc_stride,
+                            max_seq_length - len(truncated_query) - sequence_pair_added_tokens)
+        token_to_orig_map = {}
+        for i in range(paragraph_len):
+            index = len(truncated_query) + sequence_added_tokens + i
+            token_to_orig_map[index] = tok_to_orig_index[len(spans) * doc_stride + i]
+        encoded_dict["token_to_orig_map"] = token_to_orig_map
+        spans.append(encoded_dict)
+        if len(encoded_dict["overflowing_tokens"]) == 0:
+            break
+        span_doc_tokens = encoded_dict["overflowing_tokens"]
+    features = []
+    for span in spans:
+        cls_index = span["input_ids"].index(tokenizer.cls_token_id)
+        p_mask = np.ones_like(span["token_type_ids"])
+        p_mask[len(truncated_query) + sequence_added_tokens:] = 0
+        pad_token_indices = np.where(np.atleast_1d(np.array(span["input_ids"]) == tokenizer.pad_token_id))
+        special_token_indices = np.asarray(
+            tokenizer.get_special_tokens_mask(span["input_ids"], already_has_special_tokens=True)).nonzero()
+        p_mask[pad_token_indices] = 1
+        p_mask[special_token_indices] = 1
+        p_mask[cls_index] = 0
+        features.append({**span, "p_mask": p_mask.tolist()})
+    return features
+
+
+def slow_answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_answer_len=15, max_seq_len=None,
+                max_question_len=64, handle_impossible_answer=False, align_to_words=True):
+    if max_seq_len is None:
+        max_seq_len = min(tokenizer.model_max_length, 384)
+    if doc_stride is None:
+        doc_stride = min(max_seq_len // 2, 128)
+    doc_tokens, char_to_word_offset = squad_example(context)
+    features = squad_features(tokenizer, question, doc_tokens, max_seq_len, doc_stride, max_question_len)
+    min_null_score = 1000000
+    answers = []
+    for feature in features:
+        inputs = {k: torch.tensor([feature[k]]) for k in tokenizer.model_input_names}
+        with torch.no_grad():
+            output = model(**inputs)
+        pre_topk = top_k * 2 + 10 if align_to_words else top_k
+        starts, ends, scores, min_null_score = select_starts_ends(
+            output.start_logits.numpy(), output.end_logits.numpy(), np.array([feature["p_mask"]]),
+            np.array([feature["attention_mask"]]), min_null_score, pre_topk, handle_impossible_answer, max_answer_len)
+        char_to_word = np.array(char_to_word_offset)
+        token_to_orig_map = feature["token_to_orig_map"]
+        for s, e, score in zip(starts, ends, scores):
+            if s not in token_to_orig_map or e not in token_to_orig_map:
+                continue  # (4.57: KeyError; kzoo leaves the span out)
+            end_chars = np.where(char_to_word == token_to_orig_map[e])[0]
+            answers.append({
+                "score": score.item(),
+                "start": np.where(char_to_word == token_to_orig_map[s])[0][0].item(),
+                # (4.57: end_chars[-1], the last whitespace after the word; kzoo: where the word ends)
+                "end": end_chars[0].item() + len(doc_tokens[token_to_orig_map[e]]),
+                "answer": " ".join(doc_tokens[token_to_orig_map[s]: token_to_orig_map[e] + 1]),
+            })
     if handle_impossible_answer:
         answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
     answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]

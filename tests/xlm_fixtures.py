@@ -35,13 +35,13 @@ def tokenizer_dir(path, languages=("en", "fr")):
     return write_dir(path, vocab, merges, tokenizer_config=config), len(vocab)
 
 
-def xlm_checkpoint(root, seed=0, languages=("en", "fr"), config_json=None, **config):
-    """A Transformers XLMWithLMHeadModel dir with tokenizer files; config_json: keys added to its
+def xlm_checkpoint(root, seed=0, languages=("en", "fr"), config_json=None, head="XLMWithLMHeadModel", **config):
+    """A Transformers XLMWithLMHeadModel (or `head`) dir with tokenizer files; config_json: keys added to its
     config.json afterwards (as a hub config carries them, e.g. trained_causal)."""
     tok, vocab_size = tokenizer_dir(root / "tokenizer", languages)
     if not languages:
         config = {"n_langs": 1, "lang2id": None, "id2lang": None, **config}
-    model = transformers.XLMWithLMHeadModel(transformers.XLMConfig(**{**TINY_ENFR, "vocab_size": vocab_size, **config}))
+    model = getattr(transformers, head)(transformers.XLMConfig(**{**TINY_ENFR, "vocab_size": vocab_size, **config}))
     src = root / "ref"
     lively(model.eval(), seed).save_pretrained(src)
     for f in tok.iterdir():

@@ -1,14 +1,19 @@
 """question-answering: extractive QA as Transformers 4.57's `pipeline("question-answering")` computes it
-with a fast tokenizer (Transformers 5 removed the pipeline; kzoo keeps its algorithm, arguments and output
-format): the question, then windows of the context `doc_stride` tokens apart, each through the model; the
-best spans by start x end probability over the context tokens, aligned to words, duplicates merged."""
+(Transformers 5 removed the pipeline; kzoo keeps its algorithm, arguments and output format). With a fast
+tokenizer (ALBERT, XLM-R): the question, then windows of the context `doc_stride` tokens apart, each through
+the model; the best spans by start x end probability over the context tokens, aligned to words, duplicates
+merged. With XLM's Python tokenizer (no offsets), its slow path (squad_convert_examples_to_features): the
+context split at whitespace into words, each tokenized alone, and answers made of whole words."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
 from kzoo.errors import TokenizerError
 from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
+from kzoo.tokenizers.base import NO_SPAN
 
 
 def decode_spans(start, end, top_k, max_answer_len, allowed):
@@ -48,6 +53,8 @@ class QuestionAnswering(Pipeline):
     (False: with it, the empty answer "" scored by the first token's start x end probability),
     align_to_words (True: an answer widened to whole words). The question is never cut (a question longer
     than max_seq_len takes is an error); ALBERT's context tokens get token type 1, as it was trained.
+    XLM (Transformers' slow path): whole-word answers, the question cut to max_question_len (64) tokens, no
+    token types (Transformers 5's XLM tokenizer feeds none, nor did its SQuAD training); `lang` as elsewhere.
     """
 
     name = "question-answering"
@@ -58,9 +65,6 @@ class QuestionAnswering(Pipeline):
     def __call__(self, *args, **options):
         examples = _examples(args, options)
         options = self._options({k: v for k, v in options.items() if k not in ("question", "context")})
-        if not self.tokenizer.is_fast:
-            raise PipelineError("question-answering needs character offsets, which this tokenizer (XLM's, a Python "
-                                "tokenizer in Transformers too) does not give")
         if self.text_only:
             return self._in_model(examples, options)
         top_k = _positive(options, "top_k", 1)
@@ -72,7 +76,14 @@ class QuestionAnswering(Pipeline):
             raise PipelineError(f"`doc_stride` ({doc_stride}) is larger than `max_seq_len` ({max_seq_len})")
         if max_seq_len > longest:
             raise PipelineError(f"max_seq_len {max_seq_len}: the model takes at most {longest} tokens")
-        windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
+        if self.tokenizer.is_fast:
+            windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
+        else:
+            if doc_stride == 0:  # (Transformers' slow path loops forever on it)
+                raise PipelineError("doc_stride must be a whole number >= 1 with this tokenizer (XLM's)")
+            question_len = _positive(options, "max_question_len", 64)
+            windows = [self._word_windows(q, c, max_seq_len, doc_stride, question_len, options.get("lang"))
+                       for q, c in examples]
         rows = [row for example in windows for row, _, _ in example]
         logits = []  # (start, end) per window, BATCH_SIZE windows a model call
         for part in chunks(rows, batch_size_of(options)):
@@ -85,8 +96,9 @@ class QuestionAnswering(Pipeline):
             for row, context_at, words in example:
                 spans.append((row, context_at, words, *logits[r]))
                 r += 1
-            answers = self._answers(context, spans, top_k, max_answer_len, bool(options.get("handle_impossible_answer")),
-                                    options.get("align_to_words", True))
+            answer = self._answers if self.tokenizer.is_fast else self._word_answers
+            answers = answer(context, spans, top_k, max_answer_len, bool(options.get("handle_impossible_answer")),
+                             options.get("align_to_words", True))
             results.append(answers[0] if len(answers) == 1 else answers)
         return results[0] if len(results) == 1 else results
 
@@ -128,6 +140,30 @@ class QuestionAnswering(Pipeline):
         return [(row, first, _word_ids(context, word_starts, row.spans[first:len(row.ids) - 1]))
                 for row, first, _ in windows]
 
+    def _word_windows(self, question, context, max_seq_len, doc_stride, max_question_len, lang):
+        """Transformers 4.57's windows for a Python tokenizer (squad_convert_example_to_features): the context's
+        words (split at whitespace) each tokenized alone, the question cut to max_question_len tokens, windows of
+        the context tokens that fit beside it, each `doc_stride` tokens after the last, until one holds the end.
+        [(Row, position of its first context token, each context token's word)], as `_windows`."""
+        words = [m.group() for m in _SQUAD_WORD.finditer(context)]
+        pieces = self.tokenizer._tokenize(words, lang) if words else []
+        tokens = [(t, NO_SPAN) for piece in pieces for t in piece]
+        owners = [w for w, piece in enumerate(pieces) for _ in piece]
+        query = [(t, NO_SPAN) for t in self.tokenizer._tokenize([question], lang)[0][:max_question_len]]
+        room = max_seq_len - len(query) - self.tokenizer.num_special_tokens_to_add(True)
+        if room <= 0:
+            raise PipelineError(f"the question's {len(query)} tokens (max_question_len {max_question_len}) leave no "
+                                f"room for the context in max_seq_len {max_seq_len}")
+        windows, start = [], 0
+        while start < len(tokens):
+            part = tokens[start:start + room]
+            row = self.tokenizer.with_special_tokens(query, part)
+            windows.append((row, len(row.ids) - len(part) - 1, owners[start:start + room]))
+            if len(tokens) - start <= room:
+                break
+            start += doc_stride
+        return windows
+
     def _pad(self, rows):
         batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), side="right")
         return {k: v for k, v in batch.items() if k in self.runner.input_names}
@@ -157,6 +193,44 @@ class QuestionAnswering(Pipeline):
         if impossible:
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
         return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+
+
+    def _word_answers(self, context, spans, top_k, max_answer_len, impossible, align):
+        """Transformers 4.57's slow-path answers: whole words ({score, start, end, answer}: the words joined by
+        one space), windows not merged. Its p_mask allows the context's tokens except special ones (<unk>
+        among them) and its `cls_token` (XLM's "</s>", first after the question); the null answer scores the
+        first token, which that mask leaves out (so 0). Where a best span starts or ends on "</s>",
+        Transformers raised KeyError; kzoo leaves that span out. Transformers' `end` is the last character of
+        the whitespace after the answer; kzoo's is where its last word ends, so context[start:end] holds it."""
+        tok = self.tokenizer
+        bounds = [m.span() for m in _SQUAD_WORD.finditer(context)]
+        specials, cls = tok.all_special_ids, tok._special_id("cls_token")  # (Transformers' cls_token: "</s>")
+        min_null = 1000000.0
+        answers = []
+        for row, first, owners, start_logits, end_logits in spans:
+            ids = np.asarray(row.ids)
+            allowed = np.zeros(len(ids), bool)
+            allowed[first:len(ids) - 1] = ~np.isin(ids[first:len(ids) - 1], specials)
+            allowed[row.ids.index(cls)] = True
+            start = _probabilities(np.asarray(start_logits, np.float32), allowed)
+            end = _probabilities(np.asarray(end_logits, np.float32), allowed)
+            if impossible:
+                min_null = min(min_null, float(start[0] * end[0]))
+            start[0] = end[0] = 0.0
+            for s, e, score in zip(*decode_spans(start, end, top_k * 2 + 10 if align else top_k, max_answer_len,
+                                                 allowed)):
+                if not (first <= s < first + len(owners) and first <= e < first + len(owners)):
+                    continue
+                ws, we = owners[s - first], owners[e - first]
+                answers.append({"score": float(score), "start": bounds[ws][0], "end": bounds[we][1],
+                                "answer": " ".join(context[a:b] for a, b in bounds[ws:we + 1])})
+        if impossible:
+            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+        return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+
+
+# SquadExample's words: runs of characters other than " ", tab, CR, LF and U+202F
+_SQUAD_WORD = re.compile("[^ \t\r\n\u202f]+")
 
 
 def _indices(s, e, first, spans, words, align):

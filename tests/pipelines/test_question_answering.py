@@ -1,6 +1,6 @@
 """question-answering against Transformers 4.57's QuestionAnsweringPipeline algorithm (tests/qa_reference.py:
 5.23 removed the pipeline) on the PyTorch reference: the same answers, character offsets and scores (1e-4),
-over contexts split into several windows."""
+over contexts split into several windows; XLM (a Python tokenizer) by 4.57's slow path, whole words."""
 
 import json
 
@@ -12,6 +12,7 @@ from kzoo.pipelines import PipelineError
 from qa_reference import reference_qa
 from reference import TINY_ALBERT, TINY_XLMR, lively, loaded, model_with_tokenizer
 from spm_fixtures import make_albert_tokenizer_dir, make_xlmr_tokenizer_dir
+from xlm_fixtures import xlm_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,3 +117,43 @@ def test_batch_size_splits_windows_not_answers(qa):
     questions = [QUESTION, "Who works?", "Where is Lyon?"]
     assert_same(pipe(question=questions, context=CONTEXT, batch_size=1),
                 pipe(question=questions, context=CONTEXT, batch_size=64))
+
+
+@pytest.fixture(scope="module")
+def xlm_qa(tmp_path_factory):
+    return xlm_model_dir(tmp_path_factory.mktemp("xlm_qa"), head="XLMForQuestionAnsweringSimple")
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(max_seq_len=32, doc_stride=8),
+    dict(max_seq_len=64, doc_stride=16, top_k=3),
+    dict(max_seq_len=30, doc_stride=5, top_k=5, handle_impossible_answer=True),
+    dict(max_seq_len=40, doc_stride=30, top_k=2, max_answer_len=4, max_question_len=3),
+    dict(max_seq_len=96, top_k=2),  # (one window: the model's longest input)
+], ids=["windows", "top3", "impossible", "cut-question", "one-window"])
+def test_xlm_question_answering_equals_the_slow_path(xlm_qa, kwargs):
+    """Whole words: the answer is the words joined by a space, start/end where they begin and end."""
+    src, out = xlm_qa
+    ours = kzoo.pipeline("question-answering", loaded(out))(question=QUESTION, context=CONTEXT, **kwargs)
+    theirs = reference_qa(src, QUESTION, CONTEXT, **kwargs)
+    assert_same(ours, theirs)
+    for answer in ours if isinstance(ours, list) else [ours]:
+        assert " ".join(CONTEXT[answer["start"]:answer["end"]].split()) == answer["answer"]
+
+
+def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path):
+    from kzoo.export import export_tflite
+
+    src, out = xlm_qa
+    assert export_tflite(out, tmp_path / "qa.tflite")["ok"]
+    ours = kzoo.pipeline("question-answering", tmp_path / "qa.tflite")(
+        question=[QUESTION, "Who works?"], context=CONTEXT, max_seq_len=40, doc_stride=12, top_k=2)
+    assert_same(ours[0], reference_qa(src, QUESTION, CONTEXT, max_seq_len=40, doc_stride=12, top_k=2))
+    assert_same(ours[1], reference_qa(src, "Who works?", CONTEXT, max_seq_len=40, doc_stride=12, top_k=2))
+    pipe = kzoo.pipeline("question-answering", loaded(out))
+    with pytest.raises(PipelineError, match="doc_stride must be a whole number >= 1 with this tokenizer"):
+        pipe(question=QUESTION, context=CONTEXT, doc_stride=0)
+    with pytest.raises(PipelineError, match="leave no room for the context in max_seq_len 8"):
+        pipe(question=QUESTION, context=CONTEXT, max_seq_len=8, doc_stride=2)
+    assert pipe(question=QUESTION, context=" \t ", handle_impossible_answer=True) == \
+        {"score": 0.0, "start": 0, "end": 0, "answer": ""}
