@@ -146,6 +146,8 @@ class QuestionAnswering(Pipeline):
         the context tokens that fit beside it, each `doc_stride` tokens after the last, until one holds the end.
         [(Row, position of its first context token, each context token's word)], as `_windows`."""
         words = [m.group() for m in _SQUAD_WORD.finditer(context)]
+        if not words:  # (4.57: no window, so no answer, or the null one scored 1000000)
+            raise PipelineError("`context` holds no words, only whitespace")
         pieces = self.tokenizer._tokenize(words, lang) if words else []
         tokens = [(t, NO_SPAN) for piece in pieces for t in piece]
         owners = [w for w, piece in enumerate(pieces) for _ in piece]

@@ -155,5 +155,5 @@ def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path):
         pipe(question=QUESTION, context=CONTEXT, doc_stride=0)
     with pytest.raises(PipelineError, match="leave no room for the context in max_seq_len 8"):
         pipe(question=QUESTION, context=CONTEXT, max_seq_len=8, doc_stride=2)
-    assert pipe(question=QUESTION, context=" \t ", handle_impossible_answer=True) == \
-        {"score": 0.0, "start": 0, "end": 0, "answer": ""}
+    with pytest.raises(PipelineError, match="`context` holds no words, only whitespace"):
+        pipe(question=QUESTION, context=" \t ")
