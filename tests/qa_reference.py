@@ -174,13 +174,45 @@ def encode_pair_only_second(tokenizer, ids, pair_ids, max_length, stride):
             "overflowing_tokens": overflowing_tokens}
 
 
-def squad_features(tokenizer, question_text, doc_tokens, max_seq_length, doc_stride, max_query_length):
-    """squad_convert_example_to_features at inference (is_training False), right padding side."""
-    tok_to_orig_index, all_doc_tokens = [], []
+def whitespace_tokenize(text):
+    text = text.strip()
+    return text.split() if text else []
+
+
+def improve_answer_span(doc_tokens, input_start, input_end, tokenizer, orig_answer_text):
+    tok_answer_text = " ".join(tokenizer.tokenize(orig_answer_text))
+    for new_start in range(input_start, input_end + 1):
+        for new_end in range(input_end, new_start - 1, -1):
+            text_span = " ".join(doc_tokens[new_start: (new_end + 1)])
+            if text_span == tok_answer_text:
+                return (new_start, new_end)
+    return (input_start, input_end)
+
+
+def squad_features(tokenizer, question_text, doc_tokens, max_seq_length, doc_stride, max_query_length,
+                   is_training=False, example=None):
+    """squad_convert_example_to_features, right padding side; `example` (training): SquadExample's
+    start_position, end_position (word indices), answer_text, is_impossible."""
+    if is_training and not example["is_impossible"]:
+        start_position, end_position = example["start_position"], example["end_position"]
+        actual_text = " ".join(doc_tokens[start_position: (end_position + 1)])
+        cleaned_answer_text = " ".join(whitespace_tokenize(example["answer_text"]))
+        if actual_text.find(cleaned_answer_text) == -1:
+            return []
+    tok_to_orig_index, orig_to_tok_index, all_doc_tokens = [], [], []
     for i, token in enumerate(doc_tokens):
+        orig_to_tok_index.append(len(all_doc_tokens))
         for sub_token in tokenizer.tokenize(token):
             tok_to_orig_index.append(i)
             all_doc_tokens.append(sub_token)
+    if is_training and not example["is_impossible"]:
+        tok_start_position = orig_to_tok_index[start_position]
+        if end_position < len(doc_tokens) - 1:
+            tok_end_position = orig_to_tok_index[end_position + 1] - 1
+        else:
+            tok_end_position = len(all_doc_tokens) - 1
+        (tok_start_position, tok_end_position) = improve_answer_span(
+            all_doc_tokens, tok_start_position, tok_end_position, tokenizer, example["answer_text"])
     spans = []
     truncated_query = tokenizer.encode(question_text, add_special_tokens=False, truncation=True,
                                        max_length=max_query_length)
@@ -198,6 +230,8 @@ def squad_features(tokenizer, question_text, doc_tokens, max_seq_length, doc_str
             index = len(truncated_query) + sequence_added_tokens + i
             token_to_orig_map[index] = tok_to_orig_index[len(spans) * doc_stride + i]
         encoded_dict["token_to_orig_map"] = token_to_orig_map
+        encoded_dict["start"] = len(spans) * doc_stride
+        encoded_dict["length"] = paragraph_len
         spans.append(encoded_dict)
         if len(encoded_dict["overflowing_tokens"]) == 0:
             break
@@ -213,8 +247,34 @@ def squad_features(tokenizer, question_text, doc_tokens, max_seq_length, doc_str
         p_mask[pad_token_indices] = 1
         p_mask[special_token_indices] = 1
         p_mask[cls_index] = 0
-        features.append({**span, "p_mask": p_mask.tolist()})
+        span_is_impossible = is_training and example["is_impossible"]
+        start_position = 0
+        end_position = 0
+        if is_training and not span_is_impossible:
+            doc_start = span["start"]
+            doc_end = span["start"] + span["length"] - 1
+            if not (tok_start_position >= doc_start and tok_end_position <= doc_end):
+                start_position = cls_index
+                end_position = cls_index
+            else:
+                doc_offset = len(truncated_query) + sequence_added_tokens
+                start_position = tok_start_position - doc_start + doc_offset
+                end_position = tok_end_position - doc_start + doc_offset
+        features.append({**span, "p_mask": p_mask.tolist(), "start_position": start_position,
+                         "end_position": end_position})
     return features
+
+
+def squad_train_features(tokenizer, question, context, answer, max_seq_length, doc_stride, max_query_length=64):
+    """SquadExample (answer: (start character, text), or None: impossible) and its training features."""
+    doc_tokens, char_to_word_offset = squad_example(context)
+    example = {"is_impossible": answer is None}
+    if answer is not None:
+        start_char, text = answer
+        example.update(answer_text=text, start_position=char_to_word_offset[start_char],
+                       end_position=char_to_word_offset[min(start_char + len(text) - 1, len(char_to_word_offset) - 1)])
+    return squad_features(tokenizer, question, doc_tokens, max_seq_length, doc_stride, max_query_length,
+                          is_training=True, example=example)
 
 
 def slow_answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_answer_len=15, max_seq_len=None,

@@ -228,7 +228,8 @@ def _train(command):
     p.add_argument("--max-length", type=int, help="tokens per example (default: the model's longest input; "
                    "question answering: 384 at most)")
     p.add_argument("--doc-stride", type=int, default=d.doc_stride,
-                   help=f"question answering: tokens a long context's windows overlap (default {d.doc_stride})")
+                   help=f"question answering: tokens a long context's windows overlap (XLM: tokens from one window's "
+                        f"start to the next) (default {d.doc_stride})")
     p.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision,
                    help="bf16 (CPU, TPU) or fp16 with loss scaling (GPU); variables, softmax, LayerNorm and the loss "
                    "stay float32 (default none)")

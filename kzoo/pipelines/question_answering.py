@@ -7,13 +7,11 @@ context split at whitespace into words, each tokenized alone, and answers made o
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from kzoo.errors import TokenizerError
 from kzoo.pipelines.base import Pipeline, PipelineError, batch_size_of, chunks
-from kzoo.tokenizers.base import NO_SPAN
+from kzoo.tokenizers.xlm import SQUAD_WORD
 
 
 def decode_spans(start, end, top_k, max_answer_len, allowed):
@@ -79,8 +77,6 @@ class QuestionAnswering(Pipeline):
         if self.tokenizer.is_fast:
             windows = [self._windows(q, c, max_seq_len, doc_stride, options.get("lang")) for q, c in examples]
         else:
-            if doc_stride == 0:  # (Transformers' slow path loops forever on it)
-                raise PipelineError("doc_stride must be a whole number >= 1 with this tokenizer (XLM's)")
             question_len = _positive(options, "max_question_len", 64)
             windows = [self._word_windows(q, c, max_seq_len, doc_stride, question_len, options.get("lang"))
                        for q, c in examples]
@@ -141,30 +137,14 @@ class QuestionAnswering(Pipeline):
                 for row, first, _ in windows]
 
     def _word_windows(self, question, context, max_seq_len, doc_stride, max_question_len, lang):
-        """Transformers 4.57's windows for a Python tokenizer (squad_convert_example_to_features): the context's
-        words (split at whitespace) each tokenized alone, the question cut to max_question_len tokens, windows of
-        the context tokens that fit beside it, each `doc_stride` tokens after the last, until one holds the end.
-        [(Row, position of its first context token, each context token's word)], as `_windows`."""
-        words = [m.group() for m in _SQUAD_WORD.finditer(context)]
-        if not words:  # (4.57: no window, so no answer, or the null one scored 1000000)
-            raise PipelineError("`context` holds no words, only whitespace")
-        pieces = self.tokenizer._tokenize(words, lang) if words else []
-        tokens = [(t, NO_SPAN) for piece in pieces for t in piece]
-        owners = [w for w, piece in enumerate(pieces) for _ in piece]
-        query = [(t, NO_SPAN) for t in self.tokenizer._tokenize([question], lang)[0][:max_question_len]]
-        room = max_seq_len - len(query) - self.tokenizer.num_special_tokens_to_add(True)
-        if room <= 0:
-            raise PipelineError(f"the question's {len(query)} tokens (max_question_len {max_question_len}) leave no "
-                                f"room for the context in max_seq_len {max_seq_len}")
-        windows, start = [], 0
-        while start < len(tokens):
-            part = tokens[start:start + room]
-            row = self.tokenizer.with_special_tokens(query, part)
-            windows.append((row, len(row.ids) - len(part) - 1, owners[start:start + room]))
-            if len(tokens) - start <= room:
-                break
-            start += doc_stride
-        return windows
+        """XLM's windows (its tokenizer's `word_windows`: Transformers' slow path), as `_windows` gives them but
+        with each context token's word."""
+        try:
+            split = self.tokenizer.word_windows(question, context, max_seq_len, doc_stride, max_question_len, lang)
+        except TokenizerError as e:
+            raise PipelineError(f"question and context (max_seq_len {max_seq_len}, doc_stride {doc_stride}): {e}") \
+                from None
+        return [(row, first, split.owners[at:at + len(row.ids) - first - 1]) for row, first, at in split.windows]
 
     def _pad(self, rows):
         batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), side="right")
@@ -205,7 +185,7 @@ class QuestionAnswering(Pipeline):
         Transformers raised KeyError; kzoo leaves that span out. Transformers' `end` is the last character of
         the whitespace after the answer; kzoo's is where its last word ends, so context[start:end] holds it."""
         tok = self.tokenizer
-        bounds = [m.span() for m in _SQUAD_WORD.finditer(context)]
+        bounds = [m.span() for m in SQUAD_WORD.finditer(context)]
         specials, cls = tok.all_special_ids, tok._special_id("cls_token")  # (Transformers' cls_token: "</s>")
         min_null = 1000000.0
         answers = []
@@ -229,10 +209,6 @@ class QuestionAnswering(Pipeline):
         if impossible:
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
         return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
-
-
-# SquadExample's words: runs of characters other than " ", tab, CR, LF and U+202F
-_SQUAD_WORD = re.compile("[^ \t\r\n\u202f]+")
 
 
 def _indices(s, e, first, spans, words, align):

@@ -41,17 +41,33 @@ flags), written by kzoo.converters.xlm_tokenizer. `load` needs neither Transform
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers import moses
-from kzoo.tokenizers.base import Tokenizer
+from kzoo.tokenizers.base import NO_SPAN, Tokenizer
 from kzoo.tokenizers.moses import MissingExtraError
 
 __all__ = ["MissingExtraError", "XLMTokenizer", "added_token", "read_json", "read_vocab_merges"]
+
+# SquadExample's words (Transformers' question answering with a Python tokenizer): runs of characters other
+# than " ", tab, CR, LF and U+202F
+SQUAD_WORD = re.compile("[^ \t\r\n\u202f]+")
+
+
+class WordWindows(NamedTuple):
+    """`word_windows`: a context's words and tokens, and its windows beside the question."""
+
+    words: list  # each word's (start, end) characters
+    tokens: list  # the context's tokens (strings), each word tokenized alone
+    owners: list  # each token's word
+    windows: list  # [(Row, position of its first context token, index of that token in `tokens`)]
+
 
 FORMAT = "kzoo-xlm-bpe"
 FORMAT_VERSION = 1
@@ -361,6 +377,38 @@ class XLMTokenizer(Tokenizer):
             start = width - len(row.ids) if (side or self.padding_side) == "left" else 0
             batch["lang_ids"][r, start + row.first:start + len(row.ids)] = id_b
         return batch
+
+    # ---- question answering ----------------------------------------------------------------------
+
+    def word_windows(self, question, context, max_length, doc_stride, max_question_len=64, lang=None):
+        """Transformers 4.57's question-answering features for a Python tokenizer (squad_convert_example_to_
+        features, which its pipeline and run_squad.py ran for XLM): the context split at whitespace into words,
+        each tokenized on its own; the question's tokens cut to max_question_len; windows of the context tokens
+        that fit beside it, each `doc_stride` tokens after the last (a step, where the fast path's stride is an
+        overlap), until one holds the end."""
+        bounds = [m.span() for m in SQUAD_WORD.finditer(context)]
+        if not bounds:
+            raise TokenizerError("the context holds no words, only whitespace")
+        if doc_stride < 1:  # (Transformers' loop never ends on 0)
+            raise TokenizerError(f"doc_stride must be >= 1 with XLM's tokenizer, got {doc_stride}")
+        pieces = [self.tokenize(context[a:b], lang) for a, b in bounds]
+        tokens = [t for piece in pieces for t in piece]
+        owners = [w for w, piece in enumerate(pieces) for _ in piece]
+        query = [(t, NO_SPAN) for t in self._tokenize([question], lang)[0][:max_question_len]]
+        room = max_length - len(query) - self.num_special_tokens_to_add(True)
+        if room <= 0:
+            raise TokenizerError(f"the question's {len(query)} tokens (at most {max_question_len}) and 3 special "
+                                 f"tokens leave no room for the context in max_length {max_length}")
+        ids = [(i, NO_SPAN) for i in self.convert_tokens_to_ids(tokens)]
+        windows, start = [], 0
+        while start < len(ids):
+            part = ids[start:start + room]
+            row = self.with_special_tokens(query, part)
+            windows.append((row, len(row.ids) - len(part) - 1, start))
+            if len(ids) - start <= room:
+                break
+            start += doc_stride
+        return WordWindows(bounds, tokens, owners, windows)
 
     # ---- decoding --------------------------------------------------------------------------------
 

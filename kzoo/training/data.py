@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,7 @@ class Windows:
     labels: list  # (start, end) token positions
     example: list  # the question each window is of
     context_at: list  # each window's first context token
+    words: list = None  # XLM: per window, its context tokens' words as (start, end) characters
 
     def __len__(self):
         return len(self.rows)
@@ -267,9 +269,8 @@ def windows(questions, tokenizer, max_length, stride) -> Windows:
     start stays on the answer's token."""
     from kzoo.errors import TokenizerError
 
-    if not hasattr(tokenizer, "windows") or not getattr(tokenizer, "is_fast", True):
-        raise DataError(f"{type(tokenizer).__name__}: question-answering training needs character offsets "
-                        "(ALBERT, XLM-RoBERTa)")
+    if not tokenizer.is_fast:
+        return word_windows(questions, tokenizer, max_length, stride)
     out = Windows(questions, [], [], [], [])
     for i, (question, context, answers) in enumerate(zip(questions.texts, questions.pairs, questions.labels)):
         try:
@@ -296,6 +297,68 @@ def windows(questions, tokenizer, max_length, stride) -> Windows:
             out.example.append(i)
             out.context_at.append(first)
     return out
+
+
+def word_windows(questions, tokenizer, max_length, stride) -> Windows:
+    """XLM's (a Python tokenizer: no offsets) question-answering features, Transformers 4.57's
+    squad_convert_example_to_features for training (run_squad.py's): the context's words each tokenized
+    alone, windows `stride` tokens apart (the tokenizer's `word_windows`); the answer's words from its
+    characters, its tokens those words' (narrowed to the answer's own tokens where they appear among them);
+    a window that does not hold them all is labelled with Transformers' cls_token, the "</s>" after the
+    question, and an unanswerable question (SQuAD v2) with the first token. Where the answer's words do not
+    hold the answer (only whitespace differs in SQuAD's check) the question is left out, as there."""
+    from kzoo.errors import TokenizerError
+
+    out = Windows(questions, [], [], [], [], [])
+    cls = tokenizer._special_id("cls_token")  # (Transformers' XLM cls_token: "</s>")
+    skipped = []
+    for i, (question, context, answers) in enumerate(zip(questions.texts, questions.pairs, questions.labels)):
+        try:
+            split = tokenizer.word_windows(question, context, max_length, stride)
+        except TokenizerError as e:
+            raise DataError(f"{questions.path}: question {questions.ids[i]}: {e}") from None
+        span = None
+        if answers:
+            start_char, text = answers[0]
+            start_word, end_word = _word_at(split.words, start_char), _word_at(split.words, start_char + len(text) - 1)
+            if " ".join(text.split()) not in " ".join(context[a:b] for a, b in split.words[start_word:end_word + 1]):
+                skipped.append(questions.ids[i])
+                continue
+            owners = np.asarray(split.owners)
+            first, last = int(np.searchsorted(owners, start_word)), int(np.searchsorted(owners, end_word + 1)) - 1
+            span = _improve_answer_span(split.tokens, first, last, " ".join(tokenizer.tokenize(text)))
+        for row, first, at in split.windows:
+            held = len(row.ids) - first - 1
+            if not answers:
+                label = (0, 0)
+            elif at <= span[0] and span[1] < at + held:
+                label = (span[0] - at + first, span[1] - at + first)
+            else:
+                label = (row.ids.index(cls),) * 2
+            out.rows.append(row)
+            out.labels.append(label)
+            out.example.append(i)
+            out.context_at.append(first)
+            out.words.append([split.words[w] for w in split.owners[at:at + held]])
+    if skipped:
+        warnings.warn(f"{questions.path}: {len(skipped)} question(s) left out, their answer's words not holding the "
+                      f"answer (as Transformers' SQuAD features leave them out): {', '.join(skipped[:5])}")
+    return out
+
+
+def _word_at(words, char):
+    """SquadExample's char_to_word_offset: the word a character is in, or before it (whitespace)."""
+    return max(int(np.searchsorted([a for a, _ in words], char, side="right")) - 1, 0)
+
+
+def _improve_answer_span(doc_tokens, start, end, answer_tokens):
+    """Transformers' _improve_answer_span: the narrowest tokens within start..end that read as the answer's
+    own tokens (e.g. "1891" out of "1891 ."), else start..end."""
+    for new_start in range(start, end + 1):
+        for new_end in range(end, new_start - 1, -1):
+            if " ".join(doc_tokens[new_start:new_end + 1]) == answer_tokens:
+                return new_start, new_end
+    return start, end
 
 
 def bucket(length, longest):

@@ -32,7 +32,8 @@ class TrainOptions:
     scheduler: str = "linear"
     gradient_accumulation: int = 1
     max_length: int | None = None  # None: the model's longest input (question answering: at most 384)
-    doc_stride: int = 128  # question answering: tokens a context's windows overlap (run_qa's default)
+    doc_stride: int = 128  # question answering: tokens a context's windows overlap (run_qa's default; XLM: tokens
+    # from one window's start to the next, as Transformers' SQuAD features for Python tokenizers count it)
     seed: int = 42
     shuffle: bool = True
     max_grad_norm: float = 1.0

@@ -434,7 +434,8 @@ class Trainer:
         """SQuAD's exact match and F1 of the answers Transformers' run_qa post-processing picks
         (postprocess_qa_predictions): over a question's windows the best start + end logit sum among the
         N_BEST starts and ends of each, inside the context, at most MAX_ANSWER_LENGTH tokens; when some
-        question has no answer (SQuAD v2) the empty answer where <cls>'s start + end is higher."""
+        question has no answer (SQuAD v2) the empty answer where <cls>'s start + end is higher. XLM (no
+        offsets): the answer is its tokens' whole words, as its pipeline gives them."""
         start_logits = [row for batch in predictions for row in batch["start_logits"]]
         end_logits = [row for batch in predictions for row in batch["end_logits"]]
         questions = windows.questions
@@ -451,8 +452,9 @@ class Trainer:
                     if not (first <= s <= e < n - 1) or e - s + 1 > MAX_ANSWER_LENGTH:
                         continue
                     score = float(start[s] + end[e])
-                    if score > best.get(i, (-np.inf, ""))[0]:
-                        best[i] = (score, context[row.spans[s][0]:row.spans[e][1]])
+                    if score > best.get(i, (-np.inf, ""))[0]:  # (XLM: the tokens' whole words)
+                        spans = row.spans if windows.words is None else [None] * first + windows.words[w]
+                        best[i] = (score, context[spans[s][0]:spans[e][1]])
         answers = {}
         for i, id_ in enumerate(questions.ids):
             score, text = best.get(i, (-np.inf, ""))

@@ -1,6 +1,7 @@
 """Question-answering training: SQuAD files, run_qa's windows and labels (against Transformers' fast
-tokenizer running run_qa's prepare_train_features), every step's loss and the weights against Transformers'
-QA models trained by torch.optim.AdamW on the same batches, SQuAD's exact match / F1, and the CLI."""
+tokenizer running run_qa's prepare_train_features; XLM's against 4.57's SQuAD features on its Python
+tokenizer, tests/qa_reference.py), every step's loss and the weights against Transformers' QA models trained
+by torch.optim.AdamW on the same batches, SQuAD's exact match / F1, and the CLI."""
 
 import json
 
@@ -11,6 +12,7 @@ import transformers
 import kzoo
 from kzoo.cli import main
 from kzoo.training import DataError, data, metrics
+from qa_reference import squad_train_features
 from test_train import differs_from, family_checkpoint, moved, torch_steps
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,13 +94,38 @@ def test_windows_equal_run_qa(tmp_path, family):
             assert row.spans[s][0] <= start and row.spans[e][1] >= start + len(text)
 
 
-@pytest.mark.parametrize("family", ["albert", "xlm-roberta"])
+def test_xlm_windows_equal_squad_features(tmp_path):
+    """XLM: each word tokenized alone, windows doc_stride tokens apart, the answer's tokens narrowed to its own
+    ("physics" out of "physics."), "</s>" after the question where a window misses it, 0 for no answer."""
+    src, model_dir = family_checkpoint(tmp_path, "xlm", "QuestionAnsweringSimple", ["LABEL_0", "LABEL_1"])
+    questions = data.read(squad_file(tmp_path / "train.json"), "question_answering", None)
+    ours = data.windows(questions, kzoo.load_tokenizer(model_dir), 30, 6)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    theirs = [f for question, context, answers in zip(questions.texts, questions.pairs, questions.labels)
+              for f in squad_train_features(tokenizer, question, context, answers[0] if answers else None, 30, 6)]
+    assert len(ours) == len(theirs) > 2 * len(QAS)  # (contexts in several windows)
+    for row, label, feature in zip(ours.rows, ours.labels, theirs):
+        assert row.ids == feature["input_ids"][:sum(feature["attention_mask"])]
+        assert tuple(label) == (feature["start_position"], feature["end_position"])
+    inside = [w for w, (s, _) in enumerate(ours.labels) if s > ours.context_at[w]]
+    assert len(inside) >= 6 and {label for _, label in ours.labels} >= {0}
+    for w in inside:  # (the labelled tokens' words hold the answer)
+        (s, e), first, context = ours.labels[w], ours.context_at[w], questions.pairs[ours.example[w]]
+        start, text = questions.labels[ours.example[w]][0]
+        assert ours.words[w][s - first][0] <= start and ours.words[w][e - first][1] >= start + len(text)
+
+
+@pytest.mark.parametrize("family", ["albert", "xlm-roberta", "xlm"])
 def test_qa_train_equals_pytorch_step_for_step(tmp_path, family):
-    src, model_dir = family_checkpoint(tmp_path, family, "QuestionAnswering", ["LABEL_0", "LABEL_1"])
+    head = "QuestionAnsweringSimple" if family == "xlm" else "QuestionAnswering"
+    src, model_dir = family_checkpoint(tmp_path, family, head, ["LABEL_0", "LABEL_1"])
     train = squad_file(tmp_path / "train.json")
     options = dict(batch_size=4, gradient_accumulation=2, max_steps=3, learning_rate=2e-3, weight_decay=0.01,
                    warmup_steps=1, shuffle=False, seed=0, max_length=48, doc_stride=8)
-    report = kzoo.train(model_dir, tmp_path / "trained", train, **options)
+    report = kzoo.train(model_dir, tmp_path / "trained", train, **options,
+                        **({"eval": train} if family == "xlm" else {}))  # (XLM's answers: whole words)
+    if family == "xlm":
+        assert set(report["eval"]) == {"exact_match", "f1"} and 0 <= report["eval"]["exact_match"] <= 100
     tokenizer = kzoo.load_tokenizer(model_dir)
     length = report["max_length"]
     windows = data.windows(data.read(train, "question_answering", None), tokenizer, length, 8)
