@@ -176,7 +176,6 @@ class QuestionAnswering(Pipeline):
             answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
         return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
 
-
     def _word_answers(self, context, spans, top_k, max_answer_len, impossible, align):
         """Transformers 4.57's slow-path answers: whole words ({score, start, end, answer}: the words joined by
         one space), windows not merged. Its p_mask allows the context's tokens except special ones (<unk>
