@@ -136,11 +136,12 @@ def _qa(command):
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--context", required=True, help="the text holding the answer")
     p.add_argument("--top-k", type=int, help="answers, best first (default 1)")
-    p.add_argument("--doc-stride", type=int, help="overlap of a long context's windows, in tokens (default: "
-                   "min(max-seq-len / 2, 128))")
+    p.add_argument("--doc-stride", type=int, help="overlap of a long context's windows, in tokens; XLM: tokens from "
+                   "one window's start to the next (default: min(max-seq-len / 2, 128))")
     p.add_argument("--max-answer-len", type=int, help="longest answer in tokens (default 15)")
     p.add_argument("--max-seq-len", type=int, help="tokens per window, question included (default: min(the "
                    "model's longest input, 384))")
+    p.add_argument("--max-question-len", type=int, help="XLM: the question's tokens kept (default 64)")
     p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")
     p.add_argument("--no-align-to-words", action="store_true", help="answers from token offsets, not whole words")
 

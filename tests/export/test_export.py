@@ -287,18 +287,19 @@ CHILD = textwrap.dedent("""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (serve_text's tokenizer ops)
 
-    path, inputs, texts, result = sys.argv[1:5]
-    loaded = tf.saved_model.load(path)
-    out = {}
-    data = dict(np.load(inputs))
-    for tag in sorted({k.split("/")[0] for k in data}):
-        batch = {k.split("/")[1]: tf.constant(v) for k, v in data.items() if k.startswith(tag + "/")}
-        out[tag + "/logits"] = loaded.signatures["serving_default"](**batch)["logits"].numpy()
-    text = loaded.signatures["serve_text"](text=tf.constant(json.loads(open(texts).read())))
-    for k, v in text.items():
-        v = v.numpy()
-        out["text/" + k] = v.astype("S") if v.dtype == object else v  # strings without pickle
-    np.savez(result, **out)
+    for at in range(1, len(sys.argv), 4):  # (path, inputs, texts, result) per SavedModel
+        path, inputs, texts, result = sys.argv[at:at + 4]
+        loaded = tf.saved_model.load(path)
+        out = {}
+        data = dict(np.load(inputs))
+        for tag in sorted({k.split("/")[0] for k in data}):
+            batch = {k.split("/")[1]: tf.constant(v) for k, v in data.items() if k.startswith(tag + "/")}
+            out[tag + "/logits"] = loaded.signatures["serving_default"](**batch)["logits"].numpy()
+        text = loaded.signatures["serve_text"](text=tf.constant(json.loads(open(texts).read())))
+        for k, v in text.items():
+            v = v.numpy()
+            out["text/" + k] = v.astype("S") if v.dtype == object else v  # strings without pickle
+        np.savez(result, **out)
     assert "kzoo" not in sys.modules and not any(m.startswith("kzoo.") for m in sys.modules)
     print("modules ok")
 """)
@@ -311,45 +312,52 @@ def run_clean(args):
                           env=env, cwd="/", timeout=300)
 
 
-@pytest.mark.parametrize("family", ["albert", "xlmr"])
-def test_savedmodel_in_a_clean_process(models, savedmodel, family, tmp_path):
-    """Loads with tensorflow + tensorflow_text only; serving_default (XLA) within 1e-4 of PyTorch."""
+def test_savedmodel_in_a_clean_process(models, savedmodel, tmp_path):
+    """Both families' SavedModels load with tensorflow + tensorflow_text only (one process);
+    serving_default (XLA) within 1e-4 of PyTorch."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    src, model_dir = models[family]
-    out, report = savedmodel(family)
-    assert report["ok"] and (out / "1" / "saved_model.pb").is_file()
-    assert (out / "1" / "assets.extra" / "kzoo" / "kzoo_tokenizer.json").is_file()
-    assert (out.parent / "sm.report.json").is_file()
+    args, checks = [], []
+    for family in ("albert", "xlmr"):
+        src, model_dir = models[family]
+        out, report = savedmodel(family)
+        assert report["ok"] and (out / "1" / "saved_model.pb").is_file()
+        assert (out / "1" / "assets.extra" / "kzoo" / "kzoo_tokenizer.json").is_file()
+        assert (out.parent / "sm.report.json").is_file()
 
-    # XLA: the signature functions carry _XlaMustCompile
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((out / "1" / "saved_model.pb").read_bytes())
-    compiled = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function
-                if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
-    assert compiled
+        # XLA: the signature functions carry _XlaMustCompile
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString((out / "1" / "saved_model.pb").read_bytes())
+        compiled = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function
+                    if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
+        assert compiled
 
-    batches = pytorch_batches(src, model_dir)
-    np.savez(tmp_path / "in.npz", **{f"b{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()})
-    tok = kzoo.load_tokenizer(model_dir)
-    texts = [f"hello {tok.mask_token} world", "a longer text " * 9, f"{tok.mask_token}{tok.mask_token} x"]
-    (tmp_path / "texts.json").write_text(json.dumps(texts))
-    proc = run_clean([out / "1", tmp_path / "in.npz", tmp_path / "texts.json", tmp_path / "result.npz"])
+        batches = pytorch_batches(src, model_dir)
+        np.savez(tmp_path / f"{family}-in.npz", **{f"b{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()})
+        tok = kzoo.load_tokenizer(model_dir)
+        texts = [f"hello {tok.mask_token} world", "a longer text " * 9, f"{tok.mask_token}{tok.mask_token} x"]
+        (tmp_path / f"{family}-texts.json").write_text(json.dumps(texts))
+        args += [out / "1", tmp_path / f"{family}-in.npz", tmp_path / f"{family}-texts.json",
+                 tmp_path / f"{family}-result.npz"]
+        checks.append((family, src, batches, tok, texts, report))
+    proc = run_clean(args)
     assert proc.returncode == 0 and "modules ok" in proc.stdout, proc.stderr[-3000:]
-    result = dict(np.load(tmp_path / "result.npz"))
 
-    spec = family_of(read_hf_config(src))[1]
-    for i, batch in enumerate(batches):
-        want = run_reference(src, "masked_lm", spec, batch)["logits"]
-        assert np.abs(result[f"b{i}/logits"] - want).max() <= 1e-4
+    for family, src, batches, tok, texts, report in checks:
+        result = dict(np.load(tmp_path / f"{family}-result.npz"))
+        spec = family_of(read_hf_config(src))[1]
+        for i, batch in enumerate(batches):
+            want = run_reference(src, "masked_lm", spec, batch)["logits"]
+            assert np.abs(result[f"b{i}/logits"] - want).max() <= 1e-4
 
-    width = result["text/token_ids"].shape[1]
-    assert width in report["length_buckets"]
-    ids = tok(texts, max_length=report["max_tokens"], truncation=True, padding="max_length")
-    np.testing.assert_array_equal(result["text/token_ids"], ids["token_ids"][:, :width])
-    assert result["text/top_ids"].shape == (3, 4, 5) and result["text/mask_positions"][2, 1] == 2
-    assert result["text/mask_positions"][1, 0] == -1 and result["text/top_tokens"][1, 0, 0] == b""
-    np.testing.assert_array_equal(result["text/truncated"], [len(tok.encode(t)) > report["max_tokens"] for t in texts])
+        width = result["text/token_ids"].shape[1]
+        assert width in report["length_buckets"]
+        ids = tok(texts, max_length=report["max_tokens"], truncation=True, padding="max_length")
+        np.testing.assert_array_equal(result["text/token_ids"], ids["token_ids"][:, :width])
+        assert result["text/top_ids"].shape == (3, 4, 5) and result["text/mask_positions"][2, 1] == 2
+        assert result["text/mask_positions"][1, 0] == -1 and result["text/top_tokens"][1, 0, 0] == b""
+        np.testing.assert_array_equal(result["text/truncated"],
+                                      [len(tok.encode(t)) > report["max_tokens"] for t in texts])
 
 
 def test_ids_only_savedmodel_needs_no_tensorflow_text(albert, tmp_path, capsys):

@@ -141,7 +141,7 @@ def test_xlm_question_answering_equals_the_slow_path(xlm_qa, kwargs):
         assert " ".join(CONTEXT[answer["start"]:answer["end"]].split()) == answer["answer"]
 
 
-def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path):
+def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path, capsys):
     from kzoo.export import export_tflite
 
     src, out = xlm_qa
@@ -150,6 +150,10 @@ def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path):
         question=[QUESTION, "Who works?"], context=CONTEXT, max_seq_len=40, doc_stride=12, top_k=2)
     assert_same(ours[0], reference_qa(src, QUESTION, CONTEXT, max_seq_len=40, doc_stride=12, top_k=2))
     assert_same(ours[1], reference_qa(src, "Who works?", CONTEXT, max_seq_len=40, doc_stride=12, top_k=2))
+    assert main(["qa", str(tmp_path / "qa.tflite"), "--question", QUESTION, "--context", CONTEXT, "--max-seq-len",
+                 "40", "--doc-stride", "30", "--max-question-len", "3", "--json"]) == 0
+    assert_same(json.loads(capsys.readouterr().out),
+                reference_qa(src, QUESTION, CONTEXT, max_seq_len=40, doc_stride=30, max_question_len=3))
     pipe = kzoo.pipeline("question-answering", loaded(out))
     with pytest.raises(PipelineError, match="doc_stride must be >= 1 with XLM's tokenizer, got 0"):
         pipe(question=QUESTION, context=CONTEXT, doc_stride=0)
