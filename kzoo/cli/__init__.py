@@ -142,6 +142,8 @@ def _qa(command):
     p.add_argument("--max-seq-len", type=int, help="tokens per window, question included (default: min(the "
                    "model's longest input, 384))")
     p.add_argument("--max-question-len", type=int, help="XLM: the question's tokens kept (default 64)")
+    p.add_argument("--lang", help="XLM: the question's and context's language, e.g. fr (default: none given, as "
+                   "Transformers)")
     p.add_argument("--handle-impossible-answer", action="store_true", help="allow the empty answer")
     p.add_argument("--no-align-to-words", action="store_true", help="answers from token offsets, not whole words")
 

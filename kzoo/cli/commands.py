@@ -106,8 +106,8 @@ def cmd_qa(args):
     from kzoo.pipelines import QuestionAnswering
 
     options = {k: v for k, v in dict(top_k=args.top_k, doc_stride=args.doc_stride, max_answer_len=args.max_answer_len,
-                                     max_seq_len=args.max_seq_len, max_question_len=args.max_question_len).items()
-               if v is not None}
+                                     max_seq_len=args.max_seq_len, max_question_len=args.max_question_len,
+                                     lang=args.lang).items() if v is not None}
     result = QuestionAnswering(args.model)(question=args.question, context=args.context,
                                            handle_impossible_answer=args.handle_impossible_answer,
                                            align_to_words=not args.no_align_to_words, **options)

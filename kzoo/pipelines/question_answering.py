@@ -83,7 +83,7 @@ class QuestionAnswering(Pipeline):
         rows = [row for example in windows for row, _, _ in example]
         logits = []  # (start, end) per window, BATCH_SIZE windows a model call
         for part in chunks(rows, batch_size_of(options)):
-            out = self.runner(self._pad(part))
+            out = self.runner(self._pad(part, options.get("lang")))
             logits += [(out["start_logits"][i, :len(row.ids)], out["end_logits"][i, :len(row.ids)])
                        for i, row in enumerate(part)]
         results, r = [], 0
@@ -146,8 +146,8 @@ class QuestionAnswering(Pipeline):
                 from None
         return [(row, first, split.owners[at:at + len(row.ids) - first - 1]) for row, first, at in split.windows]
 
-    def _pad(self, rows):
-        batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), side="right")
+    def _pad(self, rows, lang):
+        batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), lang=lang, side="right")
         return {k: v for k, v in batch.items() if k in self.runner.input_names}
 
     def _answers(self, context, spans, top_k, max_answer_len, impossible, align):

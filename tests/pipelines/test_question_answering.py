@@ -155,6 +155,11 @@ def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path, ca
     assert_same(json.loads(capsys.readouterr().out),
                 reference_qa(src, QUESTION, CONTEXT, max_seq_len=40, doc_stride=30, max_question_len=3))
     pipe = kzoo.pipeline("question-answering", loaded(out))
+    assert main(["qa", str(out), "--question", QUESTION, "--context", CONTEXT, "--max-seq-len", "40", "--lang", "fr",
+                 "--top-k", "3", "--json"]) == 0
+    in_french = pipe(question=QUESTION, context=CONTEXT, max_seq_len=40, lang="fr", top_k=3)
+    assert json.loads(capsys.readouterr().out) == in_french != pipe(question=QUESTION, context=CONTEXT, max_seq_len=40,
+                                                                    top_k=3)
     with pytest.raises(PipelineError, match="doc_stride must be >= 1 with XLM's tokenizer, got 0"):
         pipe(question=QUESTION, context=CONTEXT, doc_stride=0)
     with pytest.raises(PipelineError, match="leave no room for the context in max_length 8"):
