@@ -41,6 +41,16 @@ def _probabilities(logits, allowed):
     return p / p.sum()
 
 
+def _select(start_logits, end_logits, allowed, top_k, max_answer_len):
+    """Transformers' select_starts_ends on one window: start and end probabilities over the allowed tokens, the
+    top_k spans (`decode_spans`) and the null score (start x end at the first token)."""
+    start = _probabilities(np.asarray(start_logits, np.float32), allowed)
+    end = _probabilities(np.asarray(end_logits, np.float32), allowed)
+    null = float(start[0] * end[0])
+    start[0] = end[0] = 0.0
+    return (*decode_spans(start, end, top_k, max_answer_len, allowed), null)
+
+
 class QuestionAnswering(Pipeline):
     """`QuestionAnswering(model)(question=..., context=...)`: {score, start, end, answer}, start/end character
     offsets into the context; a list of them with top_k > 1, or per question for several.
@@ -158,13 +168,11 @@ class QuestionAnswering(Pipeline):
             allowed = np.zeros(n, bool)
             allowed[context_at:n - 1] = True
             allowed[np.asarray(row.ids) == self.tokenizer.cls_token_id] = True
-            start = _probabilities(np.asarray(start_logits, np.float32), allowed)
-            end = _probabilities(np.asarray(end_logits, np.float32), allowed)
+            *best, null = _select(start_logits, end_logits, allowed, top_k * 2 + 10 if align else top_k,
+                                  max_answer_len)
             if impossible:
-                min_null = min(min_null, float(start[0] * end[0]))
-            start[0] = end[0] = 0.0
-            for s, e, score in zip(*decode_spans(start, end, top_k * 2 + 10 if align else top_k, max_answer_len,
-                                                 allowed)):
+                min_null = min(min_null, null)
+            for s, e, score in zip(*best):
                 begin, stop = _indices(int(s), int(e), context_at, row.spans, words, align)
                 text = context[begin:stop]
                 same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
@@ -193,13 +201,11 @@ class QuestionAnswering(Pipeline):
             allowed = np.zeros(len(ids), bool)
             allowed[first:len(ids) - 1] = ~np.isin(ids[first:len(ids) - 1], specials)
             allowed[row.ids.index(cls)] = True
-            start = _probabilities(np.asarray(start_logits, np.float32), allowed)
-            end = _probabilities(np.asarray(end_logits, np.float32), allowed)
+            *best, null = _select(start_logits, end_logits, allowed, top_k * 2 + 10 if align else top_k,
+                                  max_answer_len)
             if impossible:
-                min_null = min(min_null, float(start[0] * end[0]))
-            start[0] = end[0] = 0.0
-            for s, e, score in zip(*decode_spans(start, end, top_k * 2 + 10 if align else top_k, max_answer_len,
-                                                 allowed)):
+                min_null = min(min_null, null)
+            for s, e, score in zip(*best):
                 if not (first <= s < first + len(owners) and first <= e < first + len(owners)):
                     continue
                 ws, we = owners[s - first], owners[e - first]

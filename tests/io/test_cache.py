@@ -1,7 +1,11 @@
 """kzoo.io.cache: a value computed once and read back by later calls (later processes: no memory in between),
-named by its inputs, its code and the versions given; an unreadable entry computed again and replaced."""
+named by its inputs, its code and the versions given; an unreadable entry computed again and replaced;
+processes asking for one entry at once compute it once."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -63,3 +67,29 @@ def test_no_cache_and_an_unwritable_one(tmp_path, monkeypatch):
     monkeypatch.delenv("KZOO_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "kzoo"
+
+
+def test_processes_asking_at_once_compute_an_entry_once(cache, tmp_path):
+    """Three processes start together on one entry: one computes it (slowly), the others wait and read it."""
+    code, marker = tmp_path / "code.py", tmp_path / "computes"
+    code.write_text("v1")
+    script = textwrap.dedent(f"""
+        import json, time
+        from kzoo.io.cache import disk_cached
+
+        def compute():
+            open({str(marker)!r}, "a").write("x")
+            time.sleep(1.0)
+            return "computed"
+
+        assert disk_cached("kind", ("a",), compute, lambda v: json.dumps(v).encode(), json.loads,
+                           source={str(code)!r}, versions=("1",)) == "computed"
+    """)
+    processes = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert marker.read_text() == "x"  # (computed by one of the three)
+    assert cached(("a",), "other", code) == ("computed", False)
+    assert len(list((cache / "kind").iterdir())) == 1
