@@ -72,6 +72,16 @@ def get_indices(enc, s, e, sequence_index, align_to_words):
     return start_index, end_index
 
 
+def ranked(answers, handle_impossible_answer, min_null_score, top_k):
+    """postprocess's end, after either tokenizer path."""
+    if handle_impossible_answer:
+        answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+    answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
+    if len(answers) == 1:
+        return answers[0]
+    return answers
+
+
 def reference_qa(src, question, context, **options):
     return loaded(src)(question, context, **options)
 
@@ -123,12 +133,7 @@ def answer(tokenizer, model, question, context, top_k=1, doc_stride=None, max_an
             else:
                 answers.append({"score": score.item(), "start": start_index, "end": end_index,
                                 "answer": context[start_index:end_index]})
-    if handle_impossible_answer:
-        answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
-    answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
-    if len(answers) == 1:
-        return answers[0]
-    return answers
+    return ranked(answers, handle_impossible_answer, min_null_score, top_k)
 
 
 def _is_whitespace(c):
@@ -308,9 +313,4 @@ def slow_answer(tokenizer, model, question, context, top_k=1, doc_stride=None, m
                 "end": end_chars[0].item() + len(doc_tokens[token_to_orig_map[e]]),
                 "answer": " ".join(doc_tokens[token_to_orig_map[s]: token_to_orig_map[e] + 1]),
             })
-    if handle_impossible_answer:
-        answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
-    answers = sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
-    if len(answers) == 1:
-        return answers[0]
-    return answers
+    return ranked(answers, handle_impossible_answer, min_null_score, top_k)
