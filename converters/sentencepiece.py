@@ -314,7 +314,7 @@ def _json_dict(data: bytes) -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _normalizer_rules(albert: bool, do_lower_case: bool, keep_accents: bool, charsmap: bytes | None) -> dict:
-    """_evaluate_rules, cached in the process and on disk: ~20 s for a charsmap with compositions
+    """_evaluate_rules, cached in the process and on disk: ~10-18 s for a charsmap with compositions
     (XLM-R's), the same for every checkpoint that has it."""
     return _disk_cached("normalizer-rules", (albert, do_lower_case, keep_accents, charsmap or b""),
                         lambda: _evaluate_rules(albert, do_lower_case, keep_accents, charsmap),
@@ -356,7 +356,7 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     # "\xa0" + "\u0301"; "u\u0308" + "\u0301"), and one of 6 bytes or more character by character,
     # so nothing in it is composed ("ω\u0342" + "\u0300"). The op rewrites the longest rule wherever it
     # is. So each (rule, combining mark) pair where the two differ becomes a rule of its own: ~1.5M
-    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~20 s, hence the disk cache), 2 for ALBERT's.
+    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~10-18 s, hence the disk cache), 2 for ALBERT's.
     # Three or more marks stacked on one letter stay a known difference (~10**8 rules).
     extend = [chr(cp) for cp in range(0x300, 0x10000) if not 0xD800 <= cp < 0xE000
               and (unicodedata.category(chr(cp)).startswith("M") or cp in (0x200C, 0x200D, 0xFF9E, 0xFF9F))]

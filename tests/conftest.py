@@ -5,6 +5,11 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # xdist runs a worker per core: one compute thread each (also in the processes tests start), rather than
+    # every worker's TensorFlow and torch pools spinning on all the cores
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(__file__))  # tests' own helpers: reference.py, spm_fixtures.py, ...
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "architecture"))  # import_rules.py
 

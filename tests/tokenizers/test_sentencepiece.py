@@ -476,7 +476,7 @@ for source, env, out in json.loads(sys.argv[1]):
 
 
 def test_tokenizer_folding_is_cached_on_disk(tmp_path):
-    """The folded normaliser's rules (~20 s for XLM-R's charsmap) and each folded tokenizer are kept in
+    """The folded normaliser's rules (~10-18 s for XLM-R's charsmap) and each folded tokenizer are kept in
     KZOO_CACHE_DIR: a later process reads them rather than computing them (an entry swapped for another
     tokenizer's is what it gets); an unreadable entry is computed again and replaced. (A cache that cannot be
     written, KZOO_NO_CACHE: tests/io/test_cache.py.)"""
