@@ -51,6 +51,14 @@ def _select(start_logits, end_logits, allowed, top_k, max_answer_len):
     return (*decode_spans(start, end, top_k, max_answer_len, allowed), null)
 
 
+def _ranked(answers, impossible, min_null, top_k):
+    """Transformers' end of postprocess, after either tokenizer path: the null answer where asked, then the
+    top_k by score."""
+    if impossible:
+        answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+    return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+
+
 class QuestionAnswering(Pipeline):
     """`QuestionAnswering(model)(question=..., context=...)`: {score, start, end, answer}, start/end character
     offsets into the context; a list of them with top_k > 1, or per question for several.
@@ -180,9 +188,7 @@ class QuestionAnswering(Pipeline):
                     same["score"] += float(score)
                 else:
                     answers.append({"score": float(score), "start": begin, "end": stop, "answer": text})
-        if impossible:
-            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
-        return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+        return _ranked(answers, impossible, min_null, top_k)
 
     def _word_answers(self, context, spans, top_k, max_answer_len, impossible, align):
         """Transformers 4.57's slow-path answers: whole words ({score, start, end, answer}: the words joined by
@@ -211,9 +217,7 @@ class QuestionAnswering(Pipeline):
                 ws, we = owners[s - first], owners[e - first]
                 answers.append({"score": float(score), "start": bounds[ws][0], "end": bounds[we][1],
                                 "answer": " ".join(context[a:b] for a, b in bounds[ws:we + 1])})
-        if impossible:
-            answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
-        return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+        return _ranked(answers, impossible, min_null, top_k)
 
 
 def _indices(s, e, first, spans, words, align):
