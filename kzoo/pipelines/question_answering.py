@@ -156,13 +156,14 @@ class QuestionAnswering(Pipeline):
 
     def _word_windows(self, question, context, max_seq_len, doc_stride, max_question_len, lang):
         """XLM's windows (its tokenizer's `word_windows`: Transformers' slow path), as `_windows` gives them but
-        with each context token's word."""
+        with each context token's word as its (start, end) characters."""
         try:
             split = self.tokenizer.word_windows(question, context, max_seq_len, doc_stride, max_question_len, lang)
         except TokenizerError as e:
             raise PipelineError(f"question and context (max_seq_len {max_seq_len}, doc_stride {doc_stride}): {e}") \
                 from None
-        return [(row, first, split.owners[at:at + len(row.ids) - first - 1]) for row, first, at in split.windows]
+        return [(row, first, [split.words[w] for w in split.owners[at:at + len(row.ids) - first - 1]])
+                for row, first, at in split.windows]
 
     def _pad(self, rows, lang):
         batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), lang=lang, side="right")
@@ -198,11 +199,10 @@ class QuestionAnswering(Pipeline):
         Transformers raised KeyError; kzoo leaves that span out. Transformers' `end` is the last character of
         the whitespace after the answer; kzoo's is where its last word ends, so context[start:end] holds it."""
         tok = self.tokenizer
-        bounds = [m.span() for m in SQUAD_WORD.finditer(context)]
         specials, cls = tok.all_special_ids, tok._special_id("cls_token")  # (Transformers' cls_token: "</s>")
         min_null = 1000000.0
         answers = []
-        for row, first, owners, start_logits, end_logits in spans:
+        for row, first, words, start_logits, end_logits in spans:
             ids = np.asarray(row.ids)
             allowed = np.zeros(len(ids), bool)
             allowed[first:len(ids) - 1] = ~np.isin(ids[first:len(ids) - 1], specials)
@@ -212,11 +212,11 @@ class QuestionAnswering(Pipeline):
             if impossible:
                 min_null = min(min_null, null)
             for s, e, score in zip(*best):
-                if not (first <= s < first + len(owners) and first <= e < first + len(owners)):
+                if not (first <= s < first + len(words) and first <= e < first + len(words)):
                     continue
-                ws, we = owners[s - first], owners[e - first]
-                answers.append({"score": float(score), "start": bounds[ws][0], "end": bounds[we][1],
-                                "answer": " ".join(context[a:b] for a, b in bounds[ws:we + 1])})
+                begin, stop = words[s - first][0], words[e - first][1]
+                answers.append({"score": float(score), "start": begin, "end": stop,
+                                "answer": " ".join(SQUAD_WORD.findall(context, begin, stop))})
         return _ranked(answers, impossible, min_null, top_k)
 
 
