@@ -7,6 +7,8 @@ one and names its outputs.
 
 from __future__ import annotations
 
+import numbers
+
 from kzoo.errors import ModelDirError
 from kzoo.families import get_family
 from kzoo.io import modeldir
@@ -64,9 +66,17 @@ def classes(task, labels=None, num_classes=None) -> dict:
     if not TASKS[task].labelled:
         raise ModelDirError(f"the task {task!r} has no classes; labels and num_classes are for "
                             f"{', '.join(t.name for t in TASKS.values() if t.labelled)}")
+    if isinstance(labels, str):
+        raise ModelDirError(f"labels must be a list of class names, not the str {labels!r} (a str would be one name "
+                            f"per character): e.g. labels={labels.split(',')!r}")
     if isinstance(labels, dict):
         labels = [labels[k] for k in sorted(labels, key=int)]
-    names = [str(n) for n in labels] if labels is not None else [f"LABEL_{i}" for i in range(int(num_classes))]
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
+                                    or num_classes < 1):
+        raise ModelDirError(f"the number of labels must be a whole number >= 1, got {num_classes!r}")
+    if labels is not None and not all(isinstance(n, str) and n for n in labels):
+        raise ModelDirError(f"labels must be non-empty strings: {list(labels)!r}")
+    names = list(labels) if labels is not None else [f"LABEL_{i}" for i in range(int(num_classes))]
     if num_classes is not None and int(num_classes) != len(names):
         raise ModelDirError(f"{len(names)} labels but num_classes={num_classes}")
     if not names or len(set(names)) != len(names):
@@ -134,6 +144,9 @@ def save_model(model, out, *, tokenizer=None, labels=None, overwrite=False) -> d
                                 f"{config['task_config'].get('num_classes')} classes")
         config["labels"] = named["labels"]
     config["preset"] = find_preset(config["architecture"], config["backbone"])
+    if isinstance(tokenizer, (str, Path)) and not Path(tokenizer).is_dir():
+        raise ModelDirError(f"tokenizer={str(tokenizer)!r}: no such directory (give a kzoo tokenizer, or the model "
+                            "dir whose tokenizer files to copy)")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         modeldir.save(model, config, tmp)
         if isinstance(tokenizer, (str, Path)):  # a model dir: its tokenizer files (all but config, weights)

@@ -163,6 +163,7 @@ class Pipeline:
 
     streams = True  # an iterator of inputs gives a generator of results (Transformers' pipelines)
     unwraps_one = False  # a list of one input gives that input's result, not a list of one
+    labelled = False  # its results name the model's classes (the config's labels)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -176,6 +177,12 @@ class Pipeline:
         if task in TASKS and self.name not in TASKS[task].pipelines:
             runs = [t.name for t in TASKS.values() if self.name in t.pipelines]
             raise PipelineError(f"{self.name} runs {', '.join(runs)} models; this one is a {task!r} model")
+        if self.labelled and self.runner.path is not None and not self.runner.config:
+            from kzoo.io import layout
+
+            raise PipelineError(f"{self.runner.path}: no config beside it: {layout.sidecar_of(self.runner.path)} is "
+                                "missing or incomplete, and its config.json holds the model's labels (kzoo export "
+                                "writes it with the export; copy it along)")
         self.tokenizer = as_tokenizer(tokenizer, self.runner)
 
     def _options(self, given, defaults=None):

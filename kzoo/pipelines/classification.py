@@ -39,6 +39,7 @@ class TextClassification(Pipeline):
     """
 
     name = "text-classification"
+    labelled = True
     OPTIONS = ("top_k", "function_to_apply", "truncation", "max_length", "padding", "lang", "batch_size")
 
     def __call__(self, inputs, **options):
@@ -141,6 +142,7 @@ class TokenClassification(Pipeline):
     """
 
     name = "token-classification"
+    labelled = True
     OPTIONS = ("aggregation_strategy", "ignore_labels", "stride", "is_split_into_words", "delimiter", "lang",
                "batch_size")
 
@@ -186,7 +188,8 @@ class TokenClassification(Pipeline):
             if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or not 0 <= stride < room:
                 raise PipelineError(f"`stride` must be a whole number less than the model's {room} tokens per window "
                                     f"(its longest input less the special tokens), got {stride!r}")
-            if strategy == "none":
+            if options.get("aggregation_strategy") is not None and strategy == "none":  # (as Transformers: only
+                # when asked for; left out, the windows' tokens are resolved as entities are)
                 raise PipelineError('`stride` was provided to process all the text but `aggregation_strategy="none"`, '
                                     "please select another one instead.")
         single, items = self._words_inputs(inputs) if split else self._texts(inputs)
@@ -218,9 +221,10 @@ class TokenClassification(Pipeline):
 
     @staticmethod
     def _words_inputs(inputs):
-        """(single, lists of words) for is_split_into_words: a list of str, or a list of such lists."""
+        """(single, lists of words) for is_split_into_words: a list of str, or a list of such lists (one list of
+        words still gives a list of results, [[entities]], as Transformers wraps it in a batch of one)."""
         if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(w, str) for w in inputs):
-            return True, [list(inputs)]
+            return False, [list(inputs)]
         if isinstance(inputs, (list, tuple)) and inputs and all(
                 isinstance(x, (list, tuple)) and all(isinstance(w, str) for w in x) for x in inputs):
             return False, [list(x) for x in inputs]
@@ -384,6 +388,7 @@ class ZeroShotClassification(Pipeline):
     """
 
     name = "zero-shot-classification"
+    labelled = True
     OPTIONS = ("candidate_labels", "hypothesis_template", "multi_label", "lang", "batch_size")
 
     def __call__(self, sequences, *args, **options):
@@ -399,11 +404,19 @@ class ZeroShotClassification(Pipeline):
         single, texts = self._texts(sequences)
         if not labels or not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
             raise PipelineError("candidate_labels: at least one label (a str, comma-separated, or a list of str)")
-        if template.format(labels[0]) == template:
+        try:
+            hypotheses = [template.format(label) for label in labels]
+        except (IndexError, KeyError, ValueError, AttributeError) as e:  # ("{} {}", "{topic}", "{", not a str)
+            raise PipelineError(f"hypothesis_template {template!r} takes one {{}} where the label goes "
+                                f"({type(e).__name__}: {e})") from None
+        if hypotheses[0] == template:
             raise PipelineError(f'The provided hypothesis_template "{template}" was not able to be formatted with the '
                                 "target labels: it needs {} where the label goes")
+        if self.text_only:
+            raise PipelineError(f"{self.runner.path} takes single texts only (its text signature), and zero-shot "
+                                "classification runs (text, hypothesis) pairs: run it on the model dir, its SavedModel "
+                                "or an ids-in .tflite")
         entailment = self._entailment_id()
-        hypotheses = [template.format(label) for label in labels]
         premises, pairs = [t for t in texts for _ in labels], hypotheses * len(texts)
         size = batch_size_of(options)
         # (Transformers' truncation="only_first": a premise longer than the model takes is cut, never the hypothesis)

@@ -266,6 +266,9 @@ def _examples(args, options):
     elif args:
         raise PipelineError(f"Unable to understand arguments {args}: pass question= and context=")
     elif question is not None and context is not None:
+        for key, value in (("question", question), ("context", context)):
+            if not isinstance(value, (str, list, tuple)):
+                raise PipelineError(f"`{key}` must be a str or a list of str, got {type(value).__name__}")
         questions = [question] if isinstance(question, str) else list(question)
         contexts = [context] * len(questions) if isinstance(context, str) else list(context)
         if len(questions) != len(contexts):

@@ -396,6 +396,10 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
             labels = np.asarray([examples.labels[i] for i in order[start:start + batch_size]], np.int32)
             yield {**{k: tf.constant(v) for k, v in batch.items()}, "labels": tf.constant(labels)}
         return
+    pair = examples.pairs is not None
+    if limit < tokenizer.num_special_tokens_to_add(pair) + 1 + pair:  # (room for a token of each text)
+        raise DataError(f"max-length {limit} leaves no room for text beside the tokenizer's "
+                        f"{tokenizer.num_special_tokens_to_add(pair)} special tokens{' of a pair' if pair else ''}")
     buckets = tf.constant(sorted({bucket(n, limit) for n in (*LENGTH_BUCKETS, limit)}), tf.int32)
 
     # (autograph off here and in the encoders below: none branches on tensors in Python, and converting the

@@ -75,6 +75,7 @@ def test_a_checkpoint_missing_weights_still_fails_without_a_new_head(tmp_path):
     (dict(task="question_answering", labels=["a", "b"]), "has no classes"),
     (dict(task="classifier", labels=["a", "a"]), "distinct"),
     (dict(task="classifier", labels=["a", "b"], num_labels=3), "2 labels but num_classes=3"),
+    (dict(task="classifier", num_labels=-2), "number of labels must be a whole number >= 1, got -2"),
     (dict(task="token_classifier", problem_type="regression"), "problem_type is for a classifier"),
     (dict(task="classifier", problem_type="ordinal"), "problem_type 'ordinal'"),
 ])
@@ -122,6 +123,13 @@ def test_from_preset_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(np.asarray(model(inputs)), np.asarray(again(inputs)))
     with pytest.raises(kzoo.errors.ModelDirError, match="already exists"):
         kzoo.save(model, tmp_path / "trained")
+    with pytest.raises(kzoo.errors.ModelDirError, match="tokenizer='.*nope': no such directory"):
+        kzoo.save(model, tmp_path / "other", tokenizer=tmp_path / "nope")
+    assert not (tmp_path / "other").exists()
+    for labels, message in (("neg,pos", "not the str 'neg,pos'.*labels=\\['neg', 'pos'\\]"),
+                            (["a", None], "non-empty strings"), (["a", ""], "non-empty strings")):
+        with pytest.raises(kzoo.errors.ModelDirError, match=message):  # (a str was split into characters)
+            kzoo.from_preset(tmp_path / "encoder", task="classifier", labels=labels)
 
 
 def test_save_a_model_built_in_python(tmp_path):

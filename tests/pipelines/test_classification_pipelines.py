@@ -127,8 +127,12 @@ def test_token_classification_stride_equals_transformers(ner, strategy):
         assert_same(ours, theirs)
         cut = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(text)  # (no stride: cut)
         assert max(e["end"] for e in ours) > max(e["end"] for e in cut)
-    with pytest.raises(PipelineError, match='aggregation_strategy="none"'):
-        kzoo.pipeline("ner", loaded(out))(text, stride=4)
+    with pytest.raises(PipelineError, match='aggregation_strategy="none"'):  # (only when asked for)
+        kzoo.pipeline("ner", loaded(out), aggregation_strategy="none")(text, stride=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_same(kzoo.pipeline("ner", loaded(out), ignore_labels=[])(text, stride=4),
+                    reference("token-classification", src, text, ignore_labels=[], stride=4))
     with pytest.raises(PipelineError, match="stride"):
         kzoo.pipeline("ner", loaded(out), aggregation_strategy="simple")(text, stride=1000)
 
@@ -147,7 +151,8 @@ def test_token_classification_split_into_words_equals_transformers(ner, strategy
         theirs = reference("token-classification", src, words, aggregation_strategy=strategy, ignore_labels=[],
                            is_split_into_words=True, **kwargs)
         assert_same(ours, theirs)
-        assert_same(single, theirs[0])
+        assert_same(single, reference("token-classification", src, words[0], aggregation_strategy=strategy,
+                                      ignore_labels=[], is_split_into_words=True, **kwargs))  # ([[entities]])
     with pytest.raises(PipelineError, match="must be a list of tokens"):
         kzoo.pipeline("ner", loaded(out))("a text", is_split_into_words=True)
 
@@ -344,6 +349,9 @@ def test_zero_shot_errors(nli):
         pipe("text", candidate_labels=[])
     with pytest.raises(PipelineError, match="needs {} where the label goes"):
         pipe("text", candidate_labels=["a"], hypothesis_template="No slot.")
+    for template, error in (("{} {}", "IndexError"), ("about {topic}", "KeyError"), ("{", "ValueError")):
+        with pytest.raises(PipelineError, match=f"takes one {{}} where the label goes \\({error}"):
+            pipe("text", candidate_labels=["a"], hypothesis_template=template)
 
 
 def test_cli_zero_shot_json(nli, capsys):

@@ -80,6 +80,8 @@ def test_question_answering_errors(qa):
         pipe(question=QUESTION)
     with pytest.raises(PipelineError, match="`context` must be a non-empty str"):
         pipe(question=QUESTION, context="")
+    with pytest.raises(PipelineError, match="`question` must be a str or a list of str, got int"):
+        pipe(question=1, context=CONTEXT)
     with pytest.raises(PipelineError, match="stride 20 must be less than the room"):
         pipe(question=QUESTION, context=CONTEXT, max_seq_len=40, doc_stride=20)
     with pytest.raises(PipelineError, match="no room for the second"):

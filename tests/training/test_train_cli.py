@@ -3,12 +3,14 @@ JSONL, classify with the result, export it text-in and run that under LiteRT), i
 and the evaluation metrics against scikit-learn and seqeval's documented examples."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 import kzoo
 from kzoo.cli import main
+from kzoo.pipelines import PipelineError
 from kzoo.training import metrics
 from reference import TINY_XLMR, model_with_tokenizer
 from spm_fixtures import make_xlmr_tokenizer_dir
@@ -56,6 +58,13 @@ def test_the_readme_flow(pretrained, tmp_path, capsys):
     want = kzoo.pipeline("text-classification", out)(texts)
     assert [r["label"] for r in ours] == [r["label"] for r in want]
     assert max(abs(a["score"] - b["score"]) for a, b in zip(ours, want)) < 1e-4
+    assert main(["zero-shot", tflite, "loved it", "--candidate-labels", "a,b"]) == 2  # (pairs: not in its signature)
+    assert "takes single texts only" in capsys.readouterr().err
+    alone = tmp_path / "alone" / "sentiment.tflite"  # without its sidecar: no labels, so no results named by ids
+    alone.parent.mkdir()
+    shutil.copyfile(tflite, alone)
+    with pytest.raises(PipelineError, match="sentiment.tflite.kzoo is missing.*holds the model's labels"):
+        kzoo.pipeline("text-classification", alone, tokenizer=out)
     assert main(["train", head, out, "--train", train]) == 2  # OUT exists
     assert "already exists" in capsys.readouterr().err
 
@@ -90,7 +99,8 @@ def test_bad_options_and_models(pretrained, tmp_path, capsys):
     if not head.exists():
         assert main(["convert", str(src), str(head), "--task", "classifier", "--labels", "neg,pos"]) == 0
     for flags, word in ((["--batch-size", "0"], "batch-size"), (["--gradient-accumulation", "0"], "gradient-accumulation"),
-                        (["--scheduler", "cosine"], "scheduler"), (["--warmup-ratio", "1.5"], "warmup-ratio")):
+                        (["--scheduler", "cosine"], "scheduler"), (["--warmup-ratio", "1.5"], "warmup-ratio"),
+                        (["--max-length", "0"], "max-length must be"), (["--max-length", "2"], "no room for text")):
         try:
             code = main(["train", str(head), str(tmp_path / "o"), "--train", train, *flags])
         except SystemExit as e:  # (argparse's usage errors)
