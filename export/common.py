@@ -274,6 +274,24 @@ def encode_in_graph(tokenizer, model, texts, longest, buckets=None, offsets=Fals
     return inputs, {name: value[:, :needed] for name, value in extra.items()}, truncated
 
 
+def text_checks(texts, names):
+    """TF ops refusing a text signature's strings that are not one [batch] tensor each, all of one batch (a
+    loaded signature does not check its arguments' shapes: a scalar crashed tf-text's ops, a [1, 2] tensor was
+    read as its first text). A SavedModel runs them before the tokenizer."""
+    import tensorflow as tf
+
+    checks = []
+    for name, text in zip(names, texts):
+        # (the first dimension, -1 for a scalar; the size is a runtime value, which no graph rewrite folds)
+        first = tf.gather(tf.concat([tf.shape(text), [-1]], 0), 0)
+        checks.append(tf.debugging.assert_equal(tf.size(text), first, message=f"{name}: must be a [batch] "
+                                                "string tensor, one text per row (not a scalar, not 2-D)"))
+    for name, text in zip(names[1:], texts[1:]):
+        checks.append(tf.debugging.assert_equal(tf.size(text), tf.size(texts[0]), message=f"{names[0]} and {name} "
+                                                "must hold the same number of texts"))
+    return checks
+
+
 def text_specs(config):
     """The text signature's inputs: a string [None] per name the task declares (kzoo.tasks: "text", or
     "question" and "context")."""

@@ -33,7 +33,7 @@ from kzoo.export import check
 from kzoo.export.common import (
     BATCH_BUCKETS, ExportError, bucketed, check_out, check_text_only, ids_function, input_checks, input_signature,
     length_buckets, load_text_tokenizer, max_tokens, model_and_config, pad_values, text_function, text_max_length,
-    text_options, text_signature, text_specs, variable_holder,
+    text_checks, text_options, text_signature, text_specs, variable_holder,
 )
 from kzoo.export.data import EVALUATION_TEXTS, id_batches, with_masks
 from kzoo.io import layout, modeldir
@@ -130,7 +130,14 @@ def _signatures(model, config, tokenizer, options, text_length, buckets):
         numeric, strings = text_signature(model, config, tokenizer, options)
         holder.serve_text_numeric = tf.function(numeric, input_signature=[signature], jit_compile=True)
         compiled = lambda batch: bucketed(holder.serve_text_numeric, batch, pads)  # noqa: E731
-        serve_text = text_function(tokenizer, model, config, compiled, strings, text_length, length_buckets(text_length))
+        text_fn = text_function(tokenizer, model, config, compiled, strings, text_length, length_buckets(text_length))
+        names = TASKS[config["task"]].text_inputs
+
+        def serve_text(*texts):
+            with tf.control_dependencies(text_checks(texts, names)):  # before the tokenizer
+                texts = [tf.identity(text) for text in texts]
+            return text_fn(*texts)
+
         # (autograph=False: the text function has no Python control flow on tensors; converting it took ~1/4
         # of an export)
         holder.serve_text = tf.function(serve_text, input_signature=text_specs(config), autograph=False)

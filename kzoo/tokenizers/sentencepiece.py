@@ -456,13 +456,17 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         # whitespace, in no word's count)
         word = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(w_first), w_first, n + 1))[:-1] - 1
         word = tf.maximum(word, 0)
+
+        def per_word(values):  # (a character in no word, also where no text has a word, reads a last 0)
+            return tf.gather(tf.concat([values, [0]], 0), word)
+
         before = tf.concat([[0], tf.cumsum(norm)], 0)
         owner = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(norm), before[1:], before[-1] + 1))
         # the character the previous normalized character came from, in the same word
-        at_start = tf.equal(before[:-1], tf.gather(tf.gather(before, w_first), word))
-        previous = tf.gather(owner, tf.maximum(before[:-1] - 1, 0))
+        at_start = tf.equal(before[:-1], per_word(tf.gather(before, w_first)))
+        previous = tf.minimum(tf.gather(owner, tf.maximum(before[:-1] - 1, 0)), n - 1)  # (n: nothing before)
         solid = tf.concat([[0], tf.cumsum(norm * (1 - to_space))], 0)  # normalized characters but spaces
-        trailing = tf.equal(solid[1:], tf.gather(tf.gather(solid, w_after), word))
+        trailing = tf.equal(solid[1:], per_word(tf.gather(solid, w_after)))
         drop = (to_space > 0) & (at_start | tf.equal(tf.gather(to_space, previous), 1) | trailing)
         return tf.where(drop, 0, norm)
 

@@ -147,8 +147,8 @@ def _read_tagged_jsonl(path, names):
     for number, item in _objects(path):
         where = f"{path}:{number}"
         tokens, tagged = item.get("tokens"), item.get("tags", item.get("ner_tags"))
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise DataError(f'{where}: needs "tokens" (a list of strings)')
+        if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+            raise DataError(f'{where}: needs "tokens" (a non-empty list of strings)')
         if not isinstance(tagged, list) or len(tagged) != len(tokens):
             raise DataError(f'{where}: needs "tags", one per token ({len(tokens)})')
         words.append(tokens)
@@ -206,8 +206,8 @@ def _read_squad(path):
     for where, id_, question, context, answers, impossible in rows:
         if not isinstance(question, str) or not question.strip():
             raise DataError(f'{where}: needs "question" (a non-empty string)')
-        if not isinstance(context, str):
-            raise DataError(f'{where}: needs "context" (a string)')
+        if not isinstance(context, str) or not context.strip():
+            raise DataError(f'{where}: needs "context" (a string holding words)')
         found = []
         for k, answer in enumerate(answers if not impossible else []):
             text, start = (answer.get("text"), answer.get("answer_start")) if isinstance(answer, dict) else (None, None)

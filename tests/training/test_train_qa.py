@@ -191,5 +191,12 @@ def test_kzoo_train_question_answering(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "", "context": "x"}) + "\n")
     with pytest.raises(DataError, match=r"bad.jsonl:1: needs \"question\""):
         data.read(tmp_path / "bad.jsonl", "question_answering", None)
+    for context in ("", "   "):  # (XLM's word windows refused it; the fast path trained on nothing)
+        (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "q?", "context": context}) + "\n")
+        with pytest.raises(DataError, match=r"bad.jsonl:1: needs \"context\" \(a string holding words\)"):
+            data.read(tmp_path / "bad.jsonl", "question_answering", None)
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"tokens": [], "tags": []}) + "\n")  # (was trained on: loss 0)
+    with pytest.raises(DataError, match=r"bad.jsonl:1: needs \"tokens\" \(a non-empty list"):
+        data.read(tmp_path / "bad.jsonl", "token_classifier", ["O", "B-PER"])
     assert main(["train", str(model_dir), str(tmp_path / "long"), "--train", str(train), "--max-length", "8"]) == 2
     assert "question q0" in capsys.readouterr().err
