@@ -49,14 +49,11 @@ class TrainOptions:
 
     def check(self):
         whole = {"batch_size": 1, "gradient_accumulation": 1, "warmup_steps": 0, "lora_rank": 0, "save_steps": 1,
-                 "doc_stride": 0}
+                 "doc_stride": 0, **({"max_length": 1} if self.max_length is not None else {})}
         for name, low in whole.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise TrainError(f"{name.replace('_', '-')} must be a whole number >= {low}, got {value!r}")
-        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(
-                self.max_length, (int, np.integer)) or self.max_length < 1):
-            raise TrainError(f"max-length must be a whole number >= 1, got {self.max_length!r}")
         if self.mixed_precision not in PRECISIONS:
             raise TrainError(f"mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
         if self.strategy not in STRATEGIES:
