@@ -57,6 +57,8 @@ PREFIX = "albert."
 # The decoder is tied to the word embeddings and its bias to predictions.bias;
 # Transformers 5 leaves both out of the file, older saves carry copies.
 TIED = ("predictions.decoder.weight", "predictions.decoder.bias")
+# The weight copy and what it copies (under PREFIX): equal unless the config unties them.
+TIED_TO = {"predictions.decoder.weight": "embeddings.word_embeddings.weight"}
 IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids")
 
 # AlbertTokenizer (Transformers 5: the `tokenizers` library)

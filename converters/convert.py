@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+
 from kzoo.converters import family_of, num_labels, sentence_transformers
 from kzoo.converters.readers import CheckpointError, open_checkpoint
 from kzoo.converters.tokenizers import TOKENIZER_FILES, build_tokenizer, check_options
@@ -98,6 +100,24 @@ def _labels(hf):
     return {str(i): given.get(str(i), f"LABEL_{i}") for i in range(num)}
 
 
+def _check_tied(src, hf, ckpt, names, spec, prefix, task):
+    """kzoo's LM heads project with the word embeddings, as a tied head does. A checkpoint saved with
+    tie_word_embeddings false whose head weight differs from them (Transformers loads that one), or lacks it
+    (Transformers initialises it at random), is refused rather than converted into other logits."""
+    if hf.get("tie_word_embeddings", True) is not False or task not in ("masked_lm", "pretraining"):
+        return
+    for copy, source in spec.TIED_TO.items():
+        source = prefix + source
+        if source not in names:
+            continue
+        if copy not in names:
+            raise CheckpointError(f"{src}: tie_word_embeddings is false but the checkpoint has no {copy} (Transformers "
+                                  "would initialise that LM head at random)")
+        if not np.array_equal(ckpt.get(copy), ckpt.get(source)):
+            raise CheckpointError(f"{src}: tie_word_embeddings is false and {copy} is not {source}: an untied "
+                                  "LM head, which kzoo does not load (its heads project with the word embeddings)")
+
+
 def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=None, overwrite=False,
             progress=None, tokenizer_options=None):
     """Converts `src` into a kzoo model dir at `out`; returns a summary dict.
@@ -169,6 +189,7 @@ def convert(src, out, *, task=None, labels=None, num_labels=None, problem_type=N
             except ModelDirError as e:
                 raise CheckpointError(f"{src / 'config.json'}: {e}") from None
         prefix = spec.PREFIX if any(n.startswith(spec.PREFIX) for n in names) else ""
+        _check_tied(src, hf, ckpt, names, spec, prefix, task)
         advance = progress(len(names)) if progress else None
         preloaded = _load_dense(model, st) if st else {}
         report = load_table(model, ckpt, spec.WEIGHTS, prefix=prefix, tied=spec.TIED,

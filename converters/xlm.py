@@ -53,6 +53,8 @@ WEIGHTS = [  # (checkpoint name pattern, Keras variable path, transform)
 PREFIX = "transformer."
 # Transformers 5 leaves the tied projection out of the file; older saves carry a copy.
 TIED = ("pred_layer.proj.weight",)
+# The weight copy and what it copies (under PREFIX): equal unless the config unties them.
+TIED_TO = {"pred_layer.proj.weight": "embeddings.weight"}
 IGNORED = (r"position_ids",)
 
 TASK_OF_CLASS = {

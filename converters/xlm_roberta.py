@@ -46,6 +46,8 @@ PREFIX = "roberta."
 # The decoder is tied to the word embeddings and its bias to lm_head.bias;
 # Transformers 5 leaves both out of the file, older saves carry copies.
 TIED = ("lm_head.decoder.weight", "lm_head.decoder.bias")
+# The weight copy and what it copies (under PREFIX): equal unless the config unties them.
+TIED_TO = {"lm_head.decoder.weight": "embeddings.word_embeddings.weight"}
 IGNORED = (r"embeddings\.position_ids", r"embeddings\.token_type_ids")
 
 # XLMRobertaTokenizer (Transformers 5: Unigram over the SentencePiece model's scores)

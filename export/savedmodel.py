@@ -58,6 +58,9 @@ def export_savedmodel(model_dir, out, *, text=None, top_k=None, max_masks=None, 
     import tensorflow as tf
 
     out = Path(out)
+    if out.suffix == ".tflite":  # (a directory by that name would pass for the file, beside its sidecar)
+        raise ExportError(f"{out}: a SavedModel is a directory; give it a name not ending in .tflite (or run kzoo "
+                          "export tflite)")
     check_out(out, overwrite, model_dir, layout.report_path(out))
     started = time.time()
     advance = progress(5) if progress else (lambda n=1: None)

@@ -253,7 +253,34 @@ def _convert(concrete, holder, quantize, dataset, text, out):
                 c.allow_custom_ops = True  # tf-text's tokenizer kernels; anything else is rejected after
             return c
 
-        return _convert_with(converter, quantize, dataset, text)
+        with _interrupts_kept():
+            return _convert_with(converter, quantize, dataset, text)
+
+
+@contextlib.contextmanager
+def _interrupts_kept():
+    """A Ctrl-C during the block is raised when it ends if it got lost: TF's converter runs gc.collect(), and a
+    KeyboardInterrupt raised inside a finaliser (__del__) is dropped by Python, so the export ran on."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
+        yield
+        return
+    seen, previous = [], signal.getsignal(signal.SIGINT)
+
+    def noted(signum, frame):
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)  # (Python's default: raises KeyboardInterrupt here)
+
+    signal.signal(signal.SIGINT, noted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if seen:
+        raise KeyboardInterrupt
 
 
 def _convert_with(converter, quantize, dataset, text):

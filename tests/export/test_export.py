@@ -565,6 +565,26 @@ def test_failed_export_leaves_nothing(albert, tmp_path, monkeypatch, error):
     assert_nothing_at(out)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the one Python drops)
+def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion():
+    """TF's converter calls gc.collect(), and Python drops a KeyboardInterrupt raised inside a finaliser: a Ctrl-C
+    landing there let an int8 export run on and write OUT. The conversion step raises it again when it ends."""
+    import gc
+    import signal
+
+    from kzoo.export.tflite import _interrupts_kept
+
+    class Finalised:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            sum(range(1000))  # (bytecode: Python runs the handler here, inside __del__)
+
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_kept():
+            Finalised()
+            gc.collect()
+
+
 def one_line_error(argv, capsys, *words):
     code = main(argv)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -582,6 +602,7 @@ def test_cli_errors(albert, xlm, tmp_path, capsys):
     one_line_error(["export", "tflite", str(albert[1]), out, "--quantize", "int8", "--calibration",
                     str(tmp_path / "nope.txt")], capsys, "nope.txt")
     one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "x.onnx")], capsys, ".tflite")
+    one_line_error(["export", "savedmodel", str(albert[1]), out, "--overwrite"], capsys, "a SavedModel is a directory")
     (tmp_path / "taken.tflite").write_bytes(b"")
     one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "taken.tflite")], capsys, "--overwrite")
     assert not (tmp_path / "x.tflite").exists() and not (tmp_path / "sm").exists()

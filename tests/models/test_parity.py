@@ -33,6 +33,22 @@ def test_bin_with_tied_copies(tmp_path, name):
     assert summary["unexpected"] == []
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_an_untied_lm_head_is_refused(tmp_path, name):
+    """tie_word_embeddings false: Transformers keeps the file's own head weight, which kzoo's LM heads (the word
+    embeddings) cannot hold, so converting is an error, not other logits; with tie_word_embeddings true the
+    same kind of file converts."""
+    from kzoo.converters import CheckpointError
+    from kzoo.converters.convert import convert
+    from reference import make_checkpoint
+
+    src = make_checkpoint(tmp_path / "untied", masked_lm_class(name), tiny_hf_config(name), tie_word_embeddings=False)
+    with pytest.raises(CheckpointError, match="tie_word_embeddings is false and .* is not .*an untied LM head"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    convert(src, tmp_path / "encoder", task="backbone")  # (the encoder alone has no such head)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 @pytest.mark.parametrize("name", NAMES)
 def test_half_precision_checkpoint_loads_as_fp32(tmp_path, name, dtype):
