@@ -48,7 +48,7 @@ from kzoo.export.data import (
 from kzoo.export.tflite_model import measured_ranges, quantize_int16x8, read_ops
 from kzoo.io import layout, modeldir
 from kzoo.io.stderr import native_quiet
-from kzoo.io.atomic import atomic_dir, atomic_file, scratch_dir
+from kzoo.io.atomic import atomic_dir, atomic_file, interrupts_kept, scratch_dir
 from kzoo.tasks import TASKS
 
 QUANTIZE = ("none", "fp16", "dynamic-int8", "int8", "int16x8")
@@ -253,34 +253,8 @@ def _convert(concrete, holder, quantize, dataset, text, out):
                 c.allow_custom_ops = True  # tf-text's tokenizer kernels; anything else is rejected after
             return c
 
-        with _interrupts_kept():
+        with interrupts_kept():  # (TF's converter runs gc.collect(), where a Ctrl-C could get lost)
             return _convert_with(converter, quantize, dataset, text)
-
-
-@contextlib.contextmanager
-def _interrupts_kept():
-    """A Ctrl-C during the block is raised when it ends if it got lost: TF's converter runs gc.collect(), and a
-    KeyboardInterrupt raised inside a finaliser (__del__) is dropped by Python, so the export ran on."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
-        yield
-        return
-    seen, previous = [], signal.getsignal(signal.SIGINT)
-
-    def noted(signum, frame):
-        seen.append(signum)
-        if callable(previous):
-            previous(signum, frame)  # (Python's default: raises KeyboardInterrupt here)
-
-    signal.signal(signal.SIGINT, noted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if seen:
-        raise KeyboardInterrupt
 
 
 def _convert_with(converter, quantize, dataset, text):

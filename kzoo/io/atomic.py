@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from kzoo.errors import ModelDirError
@@ -129,3 +131,26 @@ def scratch_dir(out):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def interrupts_kept():
+    """A Ctrl-C during the block is raised when it ends if it got lost: Python drops a KeyboardInterrupt raised
+    inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran on to OUT."""
+    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
+        yield
+        return
+    seen, previous = [], signal.getsignal(signal.SIGINT)
+
+    def noted(signum, frame):
+        seen.append(signum)
+        if callable(previous):
+            previous(signum, frame)  # (Python's default: raises KeyboardInterrupt here)
+
+    signal.signal(signal.SIGINT, noted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if seen:
+        raise KeyboardInterrupt

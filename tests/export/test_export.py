@@ -572,7 +572,7 @@ def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion():
     import gc
     import signal
 
-    from kzoo.export.tflite import _interrupts_kept
+    from kzoo.io.atomic import interrupts_kept
 
     class Finalised:
         def __del__(self):
@@ -580,7 +580,7 @@ def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion():
             sum(range(1000))  # (bytecode: Python runs the handler here, inside __del__)
 
     with pytest.raises(KeyboardInterrupt):
-        with _interrupts_kept():
+        with interrupts_kept():
             Finalised()
             gc.collect()
 
