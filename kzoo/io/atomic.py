@@ -137,10 +137,12 @@ def scratch_dir(out):
 def interrupts_kept():
     """A Ctrl-C during the block is raised when it ends if it got lost: Python drops a KeyboardInterrupt raised
     inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran on to OUT."""
-    if threading.current_thread() is not threading.main_thread():  # (signals reach the main thread only)
+    previous = signal.getsignal(signal.SIGINT)
+    # (signals reach the main thread only; a process that ignores Ctrl-C keeps doing so)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
         yield
         return
-    seen, previous = [], signal.getsignal(signal.SIGINT)
+    seen = []
 
     def noted(signum, frame):
         seen.append(signum)
