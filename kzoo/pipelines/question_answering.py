@@ -162,8 +162,7 @@ class QuestionAnswering(Pipeline):
         except TokenizerError as e:
             raise PipelineError(f"question and context (max_seq_len {max_seq_len}, doc_stride {doc_stride}): {e}") \
                 from None
-        return [(row, first, [split.words[w] for w in split.owners[at:at + len(row.ids) - first - 1]])
-                for row, first, at in split.windows]
+        return [(row, first, split.window_words(row, first, at)) for row, first, at in split.windows]
 
     def _pad(self, rows, lang):
         batch = self.tokenizer.pad_rows(rows, max(len(row.ids) for row in rows), lang=lang, side="right")

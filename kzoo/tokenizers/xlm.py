@@ -68,6 +68,10 @@ class WordWindows(NamedTuple):
     owners: list  # each token's word
     windows: list  # [(Row, position of its first context token, index of that token in `tokens`)]
 
+    def window_words(self, row, first, at) -> list:
+        """A window's context tokens' words, as (start, end) characters."""
+        return [self.words[w] for w in self.owners[at:at + len(row.ids) - first - 1]]
+
 
 FORMAT = "kzoo-xlm-bpe"
 FORMAT_VERSION = 1

@@ -339,7 +339,7 @@ def word_windows(questions, tokenizer, max_length, stride) -> Windows:
             out.labels.append(label)
             out.example.append(i)
             out.context_at.append(first)
-            out.words.append([split.words[w] for w in split.owners[at:at + held]])
+            out.words.append(split.window_words(row, first, at))
     if skipped:
         warnings.warn(f"{questions.path}: {len(skipped)} question(s) left out, their answer's words not holding the "
                       f"answer (as Transformers' SQuAD features leave them out): {', '.join(skipped[:5])}")
