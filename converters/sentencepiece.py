@@ -90,6 +90,7 @@ from pathlib import Path
 from kzoo.converters.tokenizers import SentencePieceFiles
 from kzoo.errors import TokenizerError
 from kzoo.io.cache import disk_cached
+from kzoo.tokenizers import graphemes
 from kzoo.tokenizers.base import SPECIAL_ATTRS
 from kzoo.tokenizers.sentencepiece import SPACE, WHITESPACE, SentencePieceTokenizer, Vocabulary
 
@@ -120,6 +121,7 @@ def from_hf_dir(src_dir, family: str, spec: SentencePieceFiles) -> SentencePiece
         id_to_token=id_to_token,
         clean_up_tokenization_spaces=hf.clean_up_tokenization_spaces,
         source_files=[str(f) for f in hf.files],
+        grapheme_marker=graphemes.MARKER,
     )
     return SentencePieceTokenizer(folded, id_map, vocabulary)
 
@@ -537,6 +539,11 @@ def _folded(albert, do_lower_case, keep_accents, charsmap, vocab, unk_id, added)
         markers[t] = m
         rules[m] = rules.get(m, m).replace(m, stand_in)
         rules[t] = f" {m} "
+
+    # Transformers rewrites a grapheme of 6 bytes or more character by character, where the op would match
+    # rules across its characters: the tokenizer puts a marker between them (kzoo.tokenizers.graphemes),
+    # which this rule deletes.
+    rules[graphemes.MARKER] = ""
 
     # Characters that can only be unknown (their normalised text is in no piece, and in no longer rule)
     # become one stand-in character with its own piece: Transformers gives each an unknown node that

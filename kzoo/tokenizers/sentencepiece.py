@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from kzoo.errors import TokenizerError
+from kzoo.tokenizers import graphemes
 from kzoo.tokenizers.base import Tokenizer
 from kzoo.traced import traced
 
@@ -114,6 +115,9 @@ class Vocabulary:
     source_files: list  # the Hugging Face files it came from (copied by `save`)
     token_to_id: dict = dataclasses.field(default_factory=dict)  # built lazily
     alignment: tuple = None  # (sentencepiece processor, markers) for offsets, built lazily
+    # what the folded charsmap deletes, put between the characters of long graphemes (kzoo.tokenizers.graphemes);
+    # None in model dirs converted before kzoo had it
+    grapheme_marker: str | None = None
 
 
 def _splitter_config(codepoints) -> bytes:
@@ -215,6 +219,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             "extra_tokens": {str(i): t for i, t in enumerate(info.id_to_token) if i >= base},
             "clean_up_tokenization_spaces": info.clean_up_tokenization_spaces,
             "source_files": [Path(f).name for f in info.source_files],
+            **({"grapheme_marker": info.grapheme_marker} if info.grapheme_marker else {}),
         }
         (out / self.META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         for f in map(Path, info.source_files):
@@ -269,6 +274,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             id_to_token=id_to_token,
             clean_up_tokenization_spaces=meta.get("clean_up_tokenization_spaces", False),
             source_files=[str(d / f) for f in meta.get("source_files", [])],
+            grapheme_marker=meta.get("grapheme_marker"),
         )
         return cls(folded, id_map, vocabulary)
 
@@ -320,6 +326,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         # (the op behind tf_text.WhitespaceTokenizer, which takes no other set of spaces)
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
 
+        strings = self._marked(strings)
         if not self._split_words:
             return self._fuse_unknowns(self._sp.tokenize(strings))
         words, splits, _, _ = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
@@ -327,6 +334,14 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         pieces = self._fuse_unknowns(self._sp.tokenize(words))  # [words, (pieces)]
         return tf.RaggedTensor.from_row_splits(pieces.flat_values, tf.gather(pieces.row_splits, splits),
                                                validate=False)
+
+    def _marked(self, strings, chars=None):
+        """1-D `strings` with the grapheme marker inside graphemes of 6 bytes or more (Transformers rewrites
+        those character by character; kzoo.tokenizers.graphemes), for the op; `strings` for a folded model
+        without the marker's rule."""
+        if self._info.grapheme_marker is None:
+            return strings
+        return graphemes.marked(strings, self._info.grapheme_marker, chars)
 
     def tf_tokenize_with_offsets(self, strings):
         """(ids, starts, ends, word_starts, word_ends): int32 RaggedTensors [batch, (tokens)]: `tf_tokenize`'s
@@ -345,37 +360,31 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         unknown lengths), every token of the word spans the whole word. Python's
         `__call__(return_offsets_mapping=True)` aligns those too.
         """
-        from tensorflow_text.python.ops.byte_splitter import gen_byte_splitter
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
 
         strings = tf.convert_to_tensor(strings, tf.string)
         chars, leading, marker, lstrip, rstrip, block_of, blocks = self._piece_tables()
-        # Characters before each byte: a UTF-8 character starts at every byte but 10xxxxxx.
-        values, byte_splits = gen_byte_splitter.tf_text_byte_split_with_offsets(input_values=strings)[:2]
-        values, byte_splits = tf.cast(values, tf.int32), tf.cast(byte_splits, tf.int32)
-        starts_char = tf.cast((values < 0x80) | (values >= 0xC0), tf.int32)
-        before = tf.concat([[0], tf.cumsum(starts_char)], 0)  # [bytes + 1]
-        # Each character's code point (UTF-8 decoded with arithmetic: TFLite has no string ops), then how many
-        # characters it normalizes to, and for each normalized character the character it came from: the
-        # number of characters that end at or before it.
-        n_bytes, char_of_byte = tf.size(values), tf.maximum(before[1:] - 1, 0)
-        char_start = tf.boolean_mask(tf.range(n_bytes), starts_char > 0)
-        following = tf.gather(tf.concat([char_start, [n_bytes]], 0), char_of_byte + 1) - tf.range(n_bytes) - 1
-        lead = tf.where(values < 0x80, 0, tf.where(values < 0xC0, 0x80, tf.where(values < 0xE0, 0xC0, tf.where(
-            values < 0xF0, 0xE0, 0xF0))))
-        payload = (values - lead) * tf.gather(tf.constant([1, 64, 4096, 262144]), tf.clip_by_value(following, 0, 3))
-        code = tf.clip_by_value(tf.math.unsorted_segment_sum(payload, char_of_byte, before[-1]), 0, 0x10FFFF)
+        # Each character's code point, then how many characters it normalizes to, and for each normalized
+        # character the character it came from: the number of characters that end at or before it.
+        characters = graphemes.characters(strings)
+        byte_splits, before, code = characters.byte_splits, characters.before, characters.code
         norm = tf.gather(blocks, tf.gather(block_of, code // 256) * 256 + code % 256)  # [chars]
         norm, to_space, starts, continues = norm % 256, norm // 256 % 2, norm // 512 % 2, norm // 1024
         # a character that starts a rule on a sequence followed by one that can continue it: the table's
         # count of its word may be wrong
-        sequence = starts * tf.concat([continues[1:], [0]], 0)
+        # (the grapheme marker keeps rules from matching inside long graphemes)
+        split = tf.cast(graphemes.in_long(characters), tf.int32) if self._info.grapheme_marker else tf.zeros_like(code)
+        sequence = starts * tf.concat([continues[1:] * (1 - split[1:]), [0]], 0)
         text_base = tf.gather(byte_splits, tf.range(tf.size(byte_splits) - 1))  # each text's first byte
+        # the op's words are the marked text's (the marker is no whitespace: the same words, in the same order)
+        marked = self._marked(strings, characters)
         if self._split_words:
-            words, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
+            _, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
                 input_values=strings, input_config=_ASCII_SPACES)
+            words = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
+                input_values=marked, input_config=_ASCII_SPACES)[0]
         else:  # the whole text is one word
-            words, splits = strings, tf.range(tf.size(strings) + 1)
+            words, splits = marked, tf.range(tf.size(strings) + 1)
             word_start = tf.zeros_like(text_base)
             word_end = byte_splits[1:] - text_base
         splits = tf.cast(splits, tf.int32)
@@ -713,7 +722,8 @@ def _decompiled_table(normalizer_spec, markers):
     single = [(ord(key), out) for key, out in rules if len(key) == 1]
     lengths[[c for c, _ in single]] = [len(out) for _, out in single]
     spaces[[c for c, out in single if out == " "]] = 1
-    sequences = [key for key, out in rules if len(key) > 1 and not any(c in markers for c in out)]
+    sequences = [key for key, out in rules if len(key) > 1 and key != graphemes.MARKER
+                 and not any(c in markers for c in out)]
     starts[list({ord(c) for key in sequences for c in key[:-1]})] = 1
     continues[list({ord(c) for key in sequences for c in key[1:]})] = 1
     table = (np.minimum(lengths, 255) + 256 * spaces + 512 * starts + 1024 * continues).reshape(-1, 256)
