@@ -15,9 +15,7 @@ come from grapheme_break.txt (written from the `regex` library by kzoo.converter
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +124,9 @@ def in_long(chars: Characters):
     return join & long
 
 
-def marked(strings, marker: str, chars: Characters | None = None):
-    """1-D `strings` with `marker` between the characters of every grapheme of LONG bytes or more."""
+def marked(strings, marker: str, chars: Characters | None = None, with_marks=False):
+    """1-D `strings` with `marker` between the characters of every grapheme of LONG bytes or more; with
+    `with_marks`, also which characters got a marker before them (bool RaggedTensor [texts, (chars)])."""
     strings = tf.convert_to_tensor(strings, tf.string)
     chars = chars or characters(strings)
     n_texts, n_chars = tf.size(strings), tf.size(chars.code)
@@ -176,7 +175,8 @@ def marked(strings, marker: str, chars: Characters | None = None):
         base, count = tf.gather(piece_splits, owner)[:, None], tf.gather(counts, owner)[:, None]
         pieces = _join(tf.gather(pieces, base + tf.where(slot < count, slot, count)), "")
         counts, piece_splits = groups, group_splits
-    return tf.gather(pieces, piece_splits[:-1])
+    out = tf.gather(pieces, piece_splits[:-1])
+    return (out, tf.RaggedTensor.from_row_splits(mark, char_splits, validate=False)) if with_marks else out
 
 
 def _cut(strings, starts, ends, splits):
@@ -186,25 +186,14 @@ def _cut(strings, starts, ends, splits):
     return gen_byte_splitter.tf_text_byte_split_by_offsets(strings, starts, ends, tf.cast(splits, tf.int64))[0]
 
 
-_tflite = threading.local()
-
-
-@contextlib.contextmanager
-def tflite_ops():
-    """Graphs traced inside join strings with tf-text's NgramsStringJoin, which TFLite runs (its TF kernel
-    in tensorflow-text 2.21.1 corrupts memory on strings over ~22 bytes); elsewhere with TF's ReduceJoin."""
-    _tflite.on = True
-    try:
-        yield
-    finally:
-        _tflite.on = False
-
-
 def _join(rows, separator: str):
-    """Each row of a 2-D string tensor joined with `separator`."""
+    """Each row of a 2-D string tensor joined with `separator`: tf-text's ngrams, which TFLite runs
+    (NgramsStringJoin); as a ragged tensor, because its TF kernel's dense path corrupts memory on strings
+    over ~22 bytes (tensorflow-text 2.21.1)."""
     import tensorflow_text as tf_text
 
-    if not getattr(_tflite, "on", False):
-        return tf.strings.reduce_join(rows, axis=1, separator=separator)
-    return tf_text.ngrams(rows, rows.shape[1], reduction_type=tf_text.Reduction.STRING_JOIN,
-                          string_separator=separator)[:, 0]
+    width = rows.shape[1]
+    ragged = tf.RaggedTensor.from_row_splits(tf.reshape(rows, [-1]), tf.range(tf.shape(rows, tf.int64)[0] + 1) * width,
+                                             validate=False)
+    return tf_text.ngrams(ragged, width, reduction_type=tf_text.Reduction.STRING_JOIN,
+                          string_separator=separator).flat_values

@@ -46,7 +46,7 @@ WHITESPACE = frozenset(
 )
 
 
-def token_spans(text, normalized, origin, lengths, markers) -> list:
+def token_spans(text, normalized, origin, lengths, markers, vanishes=lambda c: False) -> list:
     """Transformers' offsets of the tokens covering `lengths` normalized characters each, in order.
 
     origin[i]: where normalized character i starts in `text` (sentencepiece's alignment). As the
@@ -55,13 +55,14 @@ def token_spans(text, normalized, origin, lengths, markers) -> list:
     span the "ﬁ"), except ALBERT's quote rule, whose '"' spans the second character of `` or '';
     a word's `▁` spans the word's first character; an added token (a marker) spans its own text, and
     the whitespace before / after it when it is an lstrip / rstrip AddedToken.
-    markers: {marker character: (the added token's text, lstrip, rstrip)}.
+    markers: {marker character: (the added token's text, lstrip, rstrip)}. vanishes(c): the character
+    normalizes to nothing or to whitespace on its own (not part of a rewrite it follows).
     """
 
-    # An identity rule stands for Transformers' character-by-character rewriting (a grapheme of 6 bytes
-    # or more that the op would compose, e.g. NFD Greek): character k spans input k.
     starts = sorted(set(origin[:len(normalized)])) + [len(text)]
-    chunk = {a: b - a for a, b in zip(starts, starts[1:])}  # input characters of each rewrite
+    chunk = {}  # input characters of each rewrite (up to the first one after it that vanishes)
+    for a, b in zip(starts, starts[1:]):
+        chunk[a] = next((k for k in range(a + 1, b) if vanishes(text[k])), b) - a
     first, size = {}, collections.Counter()  # its output characters (but ▁)
     for i, c in enumerate(normalized):
         if c != SPACE:
@@ -72,9 +73,9 @@ def token_spans(text, normalized, origin, lengths, markers) -> list:
         if normalized[i] == SPACE:  # Metaspace's ▁ points at the word's first character
             return span(i + 1) if i + 1 < len(normalized) and normalized[i + 1] != SPACE else None
         start = origin[i]
-        run = slice(first[start], first[start] + size[start])
-        if size[start] == chunk[start] > 1 and normalized[run] == text[start:start + size[start]]:
-            start += i - run.start
+        # as the tokenizers library aligns a rewrite of C characters: its first C output characters one to one,
+        # the rest with the last (an identity, "ﬁ" -> "fi", "½" + a dropped mark -> "1⁄2"; "e" + U+0301 -> "é")
+        start += min(i - first[start], chunk[start] - 1)
         if normalized[i] == '"' and text[start:start + 2] in ("``", "''"):
             start += 1
         return start, start + 1
@@ -174,6 +175,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             self._id_map = tf.constant(self._id_map_np, name="id_map")
             self._unknown = tf.constant(self._unknown_np, name="unknown_pieces")
         self._piece_table = None  # built on first use by tf_tokenize_with_offsets
+        self._marks_fn = None  # traced on first use by _offsets
         self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
 
     @property
@@ -620,12 +622,38 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         `sentencepiece` library's own normalizer, run on the folded model, aligns the normalized text
         with the original (see `token_spans`)."""
         processor, markers = self._alignment()
+
+        @functools.lru_cache(maxsize=None)
+        def vanishes(c):
+            return not processor.Normalize(c).replace(SPACE, "").strip()
+
         spans = []
-        for text, row in zip(texts, ids):
-            normalized, origin = processor.Normalize(text, with_offsets=True)
-            lengths = self._normalized_lengths(processor, text, row, len(normalized))
-            spans.append(token_spans(text, normalized, origin, lengths, markers))
+        for text, (op_text, origin_of), row in zip(texts, self._op_texts(texts), ids):
+            normalized, origin = processor.Normalize(op_text, with_offsets=True)
+            lengths = self._normalized_lengths(processor, op_text, row, len(normalized))
+            found = token_spans(op_text, normalized, origin, lengths, markers, vanishes)
+            spans.append([(origin_of[s], origin_of[e]) for s, e in found] if origin_of else found)
         return spans
+
+    def _op_texts(self, texts) -> list:
+        """[(the text the op sees (`_marked`), and for each of its character positions, up to its end, the
+        text's position there (a marker's: the character after it); None where nothing was marked)]."""
+        if self._info.grapheme_marker is None or not texts:
+            return [(t, None) for t in texts]
+        if self._marks_fn is None:
+            self._marks_fn = traced(lambda s: graphemes.marked(s, self._info.grapheme_marker, with_marks=True),
+                                    [tf.TensorSpec([None], tf.string)])
+        marked, marks = self._marks_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
+        size = len(self._info.grapheme_marker)
+        out = []
+        for text, op_text, row in zip(texts, marked.numpy(), marks):
+            row = row.numpy()
+            if not row.any():
+                out.append((text, None))
+                continue
+            origin_of = [k for k, m in enumerate(row) for k in [k] * (size * m + 1)] + [len(text)]
+            out.append((op_text.decode("utf-8"), origin_of))
+        return out
 
     def _alignment(self):
         """(a sentencepiece processor of the folded model, {marker character: the added token's text})."""

@@ -281,7 +281,9 @@ def test_tflite(build, name):
     from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
     tok = build(name)[1]
-    texts = spm_fixtures.held_out_texts(tok.mask_token)
+    # (long graphemes: markers joined in over several rounds of TFLite's string join; see test_graphemes.py)
+    texts = spm_fixtures.held_out_texts(tok.mask_token) + text_strategies.sample_texts(100, seed=5, adversarial=True)
+    texts += ["a" + "\u0301" * 100 + " x" + "\u0308\u0301" * 10, "ω\u0342\u0300 " * 30]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def tokenize(strings):
@@ -391,38 +393,37 @@ def test_mixed_script_strings_equal_transformers(build, name):
     check()
 
 
-def _without_documented_cases(text: str) -> str:
-    """`text` without the combining marks of kzoo's documented differences (converters/sentencepiece.py):
-    a mark after a compatibility character, or after two marks on one letter."""
-    import unicodedata
-
-    def extending(c):
-        return unicodedata.category(c).startswith("M") or c in "\u200c\u200d\uff9e\uff9f"
-
-    kept, marks = [], 0
-    for c in text:
-        if extending(c) and kept and (marks >= 2 or unicodedata.normalize("NFKC", kept[-1]) != kept[-1]
-                                      and not extending(kept[-1])):
-            continue
-        marks = marks + 1 if extending(c) else 0
-        kept.append(c)
-    return "".join(kept)
+@pytest.mark.parametrize("name", ["xlm-roberta", "albert-json"])
+def test_long_graphemes(build, name, tmp_path):
+    """A grapheme of 6 bytes or more is rewritten character by character, as Transformers does (stacked marks,
+    NFD Greek, conjoining jamo, a space then marks, emoji sequences), one under 6 bytes by its first rule; a
+    virama after a non-consonant starts no conjunct (GB9c, as Transformers' segmentation); also after
+    saving and loading (the marker is kept in kzoo_tokenizer.json)."""
+    hf, kz = build(name)
+    texts = ["e\u0301\u0301\u0301", "\u03c9\u0342\u0300\u0345", "\u1100\u1161\u11a8\u1100\u1161", "a \u0301\u0301\u0301x",
+             "\u00bd\u094d\u0915", "\u0915\u094d\u0937\u093c", "\ufb03\u034e\u0301\u0301", "\ufb03\u034e x",
+             "\U0001F468\u200d\U0001F469\u0301", "u\u031b\u0300\u0301 \u1ef1\u0301", "\u0627\u064b\u0651\u0670\u200d"]
+    kz.save(tmp_path)
+    reloaded = SentencePieceTokenizer.load(tmp_path)
+    for text in texts:
+        assert kz.encode(text) == reloaded.encode(text) == hf(text)["input_ids"], ascii(text)
 
 
 @pytest.mark.parametrize("name", ["xlm-roberta", "albert-json"])
-def test_adversarial_strings_differ_only_where_documented(build, name):
-    """Random marks stacked on letters and marks after compatibility characters: every difference from
-    Transformers is a documented one (it goes when those marks go), and they are few."""
+def test_adversarial_strings(build, name):
+    """Random marks stacked on letters and marks after compatibility characters: Transformers' ids on 99.9 %
+    (measured: 0 of 9,000; without the grapheme marker 1.5 % of XLM-R's differ), and its offsets."""
     hf, kz = build(name)
-    texts = text_strategies.sample_texts(1000, seed=7, adversarial=True)
-    want = hf(texts)["input_ids"]
-    out = kz(texts)
+    texts = text_strategies.sample_texts(2000, seed=7, adversarial=True)
+    want = hf(texts, return_offsets_mapping=True)
+    out = kz(texts, return_offsets_mapping=True)
     got = [row[mask == 1].tolist() for row, mask in zip(out["token_ids"], out["padding_mask"])]
-    differ = [t for t, w, g in zip(texts, want, got) if w != g]
-    for text in differ:
-        rest = _without_documented_cases(text)
-        assert kz.encode(rest) == hf(rest)["input_ids"], (text, rest)
-    assert len(differ) <= 30, len(differ)  # measured: 2 % (XLM-R), 0 (ALBERT strips marks)
+    differ = [t for t, w, g in zip(texts, want["input_ids"], got) if w != g]
+    assert len(differ) <= len(texts) // 1000, [ascii(t) for t in differ]
+    same = [k for k, t in enumerate(texts) if t not in differ]
+    spans = [out["offset_mapping"][k][out["padding_mask"][k] == 1].tolist() for k in same]
+    theirs = [[list(s) for s in want["offset_mapping"][k]] for k in same]
+    assert _first_difference([texts[k] for k in same], theirs, spans) is None
 
 
 @pytest.mark.parametrize("name", ["xlm-roberta", "albert-json"])
