@@ -21,8 +21,8 @@ attention scores, and a -6e4 in that tensor's range would leave the real scores 
 
 Ops: TFLITE_BUILTINS only (+ the INT8 / 16x8 builtin sets); never Flex (SELECT_TF_OPS), which LiteRT
 cannot run. A --with-tokenizer model adds tf-text's custom ops (WhitespaceTokenizeWithOffsetsV2,
-FastSentencepieceTokenize, RaggedTensorToTensor; ByteSplitWithOffsets where the task gives character
-offsets), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
+FastSentencepieceTokenize, RaggedTensorToTensor; ByteSplitWithOffsets, ByteSplitByOffsets and
+NgramsStringJoin for the grapheme marker of SentencePiece tokenizers converted since it came), registered at run time by `tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS`.
 Every export's op list is read back from the file and checked.
 """
 

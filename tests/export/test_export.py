@@ -191,7 +191,8 @@ def test_tflite_with_tokenizer_ids_equal_python_tokenizer(models, tmp_path):
         assert report["ok"] and len(content) > 200_000  # weights present (the from_saved_model failure: none)
         builtin, custom = builtin_codes(content)
         assert custom == {"TFText>WhitespaceTokenizeWithOffsetsV2", "TFText>FastSentencepieceTokenize",
-                          "RaggedTensorToTensor"}, custom
+                          "RaggedTensorToTensor",  # and the grapheme marker's:
+                          "TFText>ByteSplitWithOffsets", "TFText>ByteSplitByOffsets", "TFText>NgramsStringJoin"}, custom
 
         tok = kzoo.load_tokenizer(model_dir)
         texts = held_out_texts(tok.mask_token)  # edge cases, masks everywhere, one text past the limit

@@ -48,7 +48,7 @@ def qa(request, tmp_path_factory):
     report = export_tflite(model_dir, exports["tflite"], with_tokenizer=True)
     assert report["ok"] and set(report["custom_ops"]) <= {  # (tf-text's kernels only)
         "TFText>ByteSplitWithOffsets", "TFText>FastSentencepieceTokenize", "TFText>WhitespaceTokenizeWithOffsetsV2",
-        "RaggedTensorToTensor"}, report["custom_ops"]
+        "RaggedTensorToTensor", "TFText>ByteSplitByOffsets", "TFText>NgramsStringJoin"}, report["custom_ops"]
     assert 0.5 < report["evaluation"]["offsets_equal_python_tokenizer"] <= 1
     export_tflite(model_dir, exports["short"], with_tokenizer=True, max_answer_len=3, max_length=100)
     return src, model_dir, exports
