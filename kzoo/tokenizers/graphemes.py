@@ -32,9 +32,28 @@ MARKER = "\ufdd0\ufdd1"
 LONG = 6  # bytes: a grapheme this long or longer is rewritten character by character
 # Markers are joined in with tf-text's string-join op, BRANCH pieces at a time, ROUNDS times over: at most
 # BRANCH**ROUNDS pieces, so a text gets markers at its first MAX_MARKERS places only.
-BRANCH, ROUNDS = 8, 5
+BRANCH, ROUNDS = 32, 3
 MAX_MARKERS = (BRANCH**ROUNDS - 2) // 2
 
+
+
+def _pair_rules() -> np.ndarray:
+    """bool [16, 16]: GB3-GB9b, whether a character of class c joins one of class p before it ([p, c])."""
+    k = CLASSES
+    pairs = np.zeros((16, 16), bool)
+    for (p, c) in np.ndindex(16, 16):
+        control = {k["CR"], k["LF"], k["Control"]}
+        if p in control or c in control:
+            pairs[p, c] = (p, c) == (k["CR"], k["LF"])  # GB3-5
+        else:
+            pairs[p, c] = ((p == k["L"] and c in (k["L"], k["V"], k["LV"], k["LVT"]))  # GB6-8: Hangul syllables
+                           or (p in (k["LV"], k["V"]) and c in (k["V"], k["T"]))
+                           or (p in (k["LVT"], k["T"]) and c == k["T"])
+                           or c in (k["Extend"], k["ZWJ"], k["SpacingMark"]) or p == k["Prepend"])  # GB9-9b
+    return pairs
+
+
+_PAIRS = _pair_rules()
 Characters = collections.namedtuple("Characters", "byte_splits before char_start code")
 
 
@@ -71,12 +90,37 @@ def characters(strings) -> Characters:
     return Characters(byte_splits, before, char_start, code)
 
 
-def in_long(chars: Characters):
-    """bool [chars]: the character continues a grapheme of LONG bytes or more (a marker goes before it)."""
+def in_long(strings):
+    """bool [characters of all 1-D `strings`]: the character continues a grapheme of LONG bytes or more (a
+    marker goes before it)."""
+    return _in_long_fn()(strings)
+
+
+def marked(strings, marker: str, with_marks=False):
+    """1-D `strings` with `marker` between the characters of every grapheme of LONG bytes or more; with
+    `with_marks`, also which characters got a marker before them (bool RaggedTensor [texts, (chars)])."""
+    return _marked_fn(marker, with_marks)(strings)
+
+
+# Each graph is one tf.function, traced once per process (~800 ops: ~0.3 s to trace), called from every
+# graph that tokenizes (one FunctionDef in a SavedModel however many signatures use it; TFLite inlines it).
+@functools.lru_cache(maxsize=None)
+def _in_long_fn():
+    return tf.function(lambda s: _in_long(characters(s)), input_signature=[tf.TensorSpec([None], tf.string)],
+                       autograph=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _marked_fn(marker, with_marks):
+    return tf.function(lambda s: _marked(s, marker, with_marks), input_signature=[tf.TensorSpec([None], tf.string)],
+                       autograph=False)
+
+
+def _in_long(chars: Characters):
     n_chars = tf.size(chars.code)
     index = tf.range(n_chars)
     char_splits = tf.gather(chars.before, chars.byte_splits)  # [texts + 1]: each text's first character
-    text = tf.cast(tf.RaggedTensor.from_row_splits(index, char_splits, validate=False).value_rowids(), tf.int32)
+    text = _row_ids(char_splits)
     first = tf.gather(char_splits, text)  # each character's text's first character
 
     block_of, rows = tables()
@@ -87,9 +131,6 @@ def in_long(chars: Characters):
     flag = {k: props // k % 2 > 0 for k in (PICTOGRAPHIC, CONSONANT, LINKER, INCB_EXTEND)}
     prev = tf.maximum(index - 1, 0)
 
-    def of(values, *names):
-        return functools.reduce(tf.logical_or, [tf.equal(values, CLASSES[n]) for n in names])
-
     def last_not(skipped):  # each character's last character at or before it that is not `skipped` (-1: none)
         segment = tf.cumsum(tf.cast(~skipped, tf.int32))
         return tf.gather(tf.math.unsorted_segment_max(tf.where(skipped, -1, index), segment, n_chars + 1), segment)
@@ -98,14 +139,13 @@ def in_long(chars: Characters):
         return tf.gather(values, tf.maximum(where, 0)) & (where >= first)
 
     c, p = gcb, tf.gather(gcb, prev)
-    hangul = ((tf.equal(p, CLASSES["L"]) & of(c, "L", "V", "LV", "LVT"))
-              | (of(p, "LV", "V") & of(c, "V", "T")) | (of(p, "LVT", "T") & tf.equal(c, CLASSES["T"])))  # GB6-8
+    pair = tf.gather(tf.constant(_PAIRS.reshape(-1)), p * 16 + c)  # GB3-GB9b: decided by the two classes
     # GB9c: a consonant, then (InCB Extend | Linker)* holding a Linker, joins the next consonant
     joiners = flag[INCB_EXTEND] | flag[LINKER]
-    q = last_not(joiners)
+    q = tf.gather(last_not(joiners), prev)
     linkers = tf.cumsum(tf.cast(flag[LINKER], tf.int32))
-    conjunct = (flag[CONSONANT] & tf.gather(joiners, prev) & at(flag[CONSONANT], tf.gather(q, prev))
-                & (tf.gather(linkers, prev) > tf.gather(linkers, tf.maximum(tf.gather(q, prev), 0))))
+    conjunct = (flag[CONSONANT] & tf.gather(joiners, prev) & at(flag[CONSONANT], q)
+                & (tf.gather(linkers, prev) > tf.gather(linkers, tf.maximum(q, 0))))
     # GB11: a pictograph, Extend*, ZWJ joins the next pictograph
     q = last_not(tf.equal(gcb, CLASSES["Extend"]))
     emoji = (flag[PICTOGRAPHIC] & tf.equal(p, CLASSES["ZWJ"])
@@ -114,9 +154,7 @@ def in_long(chars: Characters):
     ri = tf.equal(gcb, CLASSES["Regional_Indicator"])
     run = prev - tf.maximum(tf.gather(last_not(ri), prev), first - 1)  # indicators in the run ending before
     flags = ri & tf.gather(ri, prev) & tf.equal(run % 2, 1)
-    control = lambda x: of(x, "CR", "LF", "Control")  # noqa: E731  (GB4-5)
-    join = (index > first) & ((of(p, "CR") & of(c, "LF")) | (~control(p) & ~control(c) & (
-        hangul | of(c, "Extend", "ZWJ", "SpacingMark") | of(p, "Prepend") | conjunct | emoji | flags)))
+    join = (index > first) & (pair | conjunct | emoji | flags)
 
     grapheme = tf.cumsum(tf.cast(~join, tf.int32)) - 1
     n_bytes = tf.concat([chars.char_start[1:], chars.byte_splits[-1:]], 0) - chars.char_start
@@ -124,16 +162,12 @@ def in_long(chars: Characters):
     return join & long
 
 
-def marked(strings, marker: str, chars: Characters | None = None, with_marks=False):
-    """1-D `strings` with `marker` between the characters of every grapheme of LONG bytes or more; with
-    `with_marks`, also which characters got a marker before them (bool RaggedTensor [texts, (chars)])."""
-    strings = tf.convert_to_tensor(strings, tf.string)
-    chars = chars or characters(strings)
+def _marked(strings, marker, with_marks):
+    chars = characters(strings)
     n_texts, n_chars = tf.size(strings), tf.size(chars.code)
     char_splits = tf.gather(chars.before, chars.byte_splits)
-    text = tf.cast(tf.RaggedTensor.from_row_splits(tf.range(n_chars), char_splits, validate=False).value_rowids(),
-                   tf.int32)
-    mark = in_long(chars)
+    text = _row_ids(char_splits)
+    mark = _in_long(chars)
     rank = tf.cumsum(tf.cast(mark, tf.int32), exclusive=True)
     mark &= rank - tf.gather(tf.concat([rank, [0]], 0), tf.gather(char_splits, text)) < MAX_MARKERS
 
@@ -149,8 +183,7 @@ def marked(strings, marker: str, chars: Characters | None = None, with_marks=Fal
     with_marker = _join(tf.reshape(_cut(strings, pair(zeros, zeros), pair(length, zeros), tf.range(n_texts + 1) * 2),
                                    [-1, 2]), marker)
     piece_splits = tf.concat([[0], tf.cumsum(2 * k + 2)], 0)
-    owner = tf.cast(tf.RaggedTensor.from_row_splits(tf.range(piece_splits[-1]), piece_splits, validate=False)
-                    .value_rowids(), tf.int32)
+    owner = _row_ids(piece_splits)
     local = tf.range(piece_splits[-1]) - tf.gather(piece_splits, owner)
     own_k, own_length = tf.gather(k, owner), tf.gather(length, owner)
     positions = tf.concat([position, [0]], 0)
@@ -169,14 +202,19 @@ def marked(strings, marker: str, chars: Characters | None = None, with_marks=Fal
     for _ in range(ROUNDS):
         groups = (counts + BRANCH - 1) // BRANCH
         group_splits = tf.concat([[0], tf.cumsum(groups + 1)], 0)
-        owner = tf.cast(tf.RaggedTensor.from_row_splits(tf.range(group_splits[-1]), group_splits, validate=False)
-                        .value_rowids(), tf.int32)
+        owner = _row_ids(group_splits)
         slot = (tf.range(group_splits[-1]) - tf.gather(group_splits, owner))[:, None] * BRANCH + tf.range(BRANCH)
         base, count = tf.gather(piece_splits, owner)[:, None], tf.gather(counts, owner)[:, None]
         pieces = _join(tf.gather(pieces, base + tf.where(slot < count, slot, count)), "")
         counts, piece_splits = groups, group_splits
     out = tf.gather(pieces, piece_splits[:-1])
     return (out, tf.RaggedTensor.from_row_splits(mark, char_splits, validate=False)) if with_marks else out
+
+
+def _row_ids(splits):
+    """Each value's row, from int32 row splits: a cumulative count of row starts (value_rowids builds ~40 ops)."""
+    starts = splits[:-1]
+    return tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(starts), starts, splits[-1] + 1))[:-1] - 1
 
 
 def _cut(strings, starts, ends, splits):
@@ -187,13 +225,12 @@ def _cut(strings, starts, ends, splits):
 
 
 def _join(rows, separator: str):
-    """Each row of a 2-D string tensor joined with `separator`: tf-text's ngrams, which TFLite runs
-    (NgramsStringJoin); as a ragged tensor, because its TF kernel's dense path corrupts memory on strings
+    """Each row of a 2-D string tensor joined with `separator`: tf-text's ngrams op, which TFLite runs
+    (NgramsStringJoin); on ragged rows, because its TF kernel's dense path corrupts memory on strings
     over ~22 bytes (tensorflow-text 2.21.1)."""
-    import tensorflow_text as tf_text
+    from tensorflow_text.python.ops.ngrams_op import gen_ngrams_op
 
     width = rows.shape[1]
-    ragged = tf.RaggedTensor.from_row_splits(tf.reshape(rows, [-1]), tf.range(tf.shape(rows, tf.int64)[0] + 1) * width,
-                                             validate=False)
-    return tf_text.ngrams(ragged, width, reduction_type=tf_text.Reduction.STRING_JOIN,
-                          string_separator=separator).flat_values
+    splits = tf.range(tf.shape(rows, tf.int64)[0] + 1) * width
+    return gen_ngrams_op.tf_text_ngrams_string_join(input_values=tf.reshape(rows, [-1]), input_row_splits=[splits],
+                                                    width=width, axis=-1, string_separator=separator)[0]

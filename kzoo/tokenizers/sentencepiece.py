@@ -25,6 +25,7 @@ import io
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,8 +176,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             self._id_map = tf.constant(self._id_map_np, name="id_map")
             self._unknown = tf.constant(self._unknown_np, name="unknown_pieces")
         self._piece_table = None  # built on first use by tf_tokenize_with_offsets
-        self._marks_fn = None  # traced on first use by _offsets
-        self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
+        # Python's graphs, traced on first use (~0.5 s each; exports and servers trace their own)
+        self._traced, self._tracing = {}, threading.Lock()
 
     @property
     def template(self):
@@ -337,13 +338,13 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         return tf.RaggedTensor.from_row_splits(pieces.flat_values, tf.gather(pieces.row_splits, splits),
                                                validate=False)
 
-    def _marked(self, strings, chars=None):
+    def _marked(self, strings):
         """1-D `strings` with the grapheme marker inside graphemes of 6 bytes or more (Transformers rewrites
         those character by character; kzoo.tokenizers.graphemes), for the op; `strings` for a folded model
         without the marker's rule."""
         if self._info.grapheme_marker is None:
             return strings
-        return graphemes.marked(strings, self._info.grapheme_marker, chars)
+        return graphemes.marked(strings, self._info.grapheme_marker)
 
     def tf_tokenize_with_offsets(self, strings):
         """(ids, starts, ends, word_starts, word_ends): int32 RaggedTensors [batch, (tokens)]: `tf_tokenize`'s
@@ -375,11 +376,11 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         # a character that starts a rule on a sequence followed by one that can continue it: the table's
         # count of its word may be wrong
         # (the grapheme marker keeps rules from matching inside long graphemes)
-        split = tf.cast(graphemes.in_long(characters), tf.int32) if self._info.grapheme_marker else tf.zeros_like(code)
-        sequence = starts * tf.concat([continues[1:] * (1 - split[1:]), [0]], 0)
+        long = graphemes.in_long(strings) if self._info.grapheme_marker else tf.zeros_like(code, tf.bool)
+        sequence = starts * tf.concat([continues[1:] * (1 - tf.cast(long[1:], tf.int32)), [0]], 0)
         text_base = tf.gather(byte_splits, tf.range(tf.size(byte_splits) - 1))  # each text's first byte
         # the op's words are the marked text's (the marker is no whitespace: the same words, in the same order)
-        marked = self._marked(strings, characters)
+        marked = self._marked(strings)
         if self._split_words:
             _, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
                 input_values=strings, input_config=_ASCII_SPACES)
@@ -613,9 +614,16 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """Ids without specials for a list of str, through the graph path."""
         if not texts:
             return []
-        ragged = self._tokenize_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
+        ragged = self._graph("tokenize", self.tf_tokenize)(tf.constant([t.encode("utf-8") for t in texts], tf.string))
         values, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
         return [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
+
+    def _graph(self, name, function):
+        """`function` on 1-D strings, traced once per tokenizer (and thread-safely)."""
+        with self._tracing:
+            if name not in self._traced:
+                self._traced[name] = traced(function, [tf.TensorSpec([None], tf.string)])
+            return self._traced[name]
 
     def _offsets(self, texts, ids) -> list:
         """Each token's (start, end) character span in its text, as Transformers' offset_mapping: the
@@ -640,10 +648,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         text's position there (a marker's: the character after it); None where nothing was marked)]."""
         if self._info.grapheme_marker is None or not texts:
             return [(t, None) for t in texts]
-        if self._marks_fn is None:
-            self._marks_fn = traced(lambda s: graphemes.marked(s, self._info.grapheme_marker, with_marks=True),
-                                    [tf.TensorSpec([None], tf.string)])
-        marked, marks = self._marks_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
+        marks_fn = self._graph("marks", lambda s: graphemes.marked(s, self._info.grapheme_marker, with_marks=True))
+        marked, marks = marks_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
         size = len(self._info.grapheme_marker)
         out = []
         for text, op_text, row in zip(texts, marked.numpy(), marks):
