@@ -25,10 +25,13 @@ So steps 1-3 are *folded* into one new charsmap, and step 4's scores are copied 
     ``` `` ``` and `''` quote rules are added;
   * Transformers' charsmap step works on graphemes: one under 6 bytes is rewritten by the rule of its
     shortest prefix that has one, dropping the rest ("½" + a combining mark -> "1/2"), one of 6 bytes
-    or more character by character, composing nothing (NFD Greek "α\u0313\u0301"). So each (rule,
-    combining mark) pair the op would rewrite otherwise gets a rule of its own, identities included
-    (SentencePiece's builder refuses those; a placeholder is compiled and cut): ~1.5M rules, ~12 MB,
-    for XLM-R's charsmap, a few for ALBERT's (its NFKD and accent stripping come first);
+    or more character by character, composing nothing (NFD Greek "α\u0313\u0301", stacked marks). So
+    each (rule, combining mark) pair the op would rewrite otherwise gets a rule of its own, identities
+    included (SentencePiece's builder refuses those; a placeholder is compiled and cut): ~1.5M rules,
+    ~12 MB, for XLM-R's charsmap, a few for ALBERT's (its NFKD and accent stripping come first). And the
+    tokenizer puts a marker (U+FDD0 U+FDD1) between the characters of each grapheme of 6 bytes or more,
+    found in the graph by UAX #29's rules (kzoo.tokenizers.graphemes), which a rule of its own deletes:
+    no other rule matches across it, so each character is rewritten alone;
   * characters that can only be unknown (their normalised text is in no piece) are rewritten to one
     stand-in character with a piece of its own, mapped to the unknown id; consecutive unknowns are
     fused into one id after the op, as Transformers fuses them;
@@ -58,14 +61,16 @@ concatenation/select that adds the special tokens and pads. The same graph serve
 Measured (tests/text_strategies.py's strings; held-out lines of the machine's translation catalogs,
 1.16M lines in ~100 languages, a 32k-piece model trained on 300k of them): natural text 0 lines in
 100,000 differ, in NFC and in NFD, for ALBERT and XLM-R alike; mixed-script strings with marks after
-letters, NFD, ZWJ/ZWNJ, U+061C, emoji and compatibility characters 0 in 20,000; random characters
-drawn uniformly from such a mix 0.5 % (XLM-R); random marks stacked on letters 2 % (XLM-R).
+letters, NFD, ZWJ/ZWNJ, U+061C, emoji and compatibility characters 0 in 20,000; adversarial ones
+(random marks stacked on letters, marks after compatibility characters) 0 in 9,000, where 1.5 % of
+XLM-R's differed before the grapheme marker; offsets equal Transformers' on the tests' adversarial
+and mixed-script strings.
 
-Known differences from Transformers: three or more combining marks on one letter, or two on a letter
-that a rule rewrites (after NFD "ự" = u + 2 marks, one more mark), are composed here and not there; a
-grapheme that starts with ZWJ/ZWNJ or a mark (after a space or a line start) and holds more marks; a
-word whose near-ties differ by less than ~1e-5, or whose exact ties come after more than ~25 bytes of
-characters the op scores as unknown (unassigned code points); a word whose path sums leave +-256
+Known differences from Transformers: a grapheme of 5 bytes or less that starts with ZWJ/ZWNJ or a mark
+(at the start of a text or after a line break) and holds more marks (1 % of strings made of such
+graphemes); a text holding U+FDD0 U+FDD1 (two noncharacters: the grapheme marker) loses them; a text with more than 16,383 characters inside long graphemes has only its first
+16,383 marked (what three rounds of the in-graph string join hold); a word whose near-ties differ by
+less than ~1e-5, or whose exact ties come after more than ~25 bytes of characters the op scores as unknown (unassigned code points); a word whose path sums leave +-256
 (thousands of characters without a space); the op scores an unknown character per byte, Transformers
 per character (only between paths with different unknown characters); added tokens flagged
 `normalized=True` / `single_word=True` are matched on the raw text like the others; a tokenizer with
@@ -356,10 +361,10 @@ def _evaluate_rules(albert: bool, do_lower_case: bool, keep_accents: bool, chars
     # Transformers' charsmap step works on graphemes: one under 6 bytes is rewritten as a whole by the
     # rule of its shortest prefix that has one, so the marks after that prefix are dropped ("½" or
     # "\xa0" + "\u0301"; "u\u0308" + "\u0301"), and one of 6 bytes or more character by character,
-    # so nothing in it is composed ("ω\u0342" + "\u0300"). The op rewrites the longest rule wherever it
-    # is. So each (rule, combining mark) pair where the two differ becomes a rule of its own: ~1.5M
-    # for XLM-R's charsmap (~12 MB in kzoo_tokenizer.model; ~10-18 s, hence the disk cache), 2 for ALBERT's.
-    # Three or more marks stacked on one letter stay a known difference (~10**8 rules).
+    # so nothing in it is composed ("ω\u0342" + "\u0300"; the tokenizer's grapheme marker, see
+    # _folded). The op rewrites the longest rule wherever it is. So each (rule, combining mark) pair
+    # where the two differ becomes a rule of its own: ~1.5M for XLM-R's charsmap (~12 MB in
+    # kzoo_tokenizer.model; ~10-18 s, hence the disk cache), 2 for ALBERT's.
     extend = [chr(cp) for cp in range(0x300, 0x10000) if not 0xD800 <= cp < 0xE000
               and (unicodedata.category(chr(cp)).startswith("M") or cp in (0x200C, 0x200D, 0xFF9E, 0xFF9F))]
     starts = [k for k in rules if len(k.encode()) < 6  # (marks, ZWJ, ZWNJ rarely start a grapheme)

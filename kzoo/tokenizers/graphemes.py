@@ -36,7 +36,6 @@ BRANCH, ROUNDS = 32, 3
 MAX_MARKERS = (BRANCH**ROUNDS - 2) // 2
 
 
-
 def _pair_rules() -> np.ndarray:
     """bool [16, 16]: GB3-GB9b, whether a character of class c joins one of class p before it ([p, c])."""
     k = CLASSES
@@ -117,6 +116,7 @@ def _marked_fn(marker, with_marks):
 
 
 def _in_long(chars: Characters):
+    """in_long's graph, on `characters`."""
     n_chars = tf.size(chars.code)
     index = tf.range(n_chars)
     char_splits = tf.gather(chars.before, chars.byte_splits)  # [texts + 1]: each text's first character
@@ -163,8 +163,9 @@ def _in_long(chars: Characters):
 
 
 def _marked(strings, marker, with_marks):
+    """marked's graph."""
     chars = characters(strings)
-    n_texts, n_chars = tf.size(strings), tf.size(chars.code)
+    n_texts = tf.size(strings)
     char_splits = tf.gather(chars.before, chars.byte_splits)
     text = _row_ids(char_splits)
     mark = _in_long(chars)
