@@ -11,10 +11,9 @@ voiced-sound marks, Hangul syllables and conjoining jamo, emoji with skin tones,
 flags and VS16, compatibility characters (ligatures, full-width forms, circled digits, fractions),
 digit groups and punctuation runs that tie in score ("...", "--").
 
-`adversarial=True` adds what kzoo documents as differences (converters/sentencepiece.py): a combining
-mark right after a compatibility character, and two or more random marks stacked on one letter
-(Transformers' charsmap step treats a grapheme by its byte length; see there). Only the sampled test
-turns it on, and checks that every difference it finds is one of these.
+`adversarial=True` adds what kzoo once documented as differences: a combining mark right after a
+compatibility character, and two or more random marks stacked on one letter (Transformers' charsmap
+step treats a grapheme by its byte length; see converters/sentencepiece.py).
 """
 
 from __future__ import annotations
@@ -141,8 +140,8 @@ def sample_texts(n: int, seed: int = 0, adversarial: bool = False) -> list[str]:
     return [_text(d, adversarial) for _ in range(n)]
 
 
-def mixed_text():
-    """A hypothesis strategy for one string (adversarial=False)."""
+def mixed_text(adversarial: bool = False):
+    """A hypothesis strategy for one string."""
     from hypothesis import strategies as st
 
-    return st.composite(lambda draw: _text(_Hypothesis(draw), adversarial=False))()
+    return st.composite(lambda draw: _text(_Hypothesis(draw), adversarial))()

@@ -53,6 +53,15 @@ def _pair_rules() -> np.ndarray:
 
 
 _PAIRS = _pair_rules()
+
+
+def may_join(first: str, second: str) -> bool:
+    """Whether one grapheme can hold `first` then `second` (so a marker may come between them)."""
+    block_of, rows = tables()
+    p, c = (int(rows[block_of[ord(x) // 256] * 256 + ord(x) % 256]) for x in (first, second))
+    k = CLASSES
+    return bool(_PAIRS[p % 16, c % 16] or p % 16 == c % 16 == k["Regional_Indicator"]
+                or (c & PICTOGRAPHIC and p % 16 == k["ZWJ"]) or (c & CONSONANT and p & (LINKER | INCB_EXTEND)))
 Characters = collections.namedtuple("Characters", "byte_splits before char_start code")
 
 

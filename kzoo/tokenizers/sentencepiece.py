@@ -176,8 +176,8 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
             self._id_map = tf.constant(self._id_map_np, name="id_map")
             self._unknown = tf.constant(self._unknown_np, name="unknown_pieces")
         self._piece_table = None  # built on first use by tf_tokenize_with_offsets
-        # Python's graphs, traced on first use (~0.5 s each; exports and servers trace their own)
-        self._traced, self._tracing = {}, threading.Lock()
+        # Python's graph, traced on first use (exports and servers trace their own)
+        self._tokenize_fn, self._tracing = None, threading.Lock()
 
     @property
     def template(self):
@@ -614,16 +614,16 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """Ids without specials for a list of str, through the graph path."""
         if not texts:
             return []
-        ragged = self._graph("tokenize", self.tf_tokenize)(tf.constant([t.encode("utf-8") for t in texts], tf.string))
+        ragged = self._tokenize_graph()(tf.constant([t.encode("utf-8") for t in texts], tf.string))
         values, splits = ragged.flat_values.numpy(), ragged.row_splits.numpy()
         return [values[splits[i]:splits[i + 1]].tolist() for i in range(len(texts))]
 
-    def _graph(self, name, function):
-        """`function` on 1-D strings, traced once per tokenizer (and thread-safely)."""
+    def _tokenize_graph(self):
+        """tf_tokenize on 1-D strings, traced once per tokenizer (and thread-safely)."""
         with self._tracing:
-            if name not in self._traced:
-                self._traced[name] = traced(function, [tf.TensorSpec([None], tf.string)])
-            return self._traced[name]
+            if self._tokenize_fn is None:
+                self._tokenize_fn = traced(self.tf_tokenize, [tf.TensorSpec([None], tf.string)])
+            return self._tokenize_fn
 
     def _offsets(self, texts, ids) -> list:
         """Each token's (start, end) character span in its text, as Transformers' offset_mapping: the
@@ -648,16 +648,15 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         text's position there (a marker's: the character after it); None where nothing was marked)]."""
         if self._info.grapheme_marker is None or not texts:
             return [(t, None) for t in texts]
-        marks_fn = self._graph("marks", lambda s: graphemes.marked(s, self._info.grapheme_marker, with_marks=True))
-        marked, marks = marks_fn(tf.constant([t.encode("utf-8") for t in texts], tf.string))
-        size = len(self._info.grapheme_marker)
+        marked, marks = graphemes.marked(tf.constant([t.encode("utf-8") for t in texts], tf.string),
+                                         self._info.grapheme_marker, with_marks=True)
+        marks, splits, size = marks.flat_values.numpy(), marks.row_splits.numpy(), len(self._info.grapheme_marker)
         out = []
-        for text, op_text, row in zip(texts, marked.numpy(), marks):
-            row = row.numpy()
+        for text, op_text, row in zip(texts, marked.numpy(), np.split(marks, splits[1:-1])):
             if not row.any():
                 out.append((text, None))
                 continue
-            origin_of = [k for k, m in enumerate(row) for k in [k] * (size * m + 1)] + [len(text)]
+            origin_of = np.repeat(np.arange(len(row)), 1 + size * row).tolist() + [len(text)]
             out.append((op_text.decode("utf-8"), origin_of))
         return out
 

@@ -380,13 +380,16 @@ def test_near_ties_resolve_as_in_transformers(tokenizer_dirs, tmp_path):
 @pytest.mark.parametrize("name", ["xlm-roberta", "albert-json", "albert-hub-style"])
 def test_mixed_script_strings_equal_transformers(build, name):
     """Property: any string of tests/text_strategies.py's kind (scripts mixed, marks after letters, NFD,
-    ZWJ/ZWNJ, U+061C, emoji sequences, compatibility characters, odd spaces) gets Transformers' ids.
-    Fixed seed and size: the same 150 strings on every run; a failure shrinks to a minimal string."""
+    ZWJ/ZWNJ, U+061C, emoji sequences, compatibility characters, odd spaces; adversarial ones too: stacked
+    random marks, marks after compatibility characters) gets Transformers' ids. Fixed seed and size: the
+    same 150 strings on every run; a failure shrinks to a minimal string."""
+    from hypothesis import strategies as st
+
     hf, kz = build(name)
 
     @settings(max_examples=150, derandomize=True, database=None, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-    @given(text_strategies.mixed_text())
+    @given(st.one_of(text_strategies.mixed_text(), text_strategies.mixed_text(adversarial=True)))
     def check(text):
         assert kz.encode(text) == hf(text)["input_ids"], text
 
