@@ -69,15 +69,17 @@ and mixed-script strings.
 
 Known differences from Transformers: a grapheme of 5 bytes or less that starts with ZWJ/ZWNJ or a mark
 (at the start of a text or after a line break) and holds more marks (1 % of strings made of such
-graphemes); a text holding U+FDD0 U+FDD1 (two noncharacters: the grapheme marker) loses them; a text with more than 16,383 characters inside long graphemes has only its first
-16,383 marked (what three rounds of the in-graph string join hold); a word whose near-ties differ by
-less than ~1e-5, or whose exact ties come after more than ~25 bytes of characters the op scores as unknown (unassigned code points); a word whose path sums leave +-256
-(thousands of characters without a space); the op scores an unknown character per byte, Transformers
-per character (only between paths with different unknown characters); added tokens flagged
-`normalized=True` / `single_word=True` are matched on the raw text like the others; a tokenizer with
-an added token holding ASCII whitespace tokenizes whole strings (it could not match across the cut),
-whose exact ties hold for ~100 words only; a literal `▁` is a word boundary for Transformers, here
-too only if the charsmap maps it to a space (the standard nmt_nfkc one does).
+graphemes); a text holding U+FDD0 U+FDD1 (two noncharacters: the grapheme marker) loses them; a text
+with more than 16,383 characters inside long graphemes has only its first 16,383 marked (what three
+rounds of the in-graph string join hold); a word whose near-ties differ by less than ~1e-5, or whose
+exact ties come after more than ~25 bytes of characters the op scores as unknown (unassigned code
+points); a word whose path sums leave +-256 (thousands of characters without a space); the op scores
+an unknown character per byte, Transformers per character (only between paths with different unknown
+characters); added tokens flagged `normalized=True` / `single_word=True` are matched on the raw text
+like the others; a tokenizer with an added token holding ASCII whitespace tokenizes whole strings (it
+could not match across the cut), whose exact ties hold for ~100 words only; a literal `▁` is a word
+boundary for Transformers, here too only if the charsmap maps it to a space (the standard nmt_nfkc one
+does).
 
 Conversion needs the `tokenizers` library (Transformers' normaliser, evaluated); the runtime tokenizer
 needs neither it nor Transformers / torch.
