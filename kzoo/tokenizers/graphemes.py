@@ -98,12 +98,6 @@ def characters(strings) -> Characters:
     return Characters(byte_splits, before, char_start, code)
 
 
-def in_long(strings):
-    """bool [characters of all 1-D `strings`]: the character continues a grapheme of LONG bytes or more (a
-    marker goes before it)."""
-    return _in_long_fn()(strings)
-
-
 def marked(strings, marker: str, with_marks=False):
     """1-D `strings` with `marker` between the characters of every grapheme of LONG bytes or more; with
     `with_marks`, also which characters got a marker before them (bool RaggedTensor [texts, (chars)])."""
@@ -113,19 +107,13 @@ def marked(strings, marker: str, with_marks=False):
 # Each graph is one tf.function, traced once per process (~800 ops: ~0.3 s to trace), called from every
 # graph that tokenizes (one FunctionDef in a SavedModel however many signatures use it; TFLite inlines it).
 @functools.lru_cache(maxsize=None)
-def _in_long_fn():
-    return tf.function(lambda s: _in_long(characters(s)), input_signature=[tf.TensorSpec([None], tf.string)],
-                       autograph=False)
-
-
-@functools.lru_cache(maxsize=None)
 def _marked_fn(marker, with_marks):
     return tf.function(lambda s: _marked(s, marker, with_marks), input_signature=[tf.TensorSpec([None], tf.string)],
                        autograph=False)
 
 
 def _in_long(chars: Characters):
-    """in_long's graph, on `characters`."""
+    """bool [chars]: the character continues a grapheme of LONG bytes or more (a marker goes before it)."""
     n_chars = tf.size(chars.code)
     index = tf.range(n_chars)
     char_splits = tf.gather(chars.before, chars.byte_splits)  # [texts + 1]: each text's first character

@@ -375,12 +375,15 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         norm, to_space, starts, continues = norm % 256, norm // 256 % 2, norm // 512 % 2, norm // 1024
         # a character that starts a rule on a sequence followed by one that can continue it: the table's
         # count of its word may be wrong
-        # (the grapheme marker keeps rules from matching inside long graphemes)
-        long = graphemes.in_long(strings) if self._info.grapheme_marker else tf.zeros_like(code, tf.bool)
-        sequence = starts * tf.concat([continues[1:] * (1 - tf.cast(long[1:], tf.int32)), [0]], 0)
+        # (the grapheme marker keeps rules from matching inside long graphemes); the op's words are the
+        # marked text's (the marker is no whitespace: the same words, in the same order)
+        if self._info.grapheme_marker is None:
+            marked, split = strings, tf.zeros_like(code)
+        else:
+            marked, marks = graphemes.marked(strings, self._info.grapheme_marker, with_marks=True)
+            split = tf.cast(marks.flat_values, tf.int32)
+        sequence = starts * tf.concat([continues[1:] * (1 - split[1:]), [0]], 0)
         text_base = tf.gather(byte_splits, tf.range(tf.size(byte_splits) - 1))  # each text's first byte
-        # the op's words are the marked text's (the marker is no whitespace: the same words, in the same order)
-        marked = self._marked(strings)
         if self._split_words:
             _, splits, word_start, word_end = whitespace_ops.tf_text_whitespace_tokenize_with_offsets_v2(
                 input_values=strings, input_config=_ASCII_SPACES)
