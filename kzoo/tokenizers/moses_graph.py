@@ -52,6 +52,11 @@ def _two_level(values: np.ndarray):
     return tf.constant(block_of.reshape(-1).astype(np.int32)), tf.constant(rows.reshape(-1))
 
 
+def _is(bits, bit):
+    """Whether class `bit` is set (arithmetic: TFLite has no bitwise and)."""
+    return (bits // bit) % 2 > 0
+
+
 def _lookup(table, code):
     block_of, rows = table
     code = tf.clip_by_value(code, 0, UNICODE - 1)
@@ -75,13 +80,11 @@ def _class_values() -> np.ndarray:
         category = unicodedata.category(c)
         if category[0] == "C":
             values[cp] |= CTRL
-            if category == "Cn":
-                continue
         if c.isspace():
             values[cp] |= WS
         if category == "Nd":
             values[cp] |= DIGIT
-        if True:
+        if category != "Cn":  # (unassigned: neither)
             # x then a capital sigma ends in a final sigma iff x is cased and not case-ignorable; "A", x,
             # sigma does iff x is either
             alone = (c + "\u03a3").lower()[-1] == "\u03c2"
@@ -145,22 +148,34 @@ def _rewrite(t: Chars, keep, pre, post, literals) -> Chars:
     return Chars(code, tf.gather(t.row, src), t.rows)
 
 
+class _Near:
+    """values[i + k] where i + k is in i's row, else a filler; the gather indices of each k made once."""
+
+    def __init__(self, t: Chars):
+        self.t, self.n, self.made = t, tf.size(t.code), {}
+
+    def shift(self, values, k, fill):
+        if k == 0:
+            return values
+        if k not in self.made:
+            j = tf.range(self.n) + k
+            jj = tf.clip_by_value(j, 0, tf.maximum(self.n - 1, 0))
+            self.made[k] = jj, (j >= 0) & (j < self.n) & tf.equal(tf.gather(self.t.row, jj), self.t.row)
+        jj, same = self.made[k]
+        return tf.where(same, tf.gather(values, jj), fill)
+
+    def edges(self):
+        """(first in its row, last in its row) [n] bool."""
+        true = tf.ones_like(self.t.code, tf.bool)
+        return tf.logical_not(self.shift(true, -1, False)), tf.logical_not(self.shift(true, 1, False))
+
+
 def _shift(t: Chars, values, k, fill):
-    """values[i + k] where i + k is in i's row, else `fill`."""
-    n = tf.size(t.code)
-    j = tf.range(n) + k
-    inside = (j >= 0) & (j < n)
-    jj = tf.clip_by_value(j, 0, tf.maximum(n - 1, 0))
-    same = inside & tf.equal(tf.gather(t.row, jj), t.row)
-    return tf.where(same, tf.gather(values, jj), fill)
+    return _Near(t).shift(values, k, fill)
 
 
 def _edges(t: Chars):
-    """(first in its row, last in its row) [n] bool."""
-    n = tf.size(t.code)
-    index = tf.range(n)
-    return (tf.logical_not(_shift(t, tf.ones_like(index, tf.bool), -1, False)),
-            tf.logical_not(_shift(t, tf.ones_like(index, tf.bool), 1, False)))
+    return _Near(t).edges()
 
 
 def _leftmost(candidates, length, longest: int):
@@ -211,11 +226,11 @@ def lit(chars):
 
 
 def has(bit):
-    return lambda code, bits: (bits & bit) > 0
+    return lambda code, bits: _is(bits, bit)
 
 
 def hasnt(bit):
-    return lambda code, bits: tf.equal(bits & bit, 0)
+    return lambda code, bits: tf.logical_not(_is(bits, bit))
 
 
 def unless(*predicates):
@@ -232,34 +247,53 @@ class Sub(NamedTuple):
     post: str = ""
     start: bool = False
     end: bool = False
+    overlaps: bool = True  # whether two matches can overlap (else every candidate is a match)
 
 
 def _atom(a):
     return lit(a) if isinstance(a, str) else a
 
 
+def _may_overlap(atoms) -> bool:
+    """Whether a pattern can match at i and at i + d < i + len(atoms) (its atoms from d on against those
+    from 0 on); a predicate against a predicate is taken to."""
+    values = _class_values()
+
+    def can_equal(x, y):
+        if isinstance(x, str) and isinstance(y, str):
+            return bool(set(x) & set(y))
+        if isinstance(x, str) or isinstance(y, str):
+            chars, predicate = (x, y) if isinstance(x, str) else (y, x)
+            codes = np.array([ord(c) for c in chars], np.int32)
+            return bool(np.any(predicate(tf.constant(codes), tf.constant(values[codes])).numpy()))
+        return True
+
+    n = len(atoms)
+    return any(all(can_equal(atoms[k], atoms[k - d]) for k in range(d, n)) for d in range(1, n))
+
+
 def _apply_sub(t: Chars, rule: Sub) -> Chars:
     bits = _lookup(classes(), t.code)
+    near = _Near(t)
     length = len(rule.atoms)
-    first, last = _edges(t)
     candidate = tf.ones_like(t.code, tf.bool)
     for k, atom in enumerate(rule.atoms):
-        ok = _atom(atom)(t.code, bits)
-        candidate &= _shift(t, ok, k, False)
+        candidate &= near.shift(_atom(atom)(t.code, bits), k, False)
     if rule.start:
-        candidate &= first
+        candidate &= near.edges()[0]
     if rule.end:
-        candidate &= _shift(t, last, length - 1, False)
-    taken = _leftmost(candidate, length, length)
+        candidate &= near.shift(near.edges()[1], length - 1, False)
+    taken = _leftmost(candidate, length, length) if rule.overlaps else candidate
     literals = [""]
     index = lambda s: literals.index(s) if s in literals else (literals.append(s) or len(literals) - 1)  # noqa: E731
     keep, pre, post = tf.ones_like(taken), tf.zeros_like(t.code), tf.zeros_like(t.code)
     for k in range(length):
-        here = _shift(t, taken, -k, False)
+        here = near.shift(taken, -k, False)
         kept = rule.out[k] is KEEP
         keep = tf.where(here, kept, keep)
         pre = tf.where(here, index((rule.pre if k == 0 else "") + ("" if kept else rule.out[k])), pre)
-    post = tf.where(_shift(t, taken, 1 - length, False), index(rule.post), post)
+    if rule.post:
+        post = tf.where(near.shift(taken, 1 - length, False), index(rule.post), post)
     return _rewrite(t, keep, pre, post, literals)
 
 
@@ -271,15 +305,17 @@ def _apply_map(t: Chars, mapping) -> Chars:
 
 def _squeeze(t: Chars, predicate, into=" ") -> Chars:
     """Each run of characters matching `predicate` -> `into` (re.sub(" +", " ") and re.sub(r"\\s+", " "))."""
+    near = _Near(t)
     match = predicate(t.code, _lookup(classes(), t.code))
-    first = match & tf.logical_not(_shift(t, match, -1, False))
+    first = match & tf.logical_not(near.shift(match, -1, False))
     return _rewrite(t, ~match, tf.where(first, 1, 0), tf.zeros_like(t.code), ["", into])
 
 
 def _runs(t: Chars, member):
     """(first of a run of members, last of it, run length at each member)."""
-    starts = member & tf.logical_not(_shift(t, member, -1, False))
-    ends = member & tf.logical_not(_shift(t, member, 1, False))
+    near = _Near(t)
+    starts = member & tf.logical_not(near.shift(member, -1, False))
+    ends = member & tf.logical_not(near.shift(member, 1, False))
     index = tf.range(tf.size(t.code))
     run = tf.cumsum(tf.cast(starts, tf.int32)) - 1
     n = tf.size(t.code)
@@ -291,7 +327,7 @@ def _runs(t: Chars, member):
 
 def _strip(t: Chars) -> Chars:
     """str.strip() of each row."""
-    ws = _lookup(classes(), t.code) & WS > 0
+    ws = _is(_lookup(classes(), t.code), WS)
     solid = tf.cast(~ws, tf.int32)
     before = tf.cumsum(solid, exclusive=True)
     row_solid = tf.math.unsorted_segment_sum(solid, t.row, t.rows)
@@ -303,7 +339,7 @@ def _strip(t: Chars) -> Chars:
 
 def _eat_space_after(t: Chars, chars) -> Chars:
     """re.sub(c + r"\\s*", c): whitespace right after one of `chars` is dropped (Transformers' "。\\s*")."""
-    ws = _lookup(classes(), t.code) & WS > 0
+    ws = _is(_lookup(classes(), t.code), WS)
     index = tf.range(tf.size(t.code))
     segment = tf.cumsum(tf.cast(~ws, tf.int32))
     last_solid = tf.gather(tf.math.unsorted_segment_max(tf.where(ws, -1, index), segment, tf.size(t.code) + 1),
@@ -316,11 +352,12 @@ def _eat_space_after(t: Chars, chars) -> Chars:
 
 def _quote_after_run(t: Chars) -> Chars:
     """re.sub(r'"([,.]+)', r'\\1"'): a quote before a run of commas and dots goes after it."""
+    near = _Near(t)
     punct = lit(",.")(t.code, None)
-    moved = tf.equal(t.code, ord('"')) & _shift(t, punct, 1, False)
+    moved = tf.equal(t.code, ord('"')) & near.shift(punct, 1, False)
     starts, ends, _ = _runs(t, punct)
     run = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
-    after_quote = tf.math.unsorted_segment_max(tf.cast(starts & _shift(t, moved, -1, False), tf.int32), run,
+    after_quote = tf.math.unsorted_segment_max(tf.cast(starts & near.shift(moved, -1, False), tf.int32), run,
                                                tf.size(t.code) + 1)
     gets = ends & (tf.gather(after_quote, run) > 0)
     return _rewrite(t, ~moved, tf.zeros_like(t.code), tf.where(gets, 1, 0), ["", '"'])
@@ -329,10 +366,11 @@ def _quote_after_run(t: Chars) -> Chars:
 def _multidots(t: Chars) -> Chars:
     """sacremoses' replace_multidots: a run of 2+ dots -> " " + "DOT" * n + "MULTI" (+ " " unless it ends
     the text)."""
+    near = _Near(t)
     dot = tf.equal(t.code, ord("."))
     starts, ends, length = _runs(t, dot)
     multi = length >= 2
-    _, last = _edges(t)
+    _, last = near.edges()
     pre = tf.where(multi, tf.where(starts, 1, 2), 0)
     post = tf.where(multi & ends, tf.where(last, 3, 4), 0)
     return _rewrite(t, ~multi, pre, post, ["", " DOT", "DOT", "MULTI", "MULTI "])
@@ -340,29 +378,30 @@ def _multidots(t: Chars) -> Chars:
 
 def _restore_multidots(t: Chars) -> Chars:
     """re.sub("(?:DOT)+MULTI", "." * its DOTs): wherever the letters are, as sacremoses does."""
+    near = _Near(t)
     def word_at(word):
         ok = tf.ones_like(t.code, tf.bool)
         for k, ch in enumerate(word):
-            ok &= _shift(t, tf.equal(t.code, ord(ch)), k, False)
+            ok &= near.shift(tf.equal(t.code, ord(ch)), k, False)
         return ok
 
     dot3, multi5 = word_at("DOT"), word_at("MULTI")
     n = tf.size(t.code)
     index = tf.range(n)
     # where a chain of "DOT"s from each position ends (n: at a row's end), by pointer doubling
-    step = tf.where(_shift(t, tf.ones_like(dot3), 3, False), index + 3, n)
+    step = tf.where(near.shift(tf.ones_like(dot3), 3, False), index + 3, n)
     chain = tf.where(dot3, step, index)
     jump = lambda f: tf.gather(tf.concat([f, [n]], 0), f)  # noqa: E731
     ends = tf.while_loop(lambda f, moved: moved, lambda f, moved: (jump(f), tf.reduce_any(jump(f) != f)),
                          (chain, tf.constant(True)))[0]
     at_multi = tf.gather(tf.concat([multi5, [False]], 0), tf.minimum(ends, n))
     dots = dot3 & at_multi  # each "DOT" of a chain that reaches "MULTI"
-    multi = multi5 & _shift(t, dots, -3, False)
+    multi = multi5 & near.shift(dots, -3, False)
     gone = tf.zeros_like(dot3)
     for k in range(1, 3):
-        gone |= _shift(t, dots, -k, False)
+        gone |= near.shift(dots, -k, False)
     for k in range(5):
-        gone |= _shift(t, multi, -k, False)
+        gone |= near.shift(multi, -k, False)
     return _rewrite(t, ~gone & ~dots, tf.where(dots, 1, 0), tf.zeros_like(t.code), ["", "."])
 
 
@@ -375,24 +414,25 @@ def _nonbreaking(t: Chars, prefixes, numeric) -> Chars:
     """sacremoses' handles_nonbreaking_prefixes, then its " ".join: a word ending in "." gets the dot split
     off unless it holds another dot and a letter, is a known prefix ("Mr."), comes before a lowercase word,
     or is a numeric-only prefix ("No.") before a number."""
+    near = _Near(t)
     code, bits = t.code, _lookup(classes(), t.code)
     n = tf.size(code)
     index = tf.range(n)
     solid = tf.not_equal(code, ord(" "))
-    starts = solid & tf.logical_not(_shift(t, solid, -1, False))
-    ends = solid & tf.logical_not(_shift(t, solid, 1, False))
+    starts = solid & tf.logical_not(near.shift(solid, -1, False))
+    ends = solid & tf.logical_not(near.shift(solid, 1, False))
     word = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
     first, last = tf.boolean_mask(index, starts), tf.boolean_mask(index, ends)  # [words]
     n_words = tf.size(first)
     count = lambda x: tf.math.unsorted_segment_sum(tf.cast(x & solid, tf.int32), word, n_words)  # noqa: E731
-    dots, letters = count(tf.equal(code, ord("."))), count(bits & ALPHA > 0)
+    dots, letters = count(tf.equal(code, ord("."))), count(_is(bits, ALPHA))
     size = last - first + 1
     dotted = tf.equal(tf.gather(code, last), ord(".")) & (size >= 2)
     following = tf.minimum(tf.range(n_words) + 1, tf.maximum(n_words - 1, 0))
     has_next = (tf.range(n_words) + 1 < n_words) & tf.equal(tf.gather(t.row, tf.gather(first, following)),
                                                             tf.gather(t.row, first))
     next_char = tf.gather(code, tf.gather(first, following))
-    next_lower = has_next & (tf.gather(bits, tf.gather(first, following)) & LOWER > 0)
+    next_lower = has_next & _is(tf.gather(bits, tf.gather(first, following)), LOWER)
     next_digit = has_next & (next_char >= ord("0")) & (next_char <= ord("9"))
 
     def member(words):  # whether each word but its dot is one of `words`
@@ -419,10 +459,10 @@ def _lowercase(t: Chars) -> Chars:
     sigma is final after a cased letter not followed by one, case-ignorable characters skipped), NFD,
     combining marks (Mn) dropped, str.lower again; per character from `_lowercase_map`."""
     bits = _lookup(classes(), t.code)
-    solid = tf.equal(bits & IGNORABLE, 0)
+    solid = tf.logical_not(_is(bits, IGNORABLE))
     at = tf.cast(tf.where(solid)[:, 0], tf.int32)  # the characters that are not case-ignorable
     rank = tf.cumsum(tf.cast(solid, tf.int32)) - 1  # (a sigma's own place in `at`)
-    cased = tf.concat([tf.gather(bits, at) & CASED > 0, [False]], 0)
+    cased = tf.concat([_is(tf.gather(bits, at), CASED), [False]], 0)
     row_of = tf.concat([tf.gather(t.row, at), [-1]], 0)
     last = tf.size(at)
 
@@ -521,7 +561,7 @@ def _moses_rules():
         Sub((".", "'"), (" . ' ", ""), end=True),
         _restore_multidots,
     ]
-    return rules
+    return [r._replace(overlaps=_may_overlap(r.atoms)) if isinstance(r, Sub) else r for r in rules]
 
 
 def _run(t: Chars, rule) -> Chars:
@@ -598,9 +638,10 @@ class BPETables(NamedTuple):
 
 def _bpe(t: Chars, tables: BPETables):
     """(token ids [tokens], their row [tokens]) of the words (runs of non-spaces) of `t`."""
+    near = _Near(t)
     solid = tf.not_equal(t.code, ord(" "))
-    last = solid & tf.logical_not(_shift(t, solid, 1, False))
-    starts = solid & tf.logical_not(_shift(t, solid, -1, False))
+    last = solid & tf.logical_not(near.shift(solid, 1, False))
+    starts = solid & tf.logical_not(near.shift(solid, -1, False))
     code, row = tf.boolean_mask(t.code, solid), tf.boolean_mask(t.row, solid)
     last, word = tf.boolean_mask(last, solid), tf.cumsum(tf.cast(tf.boolean_mask(starts, solid), tf.int32)) - 1
     unknown = len(tables.token_id) - 1
@@ -648,6 +689,7 @@ def _added_tokens(t: Chars, added: dict):
     """Added tokens cut out of the texts as Transformers' trie does for tokens that do not begin inside one
     another: leftmost, longest. -> (the rest as Chars, one row per piece between tokens; the tokens' ids and
     pieces; how many pieces each text has)."""
+    near = _Near(t)
     bits_row = t.row
     n = tf.size(t.code)
     index = tf.range(n)
@@ -655,16 +697,16 @@ def _added_tokens(t: Chars, added: dict):
     for content, id_ in sorted(added.items(), key=lambda kv: len(kv[0])):  # longer ones win
         here = tf.ones_like(t.code, tf.bool)
         for k, ch in enumerate(content):
-            here &= _shift(t, tf.equal(t.code, ord(ch)), k, False)
+            here &= near.shift(tf.equal(t.code, ord(ch)), k, False)
         best_len, best_id = tf.where(here, len(content), best_len), tf.where(here, id_, best_id)
     longest = max(len(c) for c in added)
     taken = _leftmost(best_len > 0, best_len, longest)
     inside = tf.zeros_like(taken)
     for k in range(longest):
-        inside |= _shift(t, taken & (best_len > k), -k, False)
+        inside |= near.shift(taken & (best_len > k), -k, False)
     # pieces: a token's first character starts one, and so does a text's first and any after a token
-    first, _ = _edges(t)
-    after = _shift(t, inside, -1, False) & ~inside
+    first, _ = near.edges()
+    after = near.shift(inside, -1, False) & ~inside
     starts = first | taken | after
     piece = tf.cumsum(tf.cast(starts, tf.int32)) - 1
     n_pieces = tf.reduce_sum(tf.cast(starts, tf.int32))
@@ -675,14 +717,16 @@ def _added_tokens(t: Chars, added: dict):
 
 
 class Graph:
-    """XLM's tokenizer as TF ops. vocab: token -> id; ranks: Transformers' bpe_ranks; added: content -> id
-    of the added tokens cut out of the text ({} with split_special_tokens); unk_id; lowercase:
-    do_lowercase_and_remove_accent."""
+    """XLM's tokenizer as TF ops. tokens: the vocabulary's; ranks: Transformers' bpe_ranks; token_id: a
+    token's id (None: the unknown id); added: content -> id of the added tokens cut out of the text ({} with
+    split_special_tokens); lowercase: do_lowercase_and_remove_accent. `tokenize` is one tf.function."""
 
-    def __init__(self, vocab: dict, ranks: dict, added: dict, unk_id: int, lowercase: bool):
-        self.tables = BPETables.build(ranks, vocab, lambda s: unk_id if s is None else vocab.get(s, unk_id))
+    def __init__(self, tokens, ranks: dict, token_id, added: dict, lowercase: bool):
+        self.tables = BPETables.build(ranks, tokens, token_id)
         self.added, self.lowercase = dict(added), lowercase
         self.rules = _moses_rules()
+        self.tokenize = tf.function(self._tokenize, input_signature=[tf.TensorSpec([None], tf.string)],
+                                    autograph=False)
 
     def words(self, strings):
         """Chars after Moses (and lowercasing): one row per piece between added tokens, words split by
@@ -700,7 +744,7 @@ class Graph:
             t = _lowercase(t)
         return t, ids, at, text_pieces
 
-    def tokenize(self, strings) -> tf.RaggedTensor:
+    def _tokenize(self, strings) -> tf.RaggedTensor:
         """int32 RaggedTensor [texts, (tokens)]: Transformers' XLMTokenizer ids without special tokens."""
         t, added_ids, added_at, text_pieces = self.words(strings)
         tokens, piece = _bpe(t, self.tables)

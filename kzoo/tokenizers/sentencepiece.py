@@ -34,6 +34,7 @@ import tensorflow as tf
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers import graphemes
 from kzoo.tokenizers.base import Tokenizer
+from kzoo.tokenizers.graph_encode import assemble
 from kzoo.traced import traced
 
 MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
@@ -547,7 +548,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         """
         parts = [self.tf_tokenize_with_offsets(x) if offsets else (self.tf_tokenize(x),)
                  for x in ([strings] if pairs is None else [strings, pairs])]
-        out, place, sequence_ids = self._assemble([part[0] for part in parts], sequence_length, truncation)
+        out, place, sequence_ids = assemble(self, [part[0] for part in parts], sequence_length, truncation)
         if offsets:
             zero = tf.zeros_like(out["token_ids"])
             spans = lambda k: tf.stack([place([part[k] for part in parts], zero),  # noqa: E731
@@ -564,52 +565,13 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         pieces = self.tf_tokenize(words.flat_values)  # [all words, (tokens)]
         rows = tf.gather(tf.cast(pieces.row_splits, tf.int64), tf.cast(words.row_splits, tf.int64))
         ids = tf.RaggedTensor.from_row_splits(pieces.flat_values, rows, validate=False)
-        out, place, _ = self._assemble([ids], sequence_length, "longest_first")
+        out, place, _ = assemble(self, [ids], sequence_length, "longest_first")
         if tags is not None:
             first = tf.equal(tf.ragged.range(pieces.row_lengths()).flat_values, 0)
             tag = tf.repeat(tf.cast(tags.flat_values, tf.int32), pieces.row_lengths())
             labels = tf.RaggedTensor.from_row_splits(tf.where(first, tag, -100), rows, validate=False)
             out["labels"] = place([labels], tf.fill(tf.shape(out["token_ids"]), -100))
         return out
-
-    def _assemble(self, tokens, sequence_length, truncation):
-        """One text's (or a pair's) ragged token ids -> (tf_encode's outputs, `place(values, filler)` putting
-        per-token values [batch, (tokens)] of each text where its tokens went, sequence_ids)."""
-        length, pair = int(sequence_length), len(tokens) > 1
-        special = self.num_special_tokens_to_add(pair)
-        if length < special + pair:
-            raise ValueError(f"sequence_length must be at least {special + pair} (room for the special tokens)")
-        counts = [tf.cast(part.row_lengths(), tf.int32) for part in tokens]
-        room = length - special
-        if not pair:
-            a, b = tf.minimum(counts[0], room), tf.zeros_like(counts[0])
-        elif truncation == "longest_first":
-            a, b = _longest_first(counts[0], counts[1], room)
-        else:
-            a = tf.minimum(counts[0], room - 1)
-            b = tf.minimum(counts[1], room - a)
-        truncated = (counts[0] > a) | ((counts[1] > b) if pair else False)
-        middle = 0 if not pair else 1 if self.template == "bert" else 2  # separators between A and B
-        a, b = a[:, None], b[:, None]  # [B, 1]
-        p = tf.range(length, dtype=tf.int32)[None, :]  # [1, L]
-        in_a = (p >= 1) & (p <= a)
-        b_start = a + middle + 1
-        in_b = (p >= b_start) & (p < b_start + b)
-        total = b_start + b + 1 if pair else a + 2
-
-        def place(values, filler):  # each text's per-token values at its tokens' positions, `filler` elsewhere
-            dense = lambda x: x.to_tensor(default_value=0, shape=[None, length])  # noqa: E731
-            out = tf.where(in_a, tf.gather(dense(values[0]), tf.maximum(p - 1 + 0 * a, 0), batch_dims=1), filler)
-            if pair:
-                out = tf.where(in_b, tf.gather(dense(values[1]), tf.maximum(p - b_start, 0), batch_dims=1), out)
-            return out
-
-        ids = tf.where(tf.equal(p, 0), self.cls_token_id, tf.where(p < total, self.sep_token_id, self.pad_token_id))
-        ids = place(tokens, ids)  # (what is neither A nor B before `total`: separators)
-        second = (p >= b_start) & (p < total) & tf.constant(pair and self.template == "bert")
-        out = {"token_ids": ids, "padding_mask": tf.cast(p < total, tf.int32), "segment_ids": tf.cast(second, tf.int32),
-               "truncated": tf.cast(truncated, tf.int32)}
-        return out, place, tf.where(in_a, 0, tf.where(in_b, 1, -1))
 
     # ---- Python ------------------------------------------------------------------------------------
 
@@ -765,17 +727,3 @@ def _decompiled_table(normalizer_spec, markers):
     table = (np.minimum(lengths, 255) + 256 * spaces + 512 * starts + 1024 * continues).reshape(-1, 256)
     rows, block_of = np.unique(table, axis=0, return_inverse=True)
     return lengths, rows, block_of
-
-
-def _longest_first(a, b, room):
-    """The tokenizers library's "longest_first" lengths of a pair cut to `room` tokens (as
-    kzoo.tokenizers.base.longest_first, on [batch] counts)."""
-    shorter = tf.minimum(a, b)
-    long_keep = tf.where(shorter > room, shorter, tf.maximum(shorter, room - shorter))
-    halves = shorter + long_keep > room
-    short_keep = tf.where(halves, room // 2, shorter)
-    long_keep = tf.where(halves, room // 2 + room % 2, long_keep)
-    over = a + b > room
-    a_keep = tf.minimum(a, tf.where(a > b, long_keep, short_keep))
-    b_keep = tf.minimum(b, tf.where(a > b, short_keep, long_keep))
-    return tf.where(over, a_keep, a), tf.where(over, b_keep, b)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -147,6 +148,7 @@ class XLMTokenizer(Tokenizer):
         self._bpe_ranks = dict(zip(merges, range(len(merges))))
         self._bpe_cache = {}
         self._moses_normalizers, self._moses_tokenizers, self._segmenters = {}, {}, {}
+        self._graph_ops, self._graph_lock = None, threading.Lock()
 
         # Added tokens: those from the files, then each special token not yet added (Transformers'
         # `_add_tokens`): its vocab.json id, or the next free id.
@@ -381,6 +383,55 @@ class XLMTokenizer(Tokenizer):
             start = width - len(row.ids) if (side or self.padding_side) == "left" else 0
             batch["lang_ids"][r, start + row.first:start + len(row.ids)] = id_b
         return batch
+
+    # ---- inside a TF graph ---------------------------------------------------------------------------
+
+    def _graph(self):
+        """kzoo.tokenizers.moses_graph's ops for this vocabulary (built on first use, once)."""
+        with self._graph_lock:
+            if self._graph_ops is None:
+                if self.pretokenize_by_lang:
+                    raise TokenizerError("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules "
+                                         "only; this one pre-tokenises by language (pretokenize_by_lang)")
+                odd = [t["content"] for t in self._added.values() if t.get("single_word")]
+                if odd and not self._settings.get("split_special_tokens"):
+                    raise TokenizerError(f"XLM's tokenizer cannot run in a TF graph with single_word added tokens "
+                                         f"({', '.join(map(repr, odd))})")
+                from kzoo.tokenizers import moses_graph
+
+                unk = self.convert_tokens_to_ids(self._specials.get("unk_token"))
+                added = {} if self._settings.get("split_special_tokens") else dict(self._added_ids)
+                self._graph_ops = moses_graph.Graph(
+                    self._encoder, self._bpe_ranks, lambda s: unk if s is None else self.convert_tokens_to_ids(s),
+                    added, self.do_lowercase_and_remove_accent)
+            return self._graph_ops
+
+    def tf_tokenize(self, strings):
+        """Transformers ids without special tokens, int32 RaggedTensor [batch, (tokens)], for 1-D strings:
+        the same as `encode(..., add_special_tokens=False)`, as TF ops that convert to TFLite
+        (kzoo.tokenizers.moses_graph)."""
+        import tensorflow as tf
+
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank == 0:
+            return self.tf_tokenize(tf.reshape(strings, [1])).flat_values
+        return self._graph().tokenize(strings)
+
+    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False, truncation="only_second") -> dict:
+        """Dense int32 [batch, sequence_length] token_ids / padding_mask, `<s> A </s>` or `<s> A </s> B </s>`
+        right-padded, segment_ids and lang_ids -1 (none given, as Transformers' tokenizer), and truncated
+        [batch] (1 where a text had more tokens than fit); a pair cut as kzoo.tokenizers.sentencepiece's
+        tf_encode, "longest_first" by Transformers' Python rule. No character offsets (`offsets`)."""
+        import tensorflow as tf
+
+        from kzoo.tokenizers.graph_encode import assemble
+
+        if offsets:
+            raise TokenizerError("XLM's tokenizer gives no character offsets inside a TF graph")
+        parts = [self.tf_tokenize(x) for x in ([strings] if pairs is None else [strings, pairs])]
+        out, _, _ = assemble(self, parts, sequence_length, truncation)
+        out["segment_ids"] = out["lang_ids"] = tf.fill(tf.shape(out["token_ids"]), -1)
+        return out
 
     # ---- question answering ----------------------------------------------------------------------
 
