@@ -105,6 +105,9 @@ class Tokenizer:
     # "roberta": <s> A </s> and <s> A </s></s> B </s>, all segment 0 (XLM-RoBERTa)
     template = "bert"
     python_truncation = False
+    # whether training tokenizes in a tf.data graph (tf_encode); XLM's Python tokenizer feeds it instead (its
+    # graph, kzoo.tokenizers.moses_graph, is for exports: ~6 s to trace a shape)
+    trains_in_graph = False
     languages: list = []  # XLM: language codes by id
     model_max_length = None  # truncation's default max_length (Python tokenizers only)
     padding_side = "right"

@@ -49,7 +49,7 @@ class Chars(NamedTuple):
 def _two_level(values: np.ndarray):
     """(block of 256 code points -> row, rows) of a per-code-point array: what `_lookup` reads."""
     rows, block_of = np.unique(values.reshape(-1, 256), axis=0, return_inverse=True)
-    return tf.constant(block_of.reshape(-1).astype(np.int32)), tf.constant(rows.reshape(-1))
+    return block_of.reshape(-1).astype(np.int32), rows.reshape(-1)
 
 
 def _is(bits, bit):
@@ -58,9 +58,9 @@ def _is(bits, bit):
 
 
 def _lookup(table, code):
-    block_of, rows = table
+    block_of, rows = table  # (numpy: constants of the graph being built)
     code = tf.clip_by_value(code, 0, UNICODE - 1)
-    return tf.gather(rows, tf.gather(block_of, code // 256) * 256 + code % 256)
+    return tf.gather(tf.constant(rows), tf.gather(tf.constant(block_of), code // 256) * 256 + code % 256)
 
 
 @functools.lru_cache(maxsize=None)

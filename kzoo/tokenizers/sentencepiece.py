@@ -156,6 +156,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
     """
 
     FORMAT = FORMAT
+    trains_in_graph = True
 
     def __init__(self, folded_model: bytes, id_map, vocabulary: Vocabulary, name=None):
         tf.Module.__init__(self, name=name or "sentencepiece_tokenizer")

@@ -386,17 +386,25 @@ class XLMTokenizer(Tokenizer):
 
     # ---- inside a TF graph ---------------------------------------------------------------------------
 
+    def graph_refusal(self, offsets=False) -> str | None:
+        """Why this tokenizer cannot run inside a TF graph (with character `offsets`), or None."""
+        if offsets:
+            return "XLM's tokenizer gives no character offsets inside a TF graph"
+        if self.pretokenize_by_lang:
+            return ("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules only, and this one "
+                    "pre-tokenises by language (pretokenize_by_lang)")
+        odd = [t["content"] for t in self._added.values() if t.get("single_word")]
+        if odd and not self._settings.get("split_special_tokens"):
+            return f"XLM's tokenizer cannot run in a TF graph with single_word added tokens ({', '.join(map(repr, odd))})"
+        return None
+
     def _graph(self):
         """kzoo.tokenizers.moses_graph's ops for this vocabulary (built on first use, once)."""
         with self._graph_lock:
             if self._graph_ops is None:
-                if self.pretokenize_by_lang:
-                    raise TokenizerError("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules "
-                                         "only; this one pre-tokenises by language (pretokenize_by_lang)")
-                odd = [t["content"] for t in self._added.values() if t.get("single_word")]
-                if odd and not self._settings.get("split_special_tokens"):
-                    raise TokenizerError(f"XLM's tokenizer cannot run in a TF graph with single_word added tokens "
-                                         f"({', '.join(map(repr, odd))})")
+                why = self.graph_refusal()
+                if why:
+                    raise TokenizerError(why)
                 from kzoo.tokenizers import moses_graph
 
                 unk = self.convert_tokens_to_ids(self._specials.get("unk_token"))
@@ -427,7 +435,7 @@ class XLMTokenizer(Tokenizer):
         from kzoo.tokenizers.graph_encode import assemble
 
         if offsets:
-            raise TokenizerError("XLM's tokenizer gives no character offsets inside a TF graph")
+            raise TokenizerError(self.graph_refusal(offsets=True))
         parts = [self.tf_tokenize(x) for x in ([strings] if pairs is None else [strings, pairs])]
         out, _, _ = assemble(self, parts, sequence_length, truncation)
         out["segment_ids"] = out["lang_ids"] = tf.fill(tf.shape(out["token_ids"]), -1)

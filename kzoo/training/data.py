@@ -422,7 +422,7 @@ def batches(examples, tokenizer, *, batch_size, max_length, longest, shuffle=Fal
             traced[key] = tf.function(lambda b: tokenizer.tf_encode_words(b["words"], max_length, tags=b["tags"]),
                                       autograph=False)
         encode = traced[key]
-    elif hasattr(tokenizer, "tf_encode"):
+    elif tokenizer.trains_in_graph:
         columns = {"texts": tf.constant([examples.texts[i] for i in order]), "labels": _labels(labels)}
         if examples.pairs is not None:
             columns["pairs"] = tf.constant([examples.pairs[i] for i in order])
