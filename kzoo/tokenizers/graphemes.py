@@ -117,7 +117,7 @@ def _in_long(chars: Characters):
     n_chars = tf.size(chars.code)
     index = tf.range(n_chars)
     char_splits = tf.gather(chars.before, chars.byte_splits)  # [texts + 1]: each text's first character
-    text = _row_ids(char_splits)
+    text = row_ids(char_splits)
     first = tf.gather(char_splits, text)  # each character's text's first character
 
     block_of, rows = tables()
@@ -164,7 +164,7 @@ def _marked(strings, marker, with_marks):
     chars = characters(strings)
     n_texts = tf.size(strings)
     char_splits = tf.gather(chars.before, chars.byte_splits)
-    text = _row_ids(char_splits)
+    text = row_ids(char_splits)
     mark = _in_long(chars)
     rank = tf.cumsum(tf.cast(mark, tf.int32), exclusive=True)
     mark &= rank - tf.gather(tf.concat([rank, [0]], 0), tf.gather(char_splits, text)) < MAX_MARKERS
@@ -181,7 +181,7 @@ def _marked(strings, marker, with_marks):
     with_marker = _join(tf.reshape(_cut(strings, pair(zeros, zeros), pair(length, zeros), tf.range(n_texts + 1) * 2),
                                    [-1, 2]), marker)
     piece_splits = tf.concat([[0], tf.cumsum(2 * k + 2)], 0)
-    owner = _row_ids(piece_splits)
+    owner = row_ids(piece_splits)
     local = tf.range(piece_splits[-1]) - tf.gather(piece_splits, owner)
     own_k, own_length = tf.gather(k, owner), tf.gather(length, owner)
     positions = tf.concat([position, [0]], 0)
@@ -200,7 +200,7 @@ def _marked(strings, marker, with_marks):
     for _ in range(ROUNDS):
         groups = (counts + BRANCH - 1) // BRANCH
         group_splits = tf.concat([[0], tf.cumsum(groups + 1)], 0)
-        owner = _row_ids(group_splits)
+        owner = row_ids(group_splits)
         slot = (tf.range(group_splits[-1]) - tf.gather(group_splits, owner))[:, None] * BRANCH + tf.range(BRANCH)
         base, count = tf.gather(piece_splits, owner)[:, None], tf.gather(counts, owner)[:, None]
         pieces = _join(tf.gather(pieces, base + tf.where(slot < count, slot, count)), "")
@@ -209,7 +209,7 @@ def _marked(strings, marker, with_marks):
     return (out, tf.RaggedTensor.from_row_splits(mark, char_splits, validate=False)) if with_marks else out
 
 
-def _row_ids(splits):
+def row_ids(splits):
     """Each value's row, from int32 row splits: a cumulative count of row starts (value_rowids builds ~40 ops)."""
     starts = splits[:-1]
     return tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(starts), starts, splits[-1] + 1))[:-1] - 1

@@ -50,7 +50,7 @@ def segmenter(lang, cache: dict):
 
 # --- Transformers' text functions (tokenization_xlm.py, unchanged in behaviour) ----------------
 
-_UNICODE_PUNCT = (  # Moses' replace-unicode-punctuation.perl, in Transformers' order
+UNICODE_PUNCT = (  # Moses' replace-unicode-punctuation.perl, in Transformers' order
     ("，", ","), (re.compile(r"。\s*"), ". "), ("、", ","), ("”", '"'), ("“", '"'), ("∶", ":"),
     ("：", ":"), ("？", "?"), ("《", '"'), ("》", '"'), ("）", ")"), ("！", "!"), ("（", "("),
     ("；", ";"), ("１", "1"), ("」", '"'), ("「", '"'), ("０", "0"), ("３", "3"), ("２", "2"),
@@ -61,7 +61,7 @@ _UNICODE_PUNCT = (  # Moses' replace-unicode-punctuation.perl, in Transformers' 
 
 
 def replace_unicode_punct(text: str) -> str:
-    for old, new in _UNICODE_PUNCT:
+    for old, new in UNICODE_PUNCT:
         text = old.sub(new, text) if isinstance(old, re.Pattern) else text.replace(old, new)
     return text
 

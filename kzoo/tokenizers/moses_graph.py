@@ -27,7 +27,6 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from kzoo.errors import TokenizerError
 from kzoo.tokenizers import graphemes
 
 # Character class bits (one int32 per code point)
@@ -482,14 +481,14 @@ def _moses_rules():
     function of Chars -> Chars. (The sacremoses rule each step is appears in its comment.)"""
     from sacremoses import MosesTokenizer
 
-    from kzoo.tokenizers.moses import _UNICODE_PUNCT, replace_unicode_punct
+    from kzoo.tokenizers.moses import UNICODE_PUNCT, replace_unicode_punct
 
     tok = MosesTokenizer(lang="en")
     prefixes = [w for w in tok.NONBREAKING_PREFIXES if " " not in w and w not in tok.NUMERIC_ONLY_PREFIXES]
     letter, digit, alpha, number = has(ASCII_LETTER), has(DIGIT), has(ALPHA), has(N)
     mapping = lambda pairs: _char_map({ord(a): b for a, b in pairs})  # noqa: E731
     unicode_punct = {ord(k): replace_unicode_punct(k) for k, _ in
-                     ((old if isinstance(old, str) else old.pattern[0], new) for old, new in _UNICODE_PUNCT)}
+                     ((old if isinstance(old, str) else old.pattern[0], new) for old, new in UNICODE_PUNCT)}
     # sacremoses' regexes with these sets as character classes, e.g. "[^{IsAlnum}\s\.'\`\,\-]"
     rules = [
         # Transformers' replace_unicode_punct (its "。\s*" and "．\s*" take the spaces after them)
@@ -690,9 +689,6 @@ def _added_tokens(t: Chars, added: dict):
     another: leftmost, longest. -> (the rest as Chars, one row per piece between tokens; the tokens' ids and
     pieces; how many pieces each text has)."""
     near = _Near(t)
-    bits_row = t.row
-    n = tf.size(t.code)
-    index = tf.range(n)
     best_len, best_id = tf.zeros_like(t.code), tf.zeros_like(t.code)
     for content, id_ in sorted(added.items(), key=lambda kv: len(kv[0])):  # longer ones win
         here = tf.ones_like(t.code, tf.bool)
@@ -710,9 +706,8 @@ def _added_tokens(t: Chars, added: dict):
     starts = first | taken | after
     piece = tf.cumsum(tf.cast(starts, tf.int32)) - 1
     n_pieces = tf.reduce_sum(tf.cast(starts, tf.int32))
-    text_pieces = tf.math.unsorted_segment_sum(tf.cast(starts, tf.int32), bits_row, t.rows)
+    text_pieces = tf.math.unsorted_segment_sum(tf.cast(starts, tf.int32), t.row, t.rows)
     rest = Chars(tf.boolean_mask(t.code, ~inside), tf.boolean_mask(piece, ~inside), n_pieces)
-    del index
     return rest, tf.boolean_mask(best_id, taken), tf.boolean_mask(piece, taken), text_pieces
 
 
@@ -733,7 +728,7 @@ class Graph:
         spaces; also the added tokens' ids, pieces, and each text's pieces (for `tokenize`)."""
         chars = graphemes.characters(strings)
         char_splits = tf.gather(chars.before, chars.byte_splits)
-        t = Chars(chars.code, graphemes._row_ids(char_splits), tf.size(strings))
+        t = Chars(chars.code, graphemes.row_ids(char_splits), tf.size(strings))
         if self.added:
             t, ids, at, text_pieces = _added_tokens(t, self.added)
         else:

@@ -405,13 +405,16 @@ class XLMTokenizer(Tokenizer):
                 why = self.graph_refusal()
                 if why:
                     raise TokenizerError(why)
+                import tensorflow as tf
+
                 from kzoo.tokenizers import moses_graph
 
                 unk = self.convert_tokens_to_ids(self._specials.get("unk_token"))
                 added = {} if self._settings.get("split_special_tokens") else dict(self._added_ids)
-                self._graph_ops = moses_graph.Graph(
-                    self._encoder, self._bpe_ranks, lambda s: unk if s is None else self.convert_tokens_to_ids(s),
-                    added, self.do_lowercase_and_remove_accent)
+                with tf.init_scope():  # (eagerly, also when first asked for while a graph is traced)
+                    self._graph_ops = moses_graph.Graph(
+                        self._encoder, self._bpe_ranks, lambda s: unk if s is None else self.convert_tokens_to_ids(s),
+                        added, self.do_lowercase_and_remove_accent)
             return self._graph_ops
 
     def tf_tokenize(self, strings):

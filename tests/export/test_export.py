@@ -533,8 +533,22 @@ def test_xlm_exports_take_lang_ids(xlm, tmp_path):
     got = interpreter(tmp_path / "xlm.tflite").get_signature_runner("serving_default")(**batch)["logits"]
     assert np.abs(got - want).max() <= 1e-4
     report = export_savedmodel(model_dir, tmp_path / "sm")
-    assert report["ok"] and list(report["signatures"]) == ["serving_default"]  # no in-graph tokenizer
+    assert report["ok"] and list(report["signatures"]) == ["serving_default", "serve_text"]
     assert "lang_ids" in report["signatures"]["serving_default"]["inputs"]
+
+
+def test_xlm_text_in_tflite_runs_its_moses_tokenizer(xlm, tmp_path):
+    """XLM's Moses + BPE tokenizer inside a .tflite (kzoo.tokenizers.moses_graph): builtin ops and tf-text's,
+    the ids of the Python tokenizer, fill-mask on it as on the model dir (no language: Transformers' pipeline)."""
+    _, model_dir = xlm
+    report = export_tflite(model_dir, tmp_path / "text.tflite", with_tokenizer=True)
+    assert report["ok"] and report["evaluation"]["ids_equal_python_tokenizer"], report["evaluation"]
+    assert set(report["custom_ops"]) <= {"TFText>ByteSplitWithOffsets", "RaggedTensorToTensor"}, report["custom_ops"]
+    texts = ["The <special1> is here.", "«Bonjour» — l'été, t'as vu <special1>... (really)?"]
+    ours = kzoo.pipeline("fill-mask", tmp_path / "text.tflite")(texts)
+    want = kzoo.pipeline("fill-mask", model_dir)(texts)
+    assert [[c["token"] for c in row] for row in ours] == [[c["token"] for c in row] for row in want]
+    assert max(abs(a["score"] - b["score"]) for x, y in zip(ours, want) for a, b in zip(x, y)) < 1e-4
 
 
 # --- failures --------------------------------------------------------------------------------
@@ -605,7 +619,6 @@ def test_cli_errors(albert, xlm, tmp_path, capsys):
     one_line_error(["export", "tflite", str(tmp_path / "missing"), out], capsys, "missing")
     one_line_error(["export", "savedmodel", str(tmp_path / "missing"), str(tmp_path / "sm")], capsys, "missing")
     one_line_error(["export", "tflite", str(albert[1]), out, "--quantize", "int4"], capsys, "int4", "int16x8")
-    one_line_error(["export", "tflite", str(xlm[1]), out, "--with-tokenizer"], capsys, "XLMTokenizer", "ids in")
     one_line_error(["export", "tflite", str(albert[1]), out, "--quantize", "int8", "--calibration",
                     str(tmp_path / "nope.txt")], capsys, "nope.txt")
     one_line_error(["export", "tflite", str(albert[1]), str(tmp_path / "x.onnx")], capsys, ".tflite")

@@ -266,6 +266,16 @@ def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
         kzoo.pipeline("ner", loaded(out))(texts, aggregation_strategy="first")
 
 
+def test_xlm_token_classification_exports_ids_in_only(xlm_ner, tmp_path):
+    """XLM's tokenizer gives no character offsets inside a graph: its token classifier's text-in export is
+    refused up front, naming why (its ids-in exports are as every family's)."""
+    from kzoo.export import ExportError, export_tflite
+
+    with pytest.raises(ExportError, match="no character offsets inside a TF graph.*export ids in"):
+        export_tflite(xlm_ner[1], tmp_path / "x.tflite", with_tokenizer=True)
+    assert not (tmp_path / "x.tflite").exists()
+
+
 def test_bad_options_are_one_line_errors(ner, sentiment):
     _, out = ner
     with pytest.raises(PipelineError, match="unknown option.*doc_stride"):
