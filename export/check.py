@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kzoo.export.common import ExportError, input_names, text_signature
+from kzoo.export.common import ExportError, graph_offsets, input_names, text_signature
 from kzoo.export.data import text_inputs
 from kzoo.io.jsontext import dumps
 from kzoo.models import outputs
@@ -85,7 +85,7 @@ def text_report(run_text, model, config, tokenizer, texts, longest, options):
     first, *pair = inputs.values()
     batch = tokenizer(first, pairs=pair[0] if pair else None, max_length=longest,
                       truncation="only_second" if pair else True, padding="max_length",
-                      return_offsets_mapping=task.offsets)
+                      return_offsets_mapping=graph_offsets(config, tokenizer))
     batch = {k: np.asarray(v, "int32")[:, :width] for k, v in batch.items()}
     model_batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
     numeric, _ = text_signature(model, config, tokenizer, options)
@@ -96,7 +96,7 @@ def text_report(run_text, model, config, tokenizer, texts, longest, options):
     report = {"texts": len(first), "inputs": list(inputs), "bucket": width, "ids_equal_python_tokenizer": ids_equal,
               "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"]),
               "integer_agreement": {k: float(np.mean(got[k] == v)) for k, v in want.items() if v.dtype.kind != "f"}}
-    if task.offsets and ids_equal:
+    if graph_offsets(config, tokenizer) and ids_equal:
         tokens = batch["padding_mask"].astype(bool)
         same = np.all(got["offset_mapping"] == batch["offset_mapping"], axis=-1)[tokens]
         report["offsets_equal_python_tokenizer"] = float(np.mean(same))

@@ -99,8 +99,8 @@ def load_text_tokenizer(model_dir, config=None):
     task = TASKS.get((config or {}).get("task"))
     if not hasattr(tokenizer, "tf_encode"):
         why = f"its {type(tokenizer).__name__} runs in Python only (not a TF graph op)"
-    else:  # (XLM's graph gives no offsets, and refuses a few settings)
-        why = getattr(tokenizer, "graph_refusal", lambda offsets: None)(offsets=task is not None and task.offsets)
+    else:  # (XLM's graph refuses a few settings and question answering)
+        why = getattr(tokenizer, "graph_refusal", lambda task: None)(task.name if task is not None else None)
     if why:
         raise ExportError(f"{model_dir}: {why}, so it cannot go inside this export; export ids in (the default) "
                           "and tokenize with kzoo.load_tokenizer")
@@ -278,6 +278,12 @@ def encode_in_graph(tokenizer, model, texts, longest, buckets=None, offsets=Fals
     return inputs, {name: value[:, :needed] for name, value in extra.items()}, truncated
 
 
+def graph_offsets(config, tokenizer) -> bool:
+    """Whether the text signature gives character offsets: the task's reads them, and the tokenizer has them
+    (XLM's has none, as Transformers' Python tokenizer: its token classification reads words from tokens)."""
+    return TASKS[config["task"]].offsets and getattr(tokenizer, "graph_offsets", False)
+
+
 def text_checks(texts, names):
     """TF ops refusing a text signature's strings that are not one [batch] tensor each, all of one batch (a
     loaded signature does not check its arguments' shapes: a scalar crashed tf-text's ops, a [1, 2] tensor was
@@ -307,7 +313,7 @@ def text_specs(config):
 def text_function(tokenizer, model, config, numeric, strings, length, buckets=None):
     """The text signature: strings in -> `strings(numeric(the model's inputs) + the tokenizer's offsets)`
     and truncated; `numeric` is the XLA part (SavedModel: compiled, its batch padded by `bucketed`)."""
-    offsets = TASKS[config["task"]].offsets
+    offsets = graph_offsets(config, tokenizer)
 
     def serve_text(*texts):
         batch, extra, truncated = encode_in_graph(tokenizer, model, texts, length, buckets, offsets)

@@ -263,8 +263,11 @@ class TokenClassification(Pipeline):
         text-in export, both from its signature (characters counted in the graph: see
         kzoo.tokenizers.sentencepiece.tf_tokenize_with_offsets)."""
         if self.text_only:
-            out = self._run_text(texts, lang, truncation=True, needs="offset_mapping")
-            batch = {name: np.asarray(out[name]) for name in ("token_ids", "padding_mask", "offset_mapping")}
+            # (a Python tokenizer's, XLM's, has no offsets: words from its tokens, as in Transformers)
+            needs = "offset_mapping" if self.tokenizer.is_fast else "logits"
+            out = self._run_text(texts, lang, truncation=True, needs=needs)
+            batch = {name: np.asarray(out[name]) for name in ("token_ids", "padding_mask", "offset_mapping")
+                     if name in out}
             specials = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id})
             batch["special_tokens_mask"] = np.isin(batch["token_ids"], specials).astype(np.int32)
             return batch, np.asarray(out["logits"], np.float32)

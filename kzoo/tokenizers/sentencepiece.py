@@ -157,6 +157,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
 
     FORMAT = FORMAT
     trains_in_graph = True
+    graph_offsets = True  # (tf_encode's offset_mapping, word_offsets)
 
     def __init__(self, folded_model: bytes, id_map, vocabulary: Vocabulary, name=None):
         tf.Module.__init__(self, name=name or "sentencepiece_tokenizer")

@@ -123,6 +123,7 @@ class XLMTokenizer(Tokenizer):
 
     FORMAT = FORMAT
     python_truncation = True  # Transformers' XLMTokenizer is a Python tokenizer
+    graph_offsets = False  # (nor has it offsets in Python)
 
     def __init__(self, vocab: dict, merges: list, settings: dict, source_dir=None, pretokenize_by_lang=None):
         try:
@@ -386,10 +387,11 @@ class XLMTokenizer(Tokenizer):
 
     # ---- inside a TF graph ---------------------------------------------------------------------------
 
-    def graph_refusal(self, offsets=False) -> str | None:
-        """Why this tokenizer cannot run inside a TF graph (with character `offsets`), or None."""
-        if offsets:
-            return "XLM's tokenizer gives no character offsets inside a TF graph"
+    def graph_refusal(self, task=None) -> str | None:
+        """Why this tokenizer cannot run inside a TF graph (for the text signature of `task`), or None."""
+        if task == "question_answering":
+            return ("XLM's question answering cuts the context into words and tokenizes each in Python "
+                    "(Transformers' features for its Python tokenizers), not inside a TF graph")
         if self.pretokenize_by_lang:
             return ("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules only, and this one "
                     "pre-tokenises by language (pretokenize_by_lang)")
@@ -438,7 +440,7 @@ class XLMTokenizer(Tokenizer):
         from kzoo.tokenizers.graph_encode import assemble
 
         if offsets:
-            raise TokenizerError(self.graph_refusal(offsets=True))
+            raise TokenizerError("XLM's tokenizer gives no character offsets (as Transformers' Python tokenizer)")
         parts = [self.tf_tokenize(x) for x in ([strings] if pairs is None else [strings, pairs])]
         out, _, _ = assemble(self, parts, sequence_length, truncation)
         out["segment_ids"] = out["lang_ids"] = tf.fill(tf.shape(out["token_ids"]), -1)

@@ -266,14 +266,28 @@ def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
         kzoo.pipeline("ner", loaded(out))(texts, aggregation_strategy="first")
 
 
-def test_xlm_token_classification_exports_ids_in_only(xlm_ner, tmp_path):
-    """XLM's tokenizer gives no character offsets inside a graph: its token classifier's text-in export is
-    refused up front, naming why (its ids-in exports are as every family's)."""
-    from kzoo.export import ExportError, export_tflite
+@pytest.fixture(scope="module")
+def xlm_ner_exports(xlm_ner, tmp_path_factory):
+    """Text-in exports of XLM's token classifier: its Moses + BPE tokenizer inside (kzoo.tokenizers.moses_graph)."""
+    from kzoo.export import export_savedmodel, export_tflite
 
-    with pytest.raises(ExportError, match="no character offsets inside a TF graph.*export ids in"):
-        export_tflite(xlm_ner[1], tmp_path / "x.tflite", with_tokenizer=True)
-    assert not (tmp_path / "x.tflite").exists()
+    tmp = tmp_path_factory.mktemp("xlm_ner_exports")
+    report = export_tflite(xlm_ner[1], tmp / "text.tflite", with_tokenizer=True)
+    assert report["ok"] and report["evaluation"]["ids_equal_python_tokenizer"], report["evaluation"]
+    assert export_savedmodel(xlm_ner[1], tmp / "sm")["ok"]
+    exports = {"tflite": tmp / "text.tflite", "savedmodel": tmp / "sm"}
+    return exports
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple"])
+def test_xlm_token_classification_on_text_in_exports(xlm_ner, xlm_ner_exports, strategy):
+    """The pipeline on XLM's text-in .tflite and SavedModel equals Transformers' (no offsets: a Python
+    tokenizer's words by tokens)."""
+    src, _ = xlm_ner
+    texts = ["Paris is the capital of France.", "l'été dernier à Paris, «Jean» — ok..."]
+    want = reference("ner", src, texts, aggregation_strategy=strategy, ignore_labels=[])
+    for path in xlm_ner_exports.values():
+        assert_same(kzoo.pipeline("ner", path, aggregation_strategy=strategy, ignore_labels=[])(texts), want)
 
 
 def test_bad_options_are_one_line_errors(ner, sentiment):
