@@ -83,9 +83,12 @@ def text_report(run_text, model, config, tokenizer, texts, longest, options):
     got = run_text(inputs)
     width = got["token_ids"].shape[1]  # the bucket the graph chose
     first, *pair = inputs.values()
-    batch = tokenizer(first, pairs=pair[0] if pair else None, max_length=longest,
-                      truncation="only_second" if pair else True, padding="max_length",
-                      return_offsets_mapping=graph_offsets(config, tokenizer))
+    if pair and not tokenizer.is_fast:  # (XLM: Transformers' SQuAD features, each context word on its own)
+        batch = _word_window_batch(tokenizer, first, pair[0], longest)
+    else:
+        batch = tokenizer(first, pairs=pair[0] if pair else None, max_length=longest,
+                          truncation="only_second" if pair else True, padding="max_length",
+                          return_offsets_mapping=graph_offsets(config, tokenizer))
     batch = {k: np.asarray(v, "int32")[:, :width] for k, v in batch.items()}
     model_batch = {name: batch.get(name, np.zeros_like(batch["token_ids"])) for name in input_names(model)}
     numeric, _ = text_signature(model, config, tokenizer, options)
@@ -101,6 +104,20 @@ def text_report(run_text, model, config, tokenizer, texts, longest, options):
         same = np.all(got["offset_mapping"] == batch["offset_mapping"], axis=-1)[tokens]
         report["offsets_equal_python_tokenizer"] = float(np.mean(same))
     return report
+
+
+def _word_window_batch(tokenizer, questions, contexts, longest):
+    """The first window of a Python tokenizer's `word_windows` for each pair, padded to `longest`, with each
+    context token's word's characters as its offset_mapping."""
+    rows, spans = [], np.zeros((len(questions), longest, 2), np.int32)
+    for r, (question, context) in enumerate(zip(questions, contexts)):
+        split = tokenizer.word_windows(question, context, longest, longest)
+        row, first, at = split.windows[0]
+        rows.append(row)
+        for k, span in enumerate(split.window_words(row, first, at)):
+            spans[r, first + k] = span
+    batch = tokenizer.pad_rows(rows, longest, side="right")
+    return {**batch, "offset_mapping": spans}
 
 
 def _fitted(tokenizer, text, tokens):

@@ -280,8 +280,10 @@ def encode_in_graph(tokenizer, model, texts, longest, buckets=None, offsets=Fals
 
 def graph_offsets(config, tokenizer) -> bool:
     """Whether the text signature gives character offsets: the task's reads them, and the tokenizer has them
-    (XLM's has none, as Transformers' Python tokenizer: its token classification reads words from tokens)."""
-    return TASKS[config["task"]].offsets and getattr(tokenizer, "graph_offsets", False)
+    (XLM's has none, as Transformers' Python tokenizer: its token classification reads words from tokens;
+    for a question and context it gives the context's words)."""
+    task = TASKS[config["task"]]
+    return task.offsets and (getattr(tokenizer, "graph_offsets", False) or len(task.text_inputs) > 1)
 
 
 def text_checks(texts, names):

@@ -285,7 +285,8 @@ def _export(sub):
     q.add_argument("--calibration", metavar="FILE",
                    help="int8 / int16x8: calibration texts, one per line (default: built-in multilingual text)")
     q.add_argument("--with-tokenizer", action="store_true",
-                   help="strings in: the SentencePiece tokenizer inside the model (ALBERT, XLM-R)")
+                   help="strings in: the tokenizer inside the model (SentencePiece as tf-text ops, XLM's Moses "
+                        "+ BPE as builtin ops)")
     q.add_argument("--mask-bias", type=float, metavar="B",
                    help="attention-mask bias to build with, a negative number (default: -100 for int8 / int16x8, "
                         "else exact; write --mask-bias=-1e3 for an exponent)")

@@ -644,10 +644,12 @@ def _bpe(t: Chars, tables: BPETables):
     code, row = tf.boolean_mask(t.code, solid), tf.boolean_mask(t.row, solid)
     last, word = tf.boolean_mask(last, solid), tf.cumsum(tf.cast(tf.boolean_mask(starts, solid), tf.int32)) - 1
     unknown = len(tables.token_id) - 1
-    plain, found = _search((tables.char_code,), (code,))
-    plain = tf.where(found, tf.gather(tf.constant(np.append(tables.char_symbol, unknown).astype(np.int32)), plain), unknown)
-    end, found = _search((tables.end_code,), (code,))
-    end = tf.where(found, tf.gather(tf.constant(np.append(tables.end_symbol, unknown).astype(np.int32)), end), unknown)
+
+    def symbol_of(codes, symbols):  # a character's symbol, or the unknown one
+        at, found = _search((codes,), (code,))
+        return tf.where(found, tf.gather(tf.constant(np.append(symbols, unknown).astype(np.int32)), at), unknown)
+
+    plain, end = symbol_of(tables.char_code, tables.char_symbol), symbol_of(tables.end_code, tables.end_symbol)
     symbol = tf.where(last, end, plain)
     n = tf.size(code)
     n_words = tf.reduce_max(tf.concat([word + 1, [0]], 0))
@@ -714,25 +716,24 @@ def _added_tokens(t: Chars, added: dict):
 class Graph:
     """XLM's tokenizer as TF ops. tokens: the vocabulary's; ranks: Transformers' bpe_ranks; token_id: a
     token's id (None: the unknown id); added: content -> id of the added tokens cut out of the text ({} with
-    split_special_tokens); lowercase: do_lowercase_and_remove_accent. `tokenize` is one tf.function."""
+    split_special_tokens); lowercase: do_lowercase_and_remove_accent. `tokenize` and `tokenize_words` are
+    tf.functions."""
 
     def __init__(self, tokens, ranks: dict, token_id, added: dict, lowercase: bool):
         self.tables = BPETables.build(ranks, tokens, token_id)
         self.added, self.lowercase = dict(added), lowercase
         self.rules = _moses_rules()
-        self.tokenize = tf.function(self._tokenize, input_signature=[tf.TensorSpec([None], tf.string)],
-                                    autograph=False)
+        spec = [tf.TensorSpec([None], tf.string)]
+        self.tokenize = tf.function(self._tokenize, input_signature=spec, autograph=False)
+        self.tokenize_words = tf.function(self._tokenize_words, input_signature=spec, autograph=False)
 
-    def words(self, strings):
+    def words(self, t: Chars):
         """Chars after Moses (and lowercasing): one row per piece between added tokens, words split by
-        spaces; also the added tokens' ids, pieces, and each text's pieces (for `tokenize`)."""
-        chars = graphemes.characters(strings)
-        char_splits = tf.gather(chars.before, chars.byte_splits)
-        t = Chars(chars.code, graphemes.row_ids(char_splits), tf.size(strings))
+        spaces; also the added tokens' ids, pieces, and each row's pieces (for `_ids`)."""
         if self.added:
             t, ids, at, text_pieces = _added_tokens(t, self.added)
         else:
-            ids, at, text_pieces = tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.ones_like(char_splits[1:])
+            ids, at, text_pieces = tf.zeros([0], tf.int32), tf.zeros([0], tf.int32), tf.ones([t.rows], tf.int32)
         for rule in self.rules:
             t = _run(t, rule)
         if self.lowercase:
@@ -741,7 +742,37 @@ class Graph:
 
     def _tokenize(self, strings) -> tf.RaggedTensor:
         """int32 RaggedTensor [texts, (tokens)]: Transformers' XLMTokenizer ids without special tokens."""
-        t, added_ids, added_at, text_pieces = self.words(strings)
+        chars = graphemes.characters(strings)
+        char_splits = tf.gather(chars.before, chars.byte_splits)
+        return self._ids(Chars(chars.code, graphemes.row_ids(char_splits), tf.size(strings)))
+
+    def _tokenize_words(self, strings):
+        """(ids, starts, ends): int32 RaggedTensors [texts, (tokens)], each text cut into words at " ", tab,
+        CR, LF and U+202F and each word tokenized on its own (Transformers' SQuAD features for a Python
+        tokenizer), with each token's word's characters in its text."""
+        chars = graphemes.characters(strings)
+        char_splits = tf.gather(chars.before, chars.byte_splits)
+        text = graphemes.row_ids(char_splits)
+        t = Chars(chars.code, text, tf.size(strings))
+        near = _Near(t)
+        solid = tf.logical_not(lit(" \t\r\n\u202f")(t.code, None))
+        starts = solid & tf.logical_not(near.shift(solid, -1, False))
+        ends = solid & tf.logical_not(near.shift(solid, 1, False))
+        local = tf.range(tf.size(t.code)) - tf.gather(char_splits, text)  # (each character's place in its text)
+        word_start, word_end = tf.boolean_mask(local, starts), tf.boolean_mask(local, ends) + 1
+        n_words = tf.size(word_start)
+        word = tf.cumsum(tf.cast(starts, tf.int32)) - 1
+        ids = self._ids(Chars(tf.boolean_mask(t.code, solid), tf.boolean_mask(word, solid), n_words))
+        owner = graphemes.row_ids(tf.cast(ids.row_splits, tf.int32))  # each token's word
+        per_text = tf.math.unsorted_segment_sum(tf.cast(ids.row_lengths(), tf.int32), tf.boolean_mask(text, starts),
+                                                t.rows)
+        splits = tf.concat([[0], tf.cumsum(per_text)], 0)
+        rows = lambda values: tf.RaggedTensor.from_row_splits(values, splits, validate=False)  # noqa: E731
+        return rows(ids.flat_values), rows(tf.gather(word_start, owner)), rows(tf.gather(word_end, owner))
+
+    def _ids(self, t: Chars) -> tf.RaggedTensor:
+        """The ids of each row of `t` (its characters before Moses), [rows, (tokens)]."""
+        t, added_ids, added_at, text_pieces = self.words(t)
         tokens, piece = _bpe(t, self.tables)
         # every piece's tokens in order: BPE's (in order, by piece), then each added token (its piece's only)
         bpe_count = tf.math.unsorted_segment_sum(tf.ones_like(piece), piece, t.rows)

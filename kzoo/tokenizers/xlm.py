@@ -389,15 +389,13 @@ class XLMTokenizer(Tokenizer):
 
     def graph_refusal(self, task=None) -> str | None:
         """Why this tokenizer cannot run inside a TF graph (for the text signature of `task`), or None."""
-        if task == "question_answering":
-            return ("XLM's question answering cuts the context into words and tokenizes each in Python "
-                    "(Transformers' features for its Python tokenizers), not inside a TF graph")
         if self.pretokenize_by_lang:
             return ("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules only, and this one "
                     "pre-tokenises by language (pretokenize_by_lang)")
         odd = [t["content"] for t in self._added.values() if t.get("single_word")]
         if odd and not self._settings.get("split_special_tokens"):
-            return f"XLM's tokenizer cannot run in a TF graph with single_word added tokens ({', '.join(map(repr, odd))})"
+            return ("XLM's tokenizer cannot run in a TF graph with single_word added tokens "
+                    f"({', '.join(map(repr, odd))})")
         return None
 
     def _graph(self):
@@ -430,19 +428,40 @@ class XLMTokenizer(Tokenizer):
             return self.tf_tokenize(tf.reshape(strings, [1])).flat_values
         return self._graph().tokenize(strings)
 
-    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False, truncation="only_second") -> dict:
+    def tf_encode(self, strings, sequence_length: int, pairs=None, offsets=False, truncation="only_second",
+                  max_question_len=64) -> dict:
         """Dense int32 [batch, sequence_length] token_ids / padding_mask, `<s> A </s>` or `<s> A </s> B </s>`
         right-padded, segment_ids and lang_ids -1 (none given, as Transformers' tokenizer), and truncated
         [batch] (1 where a text had more tokens than fit); a pair cut as kzoo.tokenizers.sentencepiece's
-        tf_encode, "longest_first" by Transformers' Python rule. No character offsets (`offsets`)."""
+        tf_encode, "longest_first" by Transformers' Python rule.
+        With `offsets` (a question and context pair only: XLM's tokenizer has no character offsets),
+        Transformers' SQuAD features for a Python tokenizer (`word_windows`' first window): the question's
+        tokens cut to `max_question_len`, the context cut into words at whitespace, each tokenized on its
+        own; offset_mapping and word_offsets [batch, sequence_length, 2] give each context token its word's
+        characters ((0, 0) elsewhere), sequence_ids 0 / 1 / -1."""
         import tensorflow as tf
 
         from kzoo.tokenizers.graph_encode import assemble
 
-        if offsets:
+        if offsets and pairs is None:
             raise TokenizerError("XLM's tokenizer gives no character offsets (as Transformers' Python tokenizer)")
-        parts = [self.tf_tokenize(x) for x in ([strings] if pairs is None else [strings, pairs])]
-        out, _, _ = assemble(self, parts, sequence_length, truncation)
+        if not offsets:
+            parts = [self.tf_tokenize(x) for x in ([strings] if pairs is None else [strings, pairs])]
+            out, _, _ = assemble(self, parts, sequence_length, truncation)
+        else:
+            from kzoo.tokenizers.graphemes import row_ids
+
+            question = self.tf_tokenize(strings)
+            splits = tf.cast(question.row_splits, tf.int32)
+            kept = tf.range(splits[-1]) - tf.gather(splits, row_ids(splits)) < max_question_len
+            question = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(question.flat_values, kept),
+                                                        tf.minimum(splits[1:] - splits[:-1], max_question_len))
+            context, starts, ends = self._graph().tokenize_words(pairs)
+            out, place, sequence_ids = assemble(self, [question, context], sequence_length, "only_second")
+            zero, none = tf.zeros_like(out["token_ids"]), tf.zeros_like(question)
+            out["offset_mapping"] = out["word_offsets"] = tf.stack(
+                [place([none, starts], zero), place([none, ends], zero)], -1)
+            out["sequence_ids"] = sequence_ids
         out["segment_ids"] = out["lang_ids"] = tf.fill(tf.shape(out["token_ids"]), -1)
         return out
 

@@ -143,6 +143,24 @@ def test_xlm_question_answering_equals_the_slow_path(xlm_qa, kwargs):
         assert " ".join(CONTEXT[answer["start"]:answer["end"]].split()) == answer["answer"]
 
 
+def test_xlm_question_answering_on_a_text_in_tflite(xlm_qa, tmp_path):
+    """Question and context strings into XLM's text-in .tflite (its Moses + BPE tokenizer inside, each context
+    word on its own; a SavedModel's serve_text is the same graph): the answer of Transformers' slow path on
+    one window, whole words."""
+    from kzoo.export import export_tflite
+
+    src, out = xlm_qa
+    path = tmp_path / "qa.tflite"
+    report = export_tflite(out, path, with_tokenizer=True)
+    assert report["ok"] and report["evaluation"]["ids_equal_python_tokenizer"], report
+    assert report["evaluation"]["offsets_equal_python_tokenizer"] == 1.0
+    questions = [QUESTION, "Who works?", "Where, «exactly»?"]
+    contexts = [CONTEXT[:47], CONTEXT[48:], "He works   at the café\tnear the Seine.\nSince 1999."]  # (one window each)
+    ours = kzoo.pipeline("question-answering", path)(question=questions, context=contexts)
+    for question, context, answer in zip(questions, contexts, ours):
+        assert_same(answer, reference_qa(src, question, context, max_seq_len=96))
+
+
 def test_xlm_question_answering_on_an_export_and_its_errors(xlm_qa, tmp_path, capsys):
     from kzoo.export import export_tflite
 

@@ -67,7 +67,30 @@ def test_what_the_graph_cannot_do_is_refused(dirs):
     with pytest.raises(TokenizerError, match="pretokenize_by_lang"):
         xlm_from_hf_dir(dirs["enfr"], pretokenize_by_lang=True).tf_tokenize(tf.constant(["x"]))
     _, _, ours = get(dirs, "enfr")
-    assert ours.graph_refusal() is None and ours.graph_refusal("token_classifier") is None
-    assert "question answering" in ours.graph_refusal("question_answering")
-    with pytest.raises(TokenizerError, match="offsets"):
+    assert ours.graph_refusal() is None
+    with pytest.raises(TokenizerError, match="offsets"):  # (a question and context pair only)
         ours.tf_encode(tf.constant(["x"]), 8, offsets=True)
+
+
+def test_graph_question_answering_features_equal_word_windows(dirs):
+    """A question and context pair with offsets: the first window of `word_windows` (Transformers' SQuAD
+    features for a Python tokenizer: question cut to 64 tokens, each context word tokenized alone), each
+    context token with its word's characters."""
+    _, _, ours = get(dirs, "enfr")
+    contexts = [t for t in TEXTS + sample_texts(60, seed=23, adversarial=True) + moses_strings(60, seed=24)
+                if t.split()]
+    questions = [TEXTS[i % 20] * (1 + 3 * (i % 7 == 0)) for i in range(len(contexts))]  # (some over 64 tokens)
+    length = 80
+    graph = ours.tf_encode(tf.constant(questions), length, pairs=tf.constant(contexts), offsets=True)
+    for r, (question, context) in enumerate(zip(questions, contexts)):
+        split = ours.word_windows(question, context, length, length)
+        if not split.windows:  # (words without tokens: Moses leaves nothing of "\u200b")
+            assert not (graph["sequence_ids"].numpy()[r] == 1).any()
+            continue
+        row, first, at = split.windows[0]
+        n = len(row.ids)
+        assert graph["token_ids"].numpy()[r, :n].tolist() == row.ids, context
+        assert graph["padding_mask"].numpy()[r].sum() == n
+        spans = graph["word_offsets"].numpy()[r, first:n - 1].tolist()
+        assert spans == [list(w) for w in split.window_words(row, first, at)], context
+        assert (graph["sequence_ids"].numpy()[r, first:n - 1] == 1).all()
