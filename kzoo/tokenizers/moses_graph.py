@@ -4,7 +4,7 @@ tf-text's byte splitter), for the English Moses rules that Transformers runs on 
 No TFLite op runs a regular expression, so the Moses scripts as Transformers calls them (its
 replace_unicode_punct, sacremoses' `MosesPunctNormalizer("en").normalize`, the removal of category C
 characters, `MosesTokenizer("en").tokenize(escape=False)`) are written here as one table of rules over
-code points, in their order (`_RULES`). A rule finds its matches with vectorized comparisons of each
+code points, in their order (`_moses_rules`). A rule finds its matches with vectorized comparisons of each
 character and its neighbours (character classes from sacremoses' own sets and Python's unicodedata,
 looked up in a two-level table), takes them leftmost first without overlap as `re.sub` does (a match
 that overlaps one to its left is dropped, round after round), and rebuilds the text with what it puts
@@ -94,6 +94,7 @@ def _class_values() -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def classes():
+    """The class bits as a two-level table (`_lookup`)."""
     return _two_level(_class_values())
 
 
@@ -109,7 +110,8 @@ def _char_map(mapping: dict):
 
 @functools.lru_cache(maxsize=None)
 def _lowercase_map():
-    """XLM's lowercase + NFD + drop Mn + lowercase, per character (capital sigma: "σ"; `_final_sigma` first)."""
+    """XLM's lowercase + NFD + drop Mn + lowercase, per character (capital sigma: "σ"; `_lowercase` sets the
+    final one first)."""
     out = {}
     for cp in range(UNICODE):
         c = chr(cp)
@@ -167,14 +169,6 @@ class _Near:
         """(first in its row, last in its row) [n] bool."""
         true = tf.ones_like(self.t.code, tf.bool)
         return tf.logical_not(self.shift(true, -1, False)), tf.logical_not(self.shift(true, 1, False))
-
-
-def _shift(t: Chars, values, k, fill):
-    return _Near(t).shift(values, k, fill)
-
-
-def _edges(t: Chars):
-    return _Near(t).edges()
 
 
 def _leftmost(candidates, length, longest: int):
@@ -378,6 +372,7 @@ def _multidots(t: Chars) -> Chars:
 def _restore_multidots(t: Chars) -> Chars:
     """re.sub("(?:DOT)+MULTI", "." * its DOTs): wherever the letters are, as sacremoses does."""
     near = _Near(t)
+
     def word_at(word):
         ok = tf.ones_like(t.code, tf.bool)
         for k, ch in enumerate(word):
