@@ -87,20 +87,18 @@ def text_signature(model, config, tokenizer, options):
         raise ExportError(f"text signature: {e}") from None
 
 
-def load_text_tokenizer(model_dir, config=None):
-    """The model dir's tokenizer, if it can run inside a TF graph (`tf_encode`) for its task (config: the
-    model dir's; a task with offsets needs them from the graph); else an ExportError."""
+def load_text_tokenizer(model_dir):
+    """The model dir's tokenizer, if it can run inside a TF graph (`tf_encode`); else an ExportError."""
     from kzoo.tokenizers import load_tokenizer
 
     try:
         tokenizer = load_tokenizer(model_dir)
     except KzooError as e:
         raise ExportError(f"text signatures need the model dir's tokenizer: {e}") from None
-    task = TASKS.get((config or {}).get("task"))
     if not hasattr(tokenizer, "tf_encode"):
         why = f"its {type(tokenizer).__name__} runs in Python only (not a TF graph op)"
-    else:  # (XLM's graph refuses a few settings and question answering)
-        why = getattr(tokenizer, "graph_refusal", lambda task: None)(task.name if task is not None else None)
+    else:  # (XLM's graph refuses a few settings)
+        why = getattr(tokenizer, "graph_refusal", lambda: None)()
     if why:
         raise ExportError(f"{model_dir}: {why}, so it cannot go inside this export; export ids in (the default) "
                           "and tokenize with kzoo.load_tokenizer")

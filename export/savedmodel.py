@@ -154,11 +154,11 @@ def _text_tokenizer(model_dir, config, text):
     task = TASKS.get(config.get("task"))
     if text is None:
         try:
-            tokenizer = load_text_tokenizer(model_dir, config)
+            tokenizer = load_text_tokenizer(model_dir)
         except ExportError:
             return None
         return tokenizer if task is not None and task.text_signature is not None else None
-    return load_text_tokenizer(model_dir, config)
+    return load_text_tokenizer(model_dir)
 
 
 def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):

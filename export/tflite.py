@@ -93,7 +93,7 @@ def export_tflite(model_dir, out, *, quantize="none", calibration=None, with_tok
     text_length = text_max_length(max_length, longest, config)
     if with_tokenizer:
         require_text_signature(config)
-    text_tokenizer = load_text_tokenizer(model_dir, config) if with_tokenizer else None
+    text_tokenizer = load_text_tokenizer(model_dir) if with_tokenizer else None
     tokenizer = text_tokenizer or _any_tokenizer(model_dir)
     reference, _ = model_and_config(model_dir)  # Keras fp32, exact: what every number is measured against
     if mask_bias is None and quantize in FULL_INTEGER:

@@ -135,7 +135,8 @@ class QuestionAnswering(Pipeline):
             out = self._run_text(texts, options.get("lang"), truncation=False, needs="null_score")
             for i, (_, context) in enumerate(part):
                 start, end, score = int(out["start"][i]), int(out["end"][i]), float(out["score"][i])
-                text = context[start:end] if self.tokenizer.is_fast else " ".join(SQUAD_WORD.findall(context, start, end))
+                text = (context[start:end] if self.tokenizer.is_fast  # (XLM: its words joined by a space)
+                        else " ".join(SQUAD_WORD.findall(context, start, end)))
                 answer = {"score": score, "start": start, "end": end, "answer": text}
                 null = float(out["null_score"][i])
                 if options.get("handle_impossible_answer") and null > score:

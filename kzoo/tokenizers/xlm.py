@@ -387,8 +387,8 @@ class XLMTokenizer(Tokenizer):
 
     # ---- inside a TF graph ---------------------------------------------------------------------------
 
-    def graph_refusal(self, task=None) -> str | None:
-        """Why this tokenizer cannot run inside a TF graph (for the text signature of `task`), or None."""
+    def graph_refusal(self) -> str | None:
+        """Why this tokenizer cannot run inside a TF graph, or None."""
         if self.pretokenize_by_lang:
             return ("XLM's tokenizer runs in a TF graph with Transformers' English Moses rules only, and this one "
                     "pre-tokenises by language (pretokenize_by_lang)")
