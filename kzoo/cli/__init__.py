@@ -5,8 +5,11 @@ imports every other (the converters, the exports, the core). Choices come from t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -326,7 +329,7 @@ def main(argv=None):
         Parser.command = None
     import_tensorflow_quietly()
     try:
-        with warnings.catch_warnings():  # kzoo's own warnings, in the CLI's words rather than Python's
+        with warnings.catch_warnings(), _terminable():  # kzoo's own warnings, in the CLI's words
             warnings.showwarning = _show_warning
             return args.fn(args) or 0
     except KzooError as e:
@@ -335,9 +338,34 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("kzoo: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("kzoo: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader left (`kzoo ... | head`): stop quietly, as other commands do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python's exit flush would fail)
         return 1
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised as an exception so that what is being written is removed on the way out (as Ctrl-C)."""
+
+
+@contextlib.contextmanager
+def _terminable():
+    """SIGTERM raises Terminated during the block (the main thread's; a process ignoring it keeps doing so)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -268,8 +268,13 @@ class TokenClassification(Pipeline):
             out = self._run_text(texts, lang, truncation=True, needs=needs)
             batch = {name: np.asarray(out[name]) for name in ("token_ids", "padding_mask", "offset_mapping")
                      if name in out}
-            specials = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id})
-            batch["special_tokens_mask"] = np.isin(batch["token_ids"], specials).astype(np.int32)
+            if self.tokenizer.is_fast:
+                specials = sorted(set(self.tokenizer.all_special_ids) - {self.tokenizer.unk_token_id})
+                batch["special_tokens_mask"] = np.isin(batch["token_ids"], specials).astype(np.int32)
+            else:  # (a Python tokenizer's mask: the template's <s> and </s> only, as kzoo.tokenizers.base)
+                position = np.arange(batch["token_ids"].shape[1])[None, :]
+                last = batch["padding_mask"].sum(axis=1, keepdims=True) - 1
+                batch["special_tokens_mask"] = ((position == 0) | (position == last)).astype(np.int32)
             return batch, np.asarray(out["logits"], np.float32)
         batch = self._batch(texts, lang, truncation=True, offsets=self.tokenizer.is_fast, special_tokens_mask=True)
         inputs = {k: v for k, v in batch.items() if k in self.runner.input_names}  # (not offsets, special mask)

@@ -301,8 +301,19 @@ class Tokenizer:
             if return_offsets_mapping:
                 batch["offset_mapping"][r, span] = np.asarray(row.spans, np.int32).reshape(-1, 2)
             if return_special_tokens_mask:
-                batch["special_tokens_mask"][r, span] = np.isin(row.ids, specials)
+                batch["special_tokens_mask"][r, span] = self._special_mask(row, specials)
         return batch
+
+    def _special_mask(self, row, specials):
+        """Transformers' special_tokens_mask of a row: a fast tokenizer marks every special token, the
+        template's and those written in the text; a Python one (XLM's `get_special_tokens_mask`) the
+        template's only."""
+        if self.is_fast:
+            return np.isin(row.ids, specials)
+        mask = np.zeros(len(row.ids), bool)
+        if row.ids:
+            mask[[0, row.first - 1, len(row.ids) - 1]] = True  # <s>, the </s> after A, the last </s>
+        return mask
 
     def _placed(self, length, width, side=None):
         return slice(width - length, width) if (side or self.padding_side) == "left" else slice(0, length)

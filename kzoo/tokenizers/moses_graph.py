@@ -664,12 +664,13 @@ def _bpe(t: Chars, tables: BPETables):
         best = tf.gather(tf.math.unsorted_segment_min(rank, w, n_words), w)
         hit = found & tf.equal(rank, best)
         # "x x x" merging (x, x): every other one of a run, from its left (Transformers' `_merge` scan)
-        starts = hit & tf.logical_not(tf.concat([[False], hit[:-1]], 0))
+        before = lambda x: tf.concat([[False], x], 0)[:k]  # noqa: E731  (x one place on; [:-1] fails on none)
+        starts = hit & tf.logical_not(before(hit))
         run = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
         run_start = tf.gather(tf.math.unsorted_segment_min(tf.where(hit, tf.range(k), k), run, k + 1), run)
         take = hit & tf.equal((tf.range(k) - run_start) % 2, 0)
         merged = tf.math.unsorted_segment_max(tf.where(take, tf.gather(results, pos), -1), at, n)
-        dead = tf.math.unsorted_segment_max(tf.cast(tf.concat([[False], take[:-1]], 0), tf.int32), at, n) > 0
+        dead = tf.math.unsorted_segment_max(tf.cast(before(take), tf.int32), at, n) > 0
         return tf.where(merged >= 0, merged, symbol), alive & ~dead, tf.reduce_any(take)
 
     symbol, alive, _ = tf.while_loop(lambda symbol, alive, more: more, body,

@@ -371,3 +371,27 @@ def test_main_job_bad_checkpoint_is_one_line(tmp_path):
                            str(tmp_path / "out")], capture_output=True, text=True)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and lines == [f"main job: error: {tmp_path / 'nope'}: no such directory"], proc.stderr
+
+
+def test_sigterm_leaves_nothing_half_written(tmp_path, ckpt, capsys, monkeypatch):
+    """SIGTERM (what `kill` and process managers send) mid-write: the CLI removes what it was writing, says so in
+    one line and exits 143, as Ctrl-C does with 130."""
+    import os
+    import signal
+
+    from kzoo.converters import convert as convert_module
+
+    save = convert_module.modeldir.save
+
+    def save_then_terminated(*args, **kwargs):
+        save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(convert_module.modeldir, "save", save_then_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    code, err = run(["convert", str(ckpt), str(out)], capsys)
+    assert code == 143 and err == "kzoo: terminated", err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")]
+    assert signal.getsignal(signal.SIGTERM) is before  # (the handler is the CLI's only while it runs)
+

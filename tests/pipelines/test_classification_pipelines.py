@@ -259,7 +259,7 @@ def xlm_ner(tmp_path_factory):
 def test_xlm_token_classification_like_a_slow_tokenizer(xlm_ner, strategy):
     """XLM's tokenizer is a Python one in Transformers: no offsets (start/end None), words by tokens."""
     src, out = xlm_ner
-    texts = ["Paris is the capital of France.", "l'été dernier à Paris"]
+    texts = ["Paris is the capital of France.", "l'été dernier à Paris", "<special1> and <s> in it"]
     ours = kzoo.pipeline("ner", loaded(out), aggregation_strategy=strategy, ignore_labels=[])(texts)
     assert_same(ours, reference("ner", src, texts, aggregation_strategy=strategy, ignore_labels=[]))
     with pytest.raises(PipelineError, match="Slow tokenizers cannot handle subwords"):
@@ -284,7 +284,7 @@ def test_xlm_token_classification_on_text_in_exports(xlm_ner, xlm_ner_exports, s
     """The pipeline on XLM's text-in .tflite and SavedModel equals Transformers' (no offsets: a Python
     tokenizer's words by tokens)."""
     src, _ = xlm_ner
-    texts = ["Paris is the capital of France.", "l'été dernier à Paris, «Jean» — ok..."]
+    texts = ["Paris is the capital of France.", "l'été dernier à Paris, «Jean» — ok...", "<special1> and <s> in it"]
     want = reference("ner", src, texts, aggregation_strategy=strategy, ignore_labels=[])
     for path in xlm_ner_exports.values():
         assert_same(kzoo.pipeline("ner", path, aggregation_strategy=strategy, ignore_labels=[])(texts), want)

@@ -43,6 +43,15 @@ def test_graph_ids_equal_transformers(dirs, name):
     assert differences(hf, ours, texts) == []
 
 
+def test_batches_without_words(dirs):
+    """A batch where no text leaves a word to BPE (empty, spaces, what Moses removes, only an added token; no
+    text at all) gives Transformers' empty rows, not a shape error from the merge loop."""
+    hf, _, ours = get(dirs, "enfr")
+    for batch in ([""], [" ", "\u200b\x00"], ["<special1>", "<s></s>"], []):
+        got = ours.tf_tokenize(tf.constant(batch, tf.string)).to_list()
+        assert got == [hf(t, add_special_tokens=False)["input_ids"] for t in batch], batch
+
+
 def test_graph_encode_equals_python(dirs):
     _, _, ours = get(dirs, "enfr")
     texts, pairs = TEXTS[:12], TEXTS[12:24]
