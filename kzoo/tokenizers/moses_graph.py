@@ -304,18 +304,13 @@ def _squeeze(t: Chars, predicate, into=" ") -> Chars:
     return _rewrite(t, ~match, tf.where(first, 1, 0), tf.zeros_like(t.code), ["", into])
 
 
-def _runs(t: Chars, member):
-    """(first of a run of members, last of it, run length at each member)."""
-    near = _Near(t)
+def _runs(near: _Near, member):
+    """(first of each run of members, last of it, the run's length at each member)."""
     starts = member & tf.logical_not(near.shift(member, -1, False))
     ends = member & tf.logical_not(near.shift(member, 1, False))
-    index = tf.range(tf.size(t.code))
-    run = tf.cumsum(tf.cast(starts, tf.int32)) - 1
-    n = tf.size(t.code)
-    first = tf.math.unsorted_segment_min(tf.where(member, index, n), tf.maximum(run, 0), n + 1)
-    last = tf.math.unsorted_segment_max(tf.where(member, index, -1), tf.maximum(run, 0), n + 1)
-    length = tf.gather(last - first + 1, tf.maximum(run, 0))
-    return starts, ends, tf.where(member, length, 0)
+    run = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
+    length = tf.math.unsorted_segment_sum(tf.cast(member, tf.int32), run, near.n + 1)
+    return starts, ends, tf.where(member, tf.gather(length, run), 0)
 
 
 def _strip(t: Chars) -> Chars:
@@ -348,7 +343,7 @@ def _quote_after_run(t: Chars) -> Chars:
     near = _Near(t)
     punct = lit(",.")(t.code, None)
     moved = tf.equal(t.code, ord('"')) & near.shift(punct, 1, False)
-    starts, ends, _ = _runs(t, punct)
+    starts, ends, _ = _runs(near, punct)
     run = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
     after_quote = tf.math.unsorted_segment_max(tf.cast(starts & near.shift(moved, -1, False), tf.int32), run,
                                                tf.size(t.code) + 1)
@@ -361,7 +356,7 @@ def _multidots(t: Chars) -> Chars:
     the text)."""
     near = _Near(t)
     dot = tf.equal(t.code, ord("."))
-    starts, ends, length = _runs(t, dot)
+    starts, ends, length = _runs(near, dot)
     multi = length >= 2
     _, last = near.edges()
     pre = tf.where(multi, tf.where(starts, 1, 2), 0)
