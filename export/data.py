@@ -112,7 +112,7 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
             for name in names:
                 batch.setdefault(name, np.zeros_like(batch["token_ids"]))
             batches.append(with_choices(batch, model))
-        return batches
+        return with_languages(batches, model, seed)
     rng = np.random.default_rng(seed)
     vocab = int(getattr(getattr(model, "backbone", model), "vocabulary_size"))
     for _ in range(max(1, len(texts) // batch_size)):
@@ -123,7 +123,27 @@ def id_batches(model, tokenizer, texts, *, batch_size, length, seed):
         batch = {name: np.zeros_like(ids) for name in names}
         batch.update(token_ids=ids, padding_mask=mask)
         batches.append(with_choices(batch, model))
-    return batches
+    return with_languages(batches, model, seed)
+
+
+def with_languages(batches, model, seed):
+    """Every other batch with a language per row where the model has a language table (`lang_ids` in
+    its input ranges). Its tokenizer says "no language" (-1: how Transformers' pipelines call XLM) and
+    callers of the ids signature give one: calibrated on -1 alone, the language embedding's product
+    with its mask is 0 throughout, an empty range (scale 0: LiteRT aborts on the int16x8 model)."""
+    backbone = getattr(model, "backbone", model)
+    languages = type(backbone).input_ranges(backbone.get_config()).get("lang_ids")
+    if languages is None:
+        return batches
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, batch in enumerate(batches):
+        if i % 2:
+            shape = batch["lang_ids"].shape
+            row = rng.integers(0, languages[1], size=shape[:-1] + (1,))
+            batch = {**batch, "lang_ids": np.broadcast_to(row, shape).astype("int32")}
+        out.append(batch)
+    return out
 
 
 def text_inputs(names, texts):

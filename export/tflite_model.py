@@ -6,6 +6,9 @@ from __future__ import annotations
 from kzoo.export.common import ExportError
 
 
+EMPTY_RANGE = 1e-6  # the range of a tensor that is 0 on every calibration batch
+
+
 def quantize_int16x8(float_model, dataset, registerers):
     """int16 activations, int8 weights, through TF's (older) 16x8 quantizer, with two repairs.
 
@@ -78,7 +81,64 @@ def measured_ranges(calibrated, dataset, registerers):
                 high[i] = max(high.get(i, -np.inf), float(values.max()))
     for i in low:
         graph.tensors[i].quantization.min, graph.tensors[i].quantization.max = [low[i]], [high[i]]
+    for i in logged:  # 0 throughout the data (a "not given" input's masked embedding): scale 0 aborts LiteRT
+        q = graph.tensors[i].quantization
+        if q.min[0] == 0 and q.max[0] == 0:
+            q.min, q.max = [-EMPTY_RANGE], [EMPTY_RANGE]
+    _unshare_constants(model)
     return _pack(model)
+
+
+def layer_norm_nodes(model_content):
+    """The names of the LayerNorm ops (kzoo's `*_layer_norm` layers name their output tensors), which an int8
+    model runs in float. One range serves every row of a tensor, and a row XLM zeroes (padding) has a
+    variance near 0: a range that holds its rsqrt (hundreds) leaves a real row's (about 1) at 0 in int8,
+    and every output 0 (Transformers-initialised XLM)."""
+    model = _unpack(model_content)
+    return sorted({g.tensors[o].name.decode() for g in model.subgraphs for op in g.operators for o in op.outputs
+                   if b"layer_norm" in g.tensors[o].name})
+
+
+def _unshare_constants(model):
+    """Gives each float constant that several ops read, or that shares its buffer with another tensor,
+    a copy of its own. The converter folds equal constants into one (a Transformers-initialised model's
+    LayerNorm scales: all ones), and the quantizers rewrite a buffer in place for each tensor on it: the
+    second read int16 bytes as floats (a scale of NaN, every output 0)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffers, read = set(), set()  # (subgraph, tensor)
+    for s, g in enumerate(model.subgraphs):
+        for op in g.operators:
+            op.inputs = list(op.inputs)
+            for k, i in enumerate(op.inputs):
+                t = g.tensors[i] if i >= 0 else None
+                if t is None or t.type != schema.TensorType.FLOAT32 or not _has_data(model, t):
+                    continue
+                if (s, i) in read:  # another op reads it
+                    op.inputs[k] = _copy(model, g, i)
+                elif t.buffer in buffers:  # another tensor is on its buffer
+                    t.buffer = _copy_buffer(model, t.buffer)
+                read.add((s, i))
+                buffers.add(g.tensors[op.inputs[k]].buffer)
+
+
+def _copy(model, subgraph, index):
+    """A copy of constant tensor `index`, on a buffer of its own."""
+    import copy
+
+    twin = copy.deepcopy(subgraph.tensors[index])
+    twin.buffer = _copy_buffer(model, twin.buffer)
+    subgraph.tensors.append(twin)
+    return len(subgraph.tensors) - 1
+
+
+def _copy_buffer(model, index):
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    buffer.data = model.buffers[index].data.copy()
+    model.buffers.append(buffer)
+    return len(model.buffers) - 1
 
 
 def _unpack(content):

@@ -54,13 +54,20 @@ def lively(model, seed=0):
     return model
 
 
+def transformers_init(model, seed=0):
+    """The weights Transformers gave the model (LayerNorm scales 1, biases 0, matrices at
+    initializer_range), drawn under `make_checkpoint`'s seed: DESIGN's reference checkpoint."""
+    return model
+
+
 def make_checkpoint(out_dir, cls_name, config, *, dtype=torch.float32, fmt="safetensors",
                     max_shard_size=None, seed=0, weights=randomize, **config_kwargs):
     """Saves `transformers.<cls_name>` built from `config` (a Config instance or dict) at `out_dir`;
-    weights: how its parameters are drawn (`randomize`, `lively`)."""
+    weights: how its parameters are drawn (`randomize`, `lively`, `transformers_init`)."""
     cls = getattr(transformers, cls_name)
     if isinstance(config, dict):
         config = cls.config_class(**{**config, **config_kwargs})
+    torch.manual_seed(seed)  # (Transformers' own draw, which `transformers_init` keeps)
     model = weights(cls(config).eval(), seed=seed).to(dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "bin":
