@@ -100,36 +100,19 @@ def layer_norm_nodes(model_content):
 
 
 def _unshare_constants(model):
-    """Gives each float constant that several ops read, or that shares its buffer with another tensor,
-    a copy of its own. The converter folds equal constants into one (a Transformers-initialised model's
-    LayerNorm scales: all ones), and the quantizers rewrite a buffer in place for each tensor on it: the
-    second read int16 bytes as floats (a scale of NaN, every output 0)."""
+    """Gives each float constant that shares its buffer with another tensor a buffer of its own. The
+    converter stores equal constants once (a Transformers-initialised model's LayerNorm scales, all ones,
+    under several names), and the quantizers rewrite a buffer in place for each tensor on it: the second
+    read int16 bytes as floats (a scale of NaN, every output 0). (One tensor read by several ops, as
+    ALBERT's shared layers are, is quantized once and stays shared.)"""
     from ai_edge_litert import schema_py_generated as schema
 
-    buffers, read = set(), set()  # (subgraph, tensor)
+    owner = {}  # buffer -> (subgraph, tensor) on it
     for s, g in enumerate(model.subgraphs):
-        for op in g.operators:
-            op.inputs = list(op.inputs)
-            for k, i in enumerate(op.inputs):
-                t = g.tensors[i] if i >= 0 else None
-                if t is None or t.type != schema.TensorType.FLOAT32 or not _has_data(model, t):
-                    continue
-                if (s, i) in read:  # another op reads it
-                    op.inputs[k] = _copy(model, g, i)
-                elif t.buffer in buffers:  # another tensor is on its buffer
+        for i, t in enumerate(g.tensors):
+            if t.type == schema.TensorType.FLOAT32 and _has_data(model, t):
+                if owner.setdefault(t.buffer, (s, i)) != (s, i):
                     t.buffer = _copy_buffer(model, t.buffer)
-                read.add((s, i))
-                buffers.add(g.tensors[op.inputs[k]].buffer)
-
-
-def _copy(model, subgraph, index):
-    """A copy of constant tensor `index`, on a buffer of its own."""
-    import copy
-
-    twin = copy.deepcopy(subgraph.tensors[index])
-    twin.buffer = _copy_buffer(model, twin.buffer)
-    subgraph.tensors.append(twin)
-    return len(subgraph.tensors) - 1
 
 
 def _copy_buffer(model, index):

@@ -5,8 +5,9 @@ classification, question answering) or per example, on held-out text with paddin
 without a language).
 
 Transformers' initialisation is what broke the integer modes: LayerNorm scales all ones, which the
-converter folds into one constant that the quantizers rewrote twice (a scale of NaN: every output 0), and
-XLM's zeroed padding rows, whose rsqrt range left a real row's at 0 in int8 (kzoo.export.tflite_model).
+converter stores once under several tensors and the quantizers rewrote once per tensor (a scale of NaN:
+every output 0), and XLM's zeroed padding rows, whose rsqrt range left a real row's at 0 in int8
+(kzoo.export.tflite_model). ALBERT's shared layers must stay shared (one weight tensor per matrix).
 
 CI runs each family x head in one mode, the modes rotating so that each family meets each of them;
 `-m matrix` runs every combination (~2 min)."""
@@ -106,3 +107,18 @@ def test_quantized_head_meets_its_bound(checkpoints, family, head, mode, tmp_pat
         cosine = np.sum(ours * theirs, -1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
         assert cosine.min() >= 0.99, (name, cosine.min(), np.abs(ours - theirs).max())
     assert report["ok"]  # (the export's own check agrees)
+    if family == "albert" and mode != "fp16":  # its layers' weights stay shared: the group's, once (2 passes)
+        weights = fully_connected_weights((tmp_path / "q.tflite").read_bytes())
+        assert len(weights) - len(set(weights)) == 12, weights  # 2 inner layers x 6 matrices, read twice
+
+
+def fully_connected_weights(content):
+    """The buffer of each FULLY_CONNECTED op's weights, in op order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    graph = model.Subgraphs(0)
+    codes = [max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode())
+             for i in range(model.OperatorCodesLength())]
+    return [graph.Tensors(op.Inputs(1)).Buffer() for op in map(graph.Operators, range(graph.OperatorsLength()))
+            if codes[op.OpcodeIndex()] == schema.BuiltinOperator.FULLY_CONNECTED]
