@@ -25,8 +25,9 @@ FAMILIES = ["albert", "xlm-roberta", "xlm"]
 HEADS = ["SequenceClassification", "TokenClassification", "QuestionAnswering", "MultipleChoice"]
 MODES = ["fp16", "dynamic-int8", "int8", "int16x8"]
 PER_TOKEN = ("TokenClassification", "QuestionAnswering")
-# Measured below the bound on these 32-wide models (int8's per-tensor activations over 32 channels and
-# 2-choice logits of ~1e-4): (family, head, mode) -> what it measured. Strict: passing is a failure here.
+# Measured below the bound: (family, head, mode) -> what it measured. Strict: passing fails. int8 token
+# classification (3 labels a token; 128-wide models measured 0.95-0.97: not the toy width), and XLM's
+# untrained multiple-choice logits, ~1e-4 apart, whose cosine over 2 choices means nothing.
 SHORT = {
     ("albert", "TokenClassification", "int8"): "cosine min 0.986",
     ("xlm-roberta", "TokenClassification", "int8"): "cosine min 0.982",
