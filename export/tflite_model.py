@@ -1,5 +1,5 @@
 """Reading and repairing .tflite flatbuffers (LiteRT's schema): the op list an export is checked with,
-and the two repairs the int16x8 quantizer needs."""
+the ranges and constants both full-integer quantizers get, and the two repairs the int16x8 one needs."""
 
 from __future__ import annotations
 
@@ -54,7 +54,9 @@ def measured_ranges(calibrated, dataset, registerers):
     into an input's buffer (LiteRT runs some ops in place), that input's range takes in the output's
     values: wider ranges, coarser int8 (a cosine of 0.97 where these ranges give 0.99 on a toy NER
     model), and, where tokenizer ops make shapes dynamic, ranges that change from process to process
-    (a text-in export was not reproducible). A tensor the data never reaches keeps its logged range.
+    (a text-in export was not reproducible). A tensor the data never reaches keeps its logged range; one
+    that is 0 throughout gets +-EMPTY_RANGE. Constants that share a buffer get their own
+    (`_unshare_constants`): what the quantizers are then given.
     """
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
