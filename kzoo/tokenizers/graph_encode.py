@@ -5,6 +5,18 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from kzoo.errors import TokenizerError
+
+
+def check_pairs(strings, pairs):
+    """A clear error for `tf_encode` given texts and pairs of different counts where their shapes say so
+    (eagerly, or static in a trace); else the gathers fail deep inside. Serving signatures check their own."""
+    if pairs is None:
+        return
+    a, b = (tf.convert_to_tensor(x, tf.string).shape for x in (strings, pairs))
+    if a.rank == 1 and b.rank == 1 and None not in (a[0], b[0]) and a[0] != b[0]:
+        raise TokenizerError(f"tf_encode: {a[0]} texts but {b[0]} pairs (one pair per text)")
+
 
 def assemble(tokenizer, tokens, sequence_length, truncation):
     """One text's (or a pair's) ragged token ids -> (`tokenizer`'s template around them: tf_encode's outputs, `place(values, filler)` putting

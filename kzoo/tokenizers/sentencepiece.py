@@ -34,7 +34,7 @@ import tensorflow as tf
 from kzoo.errors import TokenizerError
 from kzoo.tokenizers import graphemes
 from kzoo.tokenizers.base import Tokenizer
-from kzoo.tokenizers.graph_encode import assemble
+from kzoo.tokenizers.graph_encode import assemble, check_pairs
 from kzoo.traced import traced
 
 MODEL_FILE = "kzoo_tokenizer.model"  # the folded SentencePiece model
@@ -548,6 +548,7 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         A's tokens, 1 for B's, -1 else: Transformers' `sequence_ids()`). Built from gathers and selects, so
         it converts to TFLite as well.
         """
+        check_pairs(strings, pairs)
         parts = [self.tf_tokenize_with_offsets(x) if offsets else (self.tf_tokenize(x),)
                  for x in ([strings] if pairs is None else [strings, pairs])]
         out, place, sequence_ids = assemble(self, [part[0] for part in parts], sequence_length, truncation)

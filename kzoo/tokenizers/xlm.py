@@ -441,8 +441,9 @@ class XLMTokenizer(Tokenizer):
         characters ((0, 0) elsewhere), sequence_ids 0 / 1 / -1."""
         import tensorflow as tf
 
-        from kzoo.tokenizers.graph_encode import assemble
+        from kzoo.tokenizers.graph_encode import assemble, check_pairs
 
+        check_pairs(strings, pairs)
         if offsets and pairs is None:
             raise TokenizerError("XLM's tokenizer gives no character offsets (as Transformers' Python tokenizer)")
         if not offsets:

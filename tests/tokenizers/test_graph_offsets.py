@@ -16,6 +16,7 @@ import tensorflow as tf
 import spm_fixtures
 import text_strategies
 from kzoo.converters.tokenizers import from_hf_dir
+from kzoo.errors import TokenizerError
 
 # Text whose normalisation keeps every character one character (case, accents, punctuation, digits,
 # added tokens): every in-graph offset must be Transformers'.
@@ -147,6 +148,8 @@ def test_a_question_longer_than_the_room_is_cut_leaving_one_context_token(tokeni
     assert got["truncated"] == 1 and list(got["sequence_ids"]).count(1) == 1 and got["padding_mask"].all()
     first_context = hf(context, add_special_tokens=False)["input_ids"][0]
     assert got["token_ids"][list(got["sequence_ids"]).index(1)] == first_context
+    with pytest.raises(TokenizerError, match="1 texts but 2 pairs"):  # (not a gather error deep inside)
+        kz.tf_encode(tf.constant([question]), 8, pairs=tf.constant([context, context]), offsets=True)
 
 
 def test_graph_offsets_and_pairs_in_tflite(tokenizers):

@@ -79,6 +79,8 @@ def test_what_the_graph_cannot_do_is_refused(dirs):
     assert ours.graph_refusal() is None
     with pytest.raises(TokenizerError, match="offsets"):  # (a question and context pair only)
         ours.tf_encode(tf.constant(["x"]), 8, offsets=True)
+    with pytest.raises(TokenizerError, match="2 texts but 1 pairs"):
+        ours.tf_encode(tf.constant(["x", "y"]), 8, pairs=tf.constant(["z"]))
 
 
 def test_graph_question_answering_features_equal_word_windows(dirs):
