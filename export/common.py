@@ -292,10 +292,12 @@ def text_checks(texts, names):
 
     checks = []
     for name, text in zip(names, texts):
-        # (the first dimension, -1 for a scalar; the size is a runtime value, which no graph rewrite folds)
-        first = tf.gather(tf.concat([tf.shape(text), [-1]], 0), 0)
-        checks.append(tf.debugging.assert_equal(tf.size(text), first, message=f"{name}: must be a [batch] "
-                                                "string tensor, one text per row (not a scalar, not 2-D)"))
+        # (the first and second dimensions, -1 where there is none: runtime values, which no graph rewrite
+        # folds; a loaded signature does not check the rank itself)
+        first, second = tf.unstack(tf.concat([tf.shape(text), [-1, -1]], 0)[:2])
+        message = f"{name}: must be a [batch] string tensor, one text per row (not a scalar, not 2-D)"
+        checks.append(tf.debugging.assert_equal(tf.size(text), first, message=message))
+        checks.append(tf.debugging.assert_equal(second, -1, message=message))
     for name, text in zip(names[1:], texts[1:]):
         checks.append(tf.debugging.assert_equal(tf.size(text), tf.size(texts[0]), message=f"{names[0]} and {name} "
                                                 "must hold the same number of texts"))
