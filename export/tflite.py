@@ -255,7 +255,7 @@ def _convert(concrete, holder, quantize, dataset, text, out):
                 c.allow_custom_ops = True  # tf-text's tokenizer kernels; anything else is rejected after
             return c
 
-        with interrupts_kept():  # (TF's converter runs gc.collect(), where a Ctrl-C could get lost)
+        with interrupts_kept():  # (TF's converter runs gc.collect(), where a Ctrl-C or SIGTERM could get lost)
             return _convert_with(converter, quantize, dataset, text)
 
 

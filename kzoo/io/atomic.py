@@ -134,25 +134,29 @@ def scratch_dir(out):
 
 
 @contextlib.contextmanager
-def interrupts_kept():
-    """A Ctrl-C during the block is raised when it ends if it got lost: Python drops a KeyboardInterrupt raised
-    inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran on to OUT."""
-    previous = signal.getsignal(signal.SIGINT)
-    # (signals reach the main thread only; a process that ignores Ctrl-C keeps doing so)
-    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+def interrupts_kept(signums=(signal.SIGINT, signal.SIGTERM)):
+    """A Ctrl-C or SIGTERM during the block is raised again when it ends if it got lost: Python drops an
+    exception raised inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran
+    on to OUT. Raised again by calling the signal's handler once more (Python's Ctrl-C handler raises
+    KeyboardInterrupt, the CLI's SIGTERM handler kzoo.cli.Terminated); a signal with no Python handler
+    (default: the process ends; ignored) is left as it is."""
+    # (signals reach the main thread only)
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    previous = {s: h for s in signums if callable(h := signal.getsignal(s))}
     seen = []
 
     def noted(signum, frame):
         seen.append(signum)
-        if callable(previous):
-            previous(signum, frame)  # (Python's default: raises KeyboardInterrupt here)
+        previous[signum](signum, frame)
 
-    signal.signal(signal.SIGINT, noted)
+    for signum in previous:
+        signal.signal(signum, noted)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if seen:
-        raise KeyboardInterrupt
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if seen:  # (the block ended normally: what the handler raised was lost)
+        previous[seen[0]](seen[0], None)

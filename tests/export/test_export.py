@@ -582,28 +582,42 @@ def test_failed_export_leaves_nothing(albert, tmp_path, monkeypatch, error):
     assert_nothing_at(out)
 
 
+class Stopped(BaseException):
+    """What the test's SIGTERM handler raises (the CLI's raises kzoo.cli.Terminated)."""
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # (the one Python drops)
-def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion():
-    """TF's converter calls gc.collect(), and Python drops a KeyboardInterrupt raised inside a finaliser: a Ctrl-C
-    landing there let an int8 export run on and write OUT. The conversion step raises it again when it ends."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion(signame):
+    """TF's converter calls gc.collect(), and Python drops an exception raised inside a finaliser: a Ctrl-C (or
+    the CLI's SIGTERM) landing there let an int8 export run on and write OUT. The conversion step raises it
+    again when it ends."""
     import gc
     import signal
 
     from kzoo.io.atomic import interrupts_kept
 
+    signum = getattr(signal, signame)
+
+    def stop(*_):
+        raise Stopped
+
     class Finalised:
         def __del__(self):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             sum(range(1000))  # (bytecode: Python runs the handler here, inside __del__)
 
-    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # (Python's own, whatever the worker's)
+    expected, own = (KeyboardInterrupt, signal.default_int_handler) if signame == "SIGINT" else (Stopped, stop)
+    handler = signal.signal(signum, own)  # (Python's own Ctrl-C handler, whatever the worker's)
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(expected):
             with interrupts_kept():
                 Finalised()
                 gc.collect()
+        with interrupts_kept():  # (nothing lost, nothing raised)
+            gc.collect()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        signal.signal(signum, handler)
 
 
 def one_line_error(argv, capsys, *words):
