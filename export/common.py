@@ -287,7 +287,8 @@ def graph_offsets(config, tokenizer) -> bool:
 def text_checks(texts, names):
     """TF ops refusing a text signature's strings that are not one [batch] tensor each, all of one batch (a
     loaded signature does not check its arguments' shapes: a scalar crashed tf-text's ops, a [1, 2] tensor was
-    read as its first text). A SavedModel runs them before the tokenizer."""
+    read as its first text), and bytes that are not UTF-8 (the tokenizer would read them as best it can). A
+    SavedModel runs them before the tokenizer (TFLite has no assert op)."""
     import tensorflow as tf
 
     checks = []
@@ -298,6 +299,11 @@ def text_checks(texts, names):
         message = f"{name}: must be a [batch] string tensor, one text per row (not a scalar, not 2-D)"
         checks.append(tf.debugging.assert_equal(tf.size(text), first, message=message))
         checks.append(tf.debugging.assert_equal(second, -1, message=message))
+        # (a transcoding that replaces what is not UTF-8 changes only such texts; surrogates and overlong
+        # forms included, as Python's decoder)
+        valid = tf.equal(tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace"), text)
+        checks.append(tf.debugging.assert_equal(tf.reduce_all(valid), True, message=f"{name}: holds bytes that "
+                                                "are not UTF-8 (each text must be a UTF-8 string)"))
     for name, text in zip(names[1:], texts[1:]):
         checks.append(tf.debugging.assert_equal(tf.size(text), tf.size(texts[0]), message=f"{names[0]} and {name} "
                                                 "must hold the same number of texts"))

@@ -103,7 +103,8 @@ def test_qa_text_in_errors_name_the_option(qa, capsys):
 
 def test_qa_savedmodel_signature_refuses_what_it_cannot_answer(qa):
     """serve_text called as a server calls it: a scalar (it crashed the process in tf-text's ops), a 2-D batch
-    (read as its first text; [N, 1] was answered row by row) and batches of two sizes are InvalidArgument errors that say so; a context of
+    (read as its first text; [N, 1] was answered row by row), bytes that are not UTF-8 (a surrogate among
+    them) and batches of two sizes are InvalidArgument errors that say so; a context of
     whitespace only is the null answer, as an empty one (the graph's offsets failed on a batch without words)."""
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (serve_text's ops)
@@ -112,7 +113,10 @@ def test_qa_savedmodel_signature_refuses_what_it_cannot_answer(qa):
     for given, message in ((dict(question=["Who?", "Where?"], context=[CONTEXT]), "the same number of texts"),
                            (dict(question="Who?", context=[CONTEXT]), "question: must be a \\[batch\\] string"),
                            (dict(question=[["Who?", "Where?"]], context=[[CONTEXT, CONTEXT]]), "not 2-D"),
-                           (dict(question=[["Who?"], ["Where?"]], context=[[CONTEXT], [CONTEXT]]), "not 2-D")):
+                           (dict(question=[["Who?"], ["Where?"]], context=[[CONTEXT], [CONTEXT]]), "not 2-D"),
+                           (dict(question=["Who?"], context=[b"Jean \xff lives."]), "context: holds bytes that "
+                            "are not UTF-8"),
+                           (dict(question=[b"\xed\xa0\x80?"], context=[CONTEXT]), "question: holds bytes")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             serve(**{k: tf.constant(v) for k, v in given.items()})
     for context in ("", "   "):
