@@ -137,19 +137,22 @@ def scratch_dir(out):
 def interrupts_kept(signums=(signal.SIGINT, signal.SIGTERM)):
     """A Ctrl-C or SIGTERM during the block is raised again when it ends if it got lost: Python drops an
     exception raised inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran
-    on to OUT. Raised again by calling the signal's handler once more (Python's Ctrl-C handler raises
-    KeyboardInterrupt, the CLI's SIGTERM handler kzoo.cli.Terminated); a signal with no Python handler
-    (default: the process ends; ignored) is left as it is."""
+    on to OUT. What the signal's handler raised (Python's Ctrl-C handler: KeyboardInterrupt; the CLI's SIGTERM
+    handler: kzoo.cli.Terminated) is raised again; a signal with no Python handler (default: the process
+    ends; ignored) is left as it is."""
     # (signals reach the main thread only)
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {s: h for s in signums if callable(h := signal.getsignal(s))}
-    seen = []
+    raised = []
 
     def noted(signum, frame):
-        seen.append(signum)
-        previous[signum](signum, frame)
+        try:
+            previous[signum](signum, frame)
+        except BaseException as e:
+            raised.append(e)
+            raise
 
     for signum in previous:
         signal.signal(signum, noted)
@@ -158,5 +161,5 @@ def interrupts_kept(signums=(signal.SIGINT, signal.SIGTERM)):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if seen:  # (the block ended normally: what the handler raised was lost)
-        previous[seen[0]](seen[0], None)
+    if raised:  # (the block ended normally: what a handler raised was dropped)
+        raise raised[0]

@@ -616,6 +616,12 @@ def test_an_interrupt_lost_in_a_finaliser_still_stops_the_conversion(signame):
                 gc.collect()
         with interrupts_kept():  # (nothing lost, nothing raised)
             gc.collect()
+        calls = []
+        signal.signal(signum, lambda *_: calls.append(signum))
+        with interrupts_kept():
+            Finalised()
+            gc.collect()
+        assert calls == [signum]  # (a handler that raises nothing is not called again)
     finally:
         signal.signal(signum, handler)
 
