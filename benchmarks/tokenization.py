@@ -7,7 +7,8 @@ Transformers, and how many texts get Transformers' ids.
 
 Vocabularies trained here on the stdlib's source (no download): ALBERT (SentencePiece unigram, 30,000) and
 XLM-R (SentencePiece BPE, 30,000) as scripts/main_job.py trains them, XLM (Moses + BPE with `</w>`, ~30,000
-merges learned by the `tokenizers` library's BPE trainer on lowercased, accent-stripped words). Transformers'
+merges learned by the `tokenizers` library's BPE trainer on lowercased, accent-stripped words; it breaks
+ties in hash order, so the merges differ a little run to run). Transformers'
 tokenizers: ALBERT's and XLM-R's are Rust (`tokenizers`), XLM's is Python (sacremoses), as on the Hub.
 Batches of 32 (the pipelines'), cut at 128 tokens, padded to the batch's longest (the graph and the .tflite:
 to 128); median of 5 interleaved rounds after a warm-up. Writes benchmarks/results/tokenization.{json,md}.
@@ -20,7 +21,6 @@ import json
 import re
 import statistics
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -46,20 +46,6 @@ def texts(n):
     return [t if i % 10 else f"{t} {EXTRA[i // 10 % len(EXTRA)]}" for i, t in enumerate(base)]
 
 
-def stdlib_lines():
-    root = Path(sysconfig.get_paths()["stdlib"])
-    lines = []
-    for file in sorted(root.rglob("*.py")):
-        if "test" in file.parts or "site-packages" in file.parts:
-            continue
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        lines += [s for s in (line.strip().lstrip("#").strip() for line in text.splitlines()) if len(s) > 15]
-    return lines
-
-
 def prepare(out: Path):
     """Each family's Transformers tokenizer dir under `out`."""
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -83,6 +69,7 @@ def write_xlm_bpe(path: Path, vocab_size=30000):
     """vocab.json + merges.txt in XLM's layout (specials first, `</w>` ending a word), English + French."""
     import unicodedata
 
+    from main_job import stdlib_lines
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     def plain(word):  # (XLM's lowercase_and_remove_accent)

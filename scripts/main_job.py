@@ -47,10 +47,8 @@ def done(t0):
     print(f"   ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
-def train_sentencepiece(out_dir: Path, spm_file: str, ref: dict, vocab_size=30000):
-    """A SentencePiece model trained on the stdlib's source text (no corpus download)."""
-    import sentencepiece as spm
-
+def stdlib_lines():
+    """Lines of the stdlib's source text over 15 characters (comments unmarked): a corpus with no download."""
     root = Path(sysconfig.get_paths()["stdlib"])
     lines = []
     for file in sorted(root.rglob("*.py")):
@@ -61,6 +59,14 @@ def train_sentencepiece(out_dir: Path, spm_file: str, ref: dict, vocab_size=3000
         except (UnicodeDecodeError, OSError):
             continue
         lines += [s for s in (line.strip().lstrip("#").strip() for line in text.splitlines()) if len(s) > 15]
+    return lines
+
+
+def train_sentencepiece(out_dir: Path, spm_file: str, ref: dict, vocab_size=30000):
+    """A SentencePiece model trained on the stdlib's source text (no corpus download)."""
+    import sentencepiece as spm
+
+    lines = stdlib_lines()
     if ref["lowercase"]:  # ALBERT's tokenizer lowercases its input; so should its pieces
         lines = [s.lower() for s in lines]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as corpus:
