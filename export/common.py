@@ -300,8 +300,9 @@ def text_checks(texts, names):
         checks.append(tf.debugging.assert_equal(tf.size(text), first, message=message))
         checks.append(tf.debugging.assert_equal(second, -1, message=message))
         # (a transcoding that replaces what is not UTF-8 changes only such texts; surrogates and overlong
-        # forms included, as Python's decoder)
-        valid = tf.equal(tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace"), text)
+        # forms included, as Python's decoder; flat, as a wrong rank must reach its own message)
+        flat = tf.reshape(text, [-1])
+        valid = tf.equal(tf.strings.unicode_transcode(flat, "UTF-8", "UTF-8", errors="replace"), flat)
         checks.append(tf.debugging.assert_equal(tf.reduce_all(valid), True, message=f"{name}: holds bytes that "
                                                 "are not UTF-8 (each text must be a UTF-8 string)"))
     for name, text in zip(names[1:], texts[1:]):
