@@ -10,7 +10,7 @@
 --quantize  (bounds checked on every output, against Keras fp32, on text not used for calibration)
     none           fp32                                      max abs diff <= 1e-4
     fp16           fp16 weights, fp32 compute                max abs diff <= 1e-2
-    dynamic-int8   int8 weights, fp32 activations            cosine >= 0.99 (per position)
+    dynamic-int8   int8 weights, fp32 activations            cosine >= 0.99 (per example)
     int8           int8 weights and activations (calibrated; cosine >= 0.99
                    LayerNorm in fp32)
     int16x8        int8 weights, int16 activations           cosine >= 0.99
