@@ -295,14 +295,13 @@ def text_checks(texts, names):
     for name, text in zip(names, texts):
         # (the first and second dimensions, -1 where there is none: runtime values, which no graph rewrite
         # folds; a loaded signature does not check the rank itself)
-        first, second = tf.unstack(tf.concat([tf.shape(text), [-1, -1]], 0)[:2])
+        first, second = tf.unstack(tf.concat([tf.shape(text), [-1, -1]], 0)[:2], num=2)
         message = f"{name}: must be a [batch] string tensor, one text per row (not a scalar, not 2-D)"
         checks.append(tf.debugging.assert_equal(tf.size(text), first, message=message))
         checks.append(tf.debugging.assert_equal(second, -1, message=message))
         # (a transcoding that replaces what is not UTF-8 changes only such texts; surrogates and overlong
-        # forms included, as Python's decoder; flat, as a wrong rank must reach its own message)
-        flat = tf.reshape(text, [-1])
-        valid = tf.equal(tf.strings.unicode_transcode(flat, "UTF-8", "UTF-8", errors="replace"), flat)
+        # forms included, as Python's decoder)
+        valid = tf.equal(tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace"), text)
         checks.append(tf.debugging.assert_equal(tf.reduce_all(valid), True, message=f"{name}: holds bytes that "
                                                 "are not UTF-8 (each text must be a UTF-8 string)"))
     for name, text in zip(names[1:], texts[1:]):
@@ -311,12 +310,14 @@ def text_checks(texts, names):
     return checks
 
 
-def text_specs(config):
+def text_specs(config, any_rank=False):
     """The text signature's inputs: a string [None] per name the task declares (kzoo.tasks: "text", or
-    "question" and "context")."""
+    "question" and "context"); with `any_rank`, of any shape (a SavedModel's: text_checks refuses all but
+    [batch] at run time, and graph rewrites that trusted a declared rank let other ops fail first)."""
     import tensorflow as tf
 
-    return [tf.TensorSpec([None], tf.string, name=name) for name in TASKS[config["task"]].text_inputs]
+    shape = None if any_rank else [None]
+    return [tf.TensorSpec(shape, tf.string, name=name) for name in TASKS[config["task"]].text_inputs]
 
 
 def text_function(tokenizer, model, config, numeric, strings, length, buckets=None):

@@ -138,12 +138,13 @@ def _signatures(model, config, tokenizer, options, text_length, buckets):
 
         def serve_text(*texts):
             with tf.control_dependencies(text_checks(texts, names)):  # before the tokenizer
-                texts = [tf.identity(text) for text in texts]
+                texts = [tf.reshape(text, [-1]) for text in texts]  # (whatever came: a wrong one fails the checks)
             return text_fn(*texts)
 
         # (autograph=False: the text function has no Python control flow on tensors; converting it took ~1/4
         # of an export)
-        holder.serve_text = tf.function(serve_text, input_signature=text_specs(config), autograph=False)
+        holder.serve_text = tf.function(serve_text, input_signature=text_specs(config, any_rank=True),
+                                         autograph=False)
         signatures[layout.TEXT_SIGNATURE] = holder.serve_text.get_concrete_function()
     return holder, signatures
 

@@ -114,6 +114,14 @@ def _marked_fn(marker, with_marks):
 
 def _in_long(chars: Characters):
     """bool [chars]: the character continues a grapheme of LONG bytes or more (a marker goes before it)."""
+    grapheme, n_bytes = clusters(chars)
+    join = tf.concat([[False], tf.equal(grapheme[1:], grapheme[:-1])], 0)
+    return join & (tf.gather(n_bytes, grapheme) >= LONG)
+
+
+def clusters(chars: Characters):
+    """(grapheme [chars]: each character's grapheme, numbered over all texts from 0; n_bytes [chars]: each
+    grapheme's bytes, by that number)."""
     n_chars = tf.size(chars.code)
     index = tf.range(n_chars)
     char_splits = tf.gather(chars.before, chars.byte_splits)  # [texts + 1]: each text's first character
@@ -155,8 +163,7 @@ def _in_long(chars: Characters):
 
     grapheme = tf.cumsum(tf.cast(~join, tf.int32)) - 1
     n_bytes = tf.concat([chars.char_start[1:], chars.byte_splits[-1:]], 0) - chars.char_start
-    long = tf.gather(tf.math.unsorted_segment_sum(n_bytes, grapheme, n_chars), grapheme) >= LONG
-    return join & long
+    return grapheme, tf.math.unsorted_segment_sum(n_bytes, grapheme, n_chars)
 
 
 def _marked(strings, marker, with_marks):

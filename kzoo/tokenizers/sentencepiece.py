@@ -360,11 +360,12 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         known number of characters (`_piece_tables`' per-code-point table of the folded charsmap; 0 for a
         removed one, 2 for "ﬁ"), so each token's normalized characters lead back to the characters they
         came from, with Transformers' rules of `token_spans` (a lone `▁` spans the character after it,
-        lstrip / rstrip added tokens take in the whitespace). In a word where the pieces do not add up to
-        that count (a rule on a sequence: composed NFD marks, ALBERT's `` -> ", a mark after a rewritten
-        character; runs of non-ASCII spaces), or that holds two unknown pieces (runs of characters of
-        unknown lengths), every token of the word spans the whole word. Python's
-        `__call__(return_offsets_mapping=True)` aligns those too.
+        lstrip / rstrip added tokens take in the whitespace). A grapheme a rule on a sequence rewrote
+        (composed NFD marks) takes the length the word's pieces leave it (`_rewritten_graphemes`). In a
+        word where the pieces still do not add up to the count (such graphemes it cannot tell apart, or
+        beside an unknown piece; ALBERT's `` -> ", a rule across graphemes; runs of non-ASCII spaces), or
+        that holds two unknown pieces (runs of characters of unknown lengths), every token of the word
+        spans the whole word. Python's `__call__(return_offsets_mapping=True)` aligns those too.
         """
         from tensorflow_text.python.ops.whitespace_tokenizer import gen_whitespace_tokenizer_v2 as whitespace_ops
 
@@ -407,13 +408,9 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         w_first, w_after = char(word_start, word_text), char(word_end, word_text)
         norm = self._op_spaces(norm, to_space, w_first, w_after)
         norm_before = tf.concat([[0], tf.cumsum(norm)], 0)  # [chars + 1]
-        owner = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(norm), norm_before[1:], norm_before[-1] + 1))
         w_start, w_end = w_first - tf.gather(text_first, word_text), w_after - tf.gather(text_first, word_text)
         text_chars = char(byte_splits[1:] - text_base, tf.range(tf.size(text_base))) - text_first
-        sequences_before = tf.concat([[0], tf.cumsum(sequence)], 0)
-        w_plain = tf.equal(tf.gather(sequences_before, w_after), tf.gather(sequences_before, w_first))
-        w_norm_start = tf.gather(norm_before, w_first)
-        w_norm = tf.gather(norm_before, w_after) - w_norm_start  # the word's normalized characters
+        w_norm = tf.gather(norm_before, w_after) - tf.gather(norm_before, w_first)  # by the table
         first_of_text = tf.gather(splits, word_text)
         w_index = tf.range(tf.size(word_text))
         # whitespace before / after each word, to the previous / next word of its text
@@ -439,9 +436,15 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         per_word = lambda x: tf.math.unsorted_segment_sum(x, word, n_words)  # noqa: E731
         n_unknown = per_word(tf.cast(unknown, tf.int32))
         known = per_word(tf.where(unknown, 0, length) + space)
+        norm, w_known = self._rewritten_graphemes(characters, norm, sequence, w_first, w_after, w_norm - known,
+                                                  n_unknown)
+        norm_before = tf.concat([[0], tf.cumsum(norm)], 0)
+        owner = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(norm), norm_before[1:], norm_before[-1] + 1))
+        w_norm_start = tf.gather(norm_before, w_first)
+        w_norm = tf.gather(norm_before, w_after) - w_norm_start  # the word's normalized characters
         length = tf.where(unknown, tf.gather(w_norm - known, word), length)
         taken = length + space
-        counted = tf.equal(per_word(taken), w_norm) & w_plain & (n_unknown < 2) & tf.equal(
+        counted = tf.equal(per_word(taken), w_norm) & w_known & (n_unknown < 2) & tf.equal(
             per_word(tf.cast(unknown & (length < 1), tf.int32)), 0)
         cum = tf.cumsum(taken, exclusive=True)
         cum -= tf.gather(tf.concat([cum, [0]], 0), tf.gather(piece_splits, word))
@@ -463,6 +466,53 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         ragged = lambda x: tf.RaggedTensor.from_row_splits(x, rows, validate=False)  # noqa: E731
         return (ragged(tf.gather(self._id_map, ids)), ragged(start), ragged(end),
                 ragged(tf.gather(w_start, word)), ragged(tf.gather(w_end, word)))
+
+    @staticmethod
+    def _rewritten_graphemes(chars, norm, sequence, w_first, w_after, excess, unknowns):
+        """(`norm` with Transformers' lengths for the characters of graphemes a rule on a sequence rewrote,
+        [words]: whether each word's lengths are known: it has no such grapheme, or they are resolved).
+
+        Transformers' Precompiled normaliser rewrites a whole grapheme (under 6 bytes) that a rule starts,
+        to m characters: the i-th comes from the grapheme's i-th character, the rest of those are removed
+        (m < k characters) or the extra ones come from its last (m > k). The table cannot tell m (the rules
+        on sequences are ~1M), but a word's pieces can: `excess` [words] is how many more characters the
+        table gives the word than its pieces cover (a word with no unknown piece). A word's only such
+        grapheme takes the difference; several become one character each (compositions) or keep their
+        lengths, whichever adds up. Otherwise (or a rule across graphemes: ALBERT's `` -> ") the word's
+        lengths stay unknown."""
+        n = tf.size(norm)
+        index = tf.range(n)
+        grapheme, _ = graphemes.clusters(chars)
+        per_grapheme = lambda f, x: f(x, grapheme, n)  # noqa: E731
+        n_words = tf.size(w_first)
+        word = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(w_first), w_first, n + 1))[:-1] - 1
+        # (gathers by word read a last 0 / False: a batch may have no word at all)
+        at = lambda x, i: tf.gather(tf.concat([x, tf.zeros([1], x.dtype)], 0), i)  # noqa: E731
+        word = tf.where((word >= 0) & (index < at(w_after, tf.maximum(word, 0))), word, -1)  # -1: none
+        inside = tf.concat([tf.equal(grapheme[1:], grapheme[:-1]), [False]], 0)  # the next one is in its grapheme
+        flagged = per_grapheme(tf.math.unsorted_segment_max, sequence * tf.cast(inside, tf.int32)) > 0
+        low, high = per_grapheme(tf.math.unsorted_segment_min, word), per_grapheme(tf.math.unsorted_segment_max, word)
+        fixable = flagged & (low >= 0) & tf.equal(low, high)  # all its characters in one word
+        g_word = tf.where(fixable, low, n_words)  # (n_words: none; an empty segment's min is the largest int32)
+        k = per_grapheme(tf.math.unsorted_segment_sum, tf.ones_like(norm))
+        total = per_grapheme(tf.math.unsorted_segment_sum, norm)
+        per_word = lambda x, w=g_word: tf.math.unsorted_segment_sum(x, w, n_words + 1)[:n_words]  # noqa: E731
+        count = per_word(tf.cast(fixable, tf.int32))
+        # a rule across graphemes, or a grapheme in two words (or none): its words stay unknown
+        stuck = (sequence > 0) & ~inside | tf.gather(flagged & ~fixable, grapheme)
+        stuck = per_word(tf.cast(stuck, tf.int32), tf.where(word >= 0, word, n_words))
+        compose = tf.equal(excess, per_word(tf.where(fixable, total - 1, 0)))  # each one character
+        keep = tf.equal(excess, 0) & tf.equal(per_word(tf.cast(fixable & tf.not_equal(total, k), tf.int32)), 0)
+        w_known = tf.equal(stuck, 0) & (tf.equal(count, 0) | tf.equal(unknowns, 0) & (
+            tf.equal(count, 1) | compose | keep))
+        single = at(count, g_word) == 1
+        m = tf.where(single, total - at(excess, g_word), tf.where(at(compose, g_word), 1, total))
+        w_known &= tf.equal(per_word(tf.cast(fixable & (m < 0), tf.int32)), 0)
+        j = index - tf.gather(per_grapheme(tf.math.unsorted_segment_min, index), grapheme)
+        kc, mc = tf.gather(k, grapheme), tf.gather(m, grapheme)
+        rewritten = tf.where(mc <= kc, tf.cast(j < mc, tf.int32), tf.where(j < kc - 1, 1, 1 + mc - kc))
+        apply = tf.gather(fixable & at(w_known & (count > 0), g_word), grapheme)
+        return tf.where(apply, rewritten, norm), w_known
 
     @staticmethod
     def _op_spaces(norm, to_space, w_first, w_after):

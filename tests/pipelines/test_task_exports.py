@@ -117,8 +117,9 @@ def test_qa_savedmodel_signature_refuses_what_it_cannot_answer(qa):
                            (dict(question=["Who?"], context=[b"Jean \xff lives."]), "context: holds bytes that "
                             "are not UTF-8"),
                            (dict(question=[b"\xed\xa0\x80?"], context=[CONTEXT]), "question: holds bytes")):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-            serve(**{k: tf.constant(v) for k, v in given.items()})
+        for _ in range(10):  # (the checks' order is decided at run time: twice a reduction's error came first)
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                serve(**{k: tf.constant(v) for k, v in given.items()})
     for context in ("", "   "):
         out = serve(question=tf.constant(["Who?"]), context=tf.constant([context]))
         assert (int(out["start"][0]), int(out["end"][0])) == (0, 0), context
@@ -174,11 +175,12 @@ def test_token_classification_signature_outputs(ner):
 
 
 def test_token_classification_where_the_graph_gives_a_word_span(ner):
-    """A word whose offsets the graph cannot count (ALBERT's `` / '' rules, XLM-R's composition of an NFD
-    mark) gives each of its tokens the word's span: the pipeline groups them as one word, and an unknown
-    piece there reads "<unk>", not the whole word's text again."""
+    """A word whose offsets the graph cannot count (ALBERT's `` / '' rules; XLM-R's NFD marks, one composed
+    and one not: which is which the pieces cannot tell) gives each of its tokens the word's span: the
+    pipeline groups them as one word, and an unknown piece there reads "<unk>", not the whole word's text
+    again."""
     _, _, text, _ = ner
-    sample = "jean ``lives\u2603'' near the cafe\u0301\u2603 in paris"  # (☃: an unknown piece in those words)
+    sample = "jean ``lives\u2603'' near the cafe\u0301x\u0301\u2603 in paris"  # (☃: an unknown piece)
     out = kzoo.runtime.load(text)([sample])
     mask = out["padding_mask"][0].astype(bool) & (out["offset_mapping"][0, :, 1] > 0)
     spans = [tuple(s) for s in out["offset_mapping"][0][mask].tolist()]
