@@ -134,7 +134,7 @@ def scratch_dir(out):
 
 
 @contextlib.contextmanager
-def interrupts_kept(signums=(signal.SIGINT, signal.SIGTERM)):
+def interrupts_kept():
     """A Ctrl-C or SIGTERM during the block is raised again when it ends if it got lost: Python drops an
     exception raised inside a finaliser (__del__), as in TF's gc.collect() while converting, and the write ran
     on to OUT. What the signal's handler raised (Python's Ctrl-C handler: KeyboardInterrupt; the CLI's SIGTERM
@@ -144,7 +144,7 @@ def interrupts_kept(signums=(signal.SIGINT, signal.SIGTERM)):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: h for s in signums if callable(h := signal.getsignal(s))}
+    previous = {s: h for s in (signal.SIGINT, signal.SIGTERM) if callable(h := signal.getsignal(s))}
     raised = []
 
     def noted(signum, frame):
