@@ -8,7 +8,9 @@ code points, in their order (`_moses_rules`). A rule finds its matches with vect
 character and its neighbours (character classes from sacremoses' own sets and Python's unicodedata,
 looked up in a two-level table), takes them leftmost first without overlap as `re.sub` does (a match
 that overlaps one to its left is dropped, round after round), and rebuilds the text with what it puts
-in (`_rewrite`: a gather over cumulative lengths). Then lowercase + accent removal (a per-character
+in (`_rewrite`: a gather over cumulative lengths). The graph's time is its op count, not arithmetic, so a
+rule that matches nothing in the batch skips its rewrite, and groups of rules whose characters the batch
+lacks are skipped whole (`_when_any`, a tf.cond: TFLite's IF). Then lowercase + accent removal (a per-character
 table; the final sigma by its context, as Python's `str.lower`) and the `</w>` BPE: every word merges
 its lowest-ranked pair at once, in a while loop, ranks found by binary search.
 
@@ -243,6 +245,14 @@ class Sub(NamedTuple):
     overlaps: bool = True  # whether two matches can overlap (else every candidate is a match)
 
 
+class Group(NamedTuple):
+    """Rules each of which needs one of `chars` to match and none of which puts one in where there was none:
+    skipped together when the batch has none of them."""
+
+    chars: str
+    rules: list
+
+
 def _atom(a):
     return lit(a) if isinstance(a, str) else a
 
@@ -276,6 +286,17 @@ def _apply_sub(t: Chars, rule: Sub) -> Chars:
         candidate &= near.edges()[0]
     if rule.end:
         candidate &= near.shift(near.edges()[1], length - 1, False)
+    return _when_any(candidate, lambda: _substitute(t, rule, candidate, near), t)
+
+
+def _when_any(mask, rewrite, t: Chars) -> Chars:
+    """rewrite() if any of `mask`, else t: most rules match nothing in most batches, and the graph's time is
+    its op count (a tf.cond runs one branch; TFLite's IF likewise)."""
+    return Chars(*tf.cond(tf.reduce_any(mask), lambda: tuple(rewrite()), lambda: tuple(t)))
+
+
+def _substitute(t: Chars, rule: Sub, candidate, near) -> Chars:
+    length = len(rule.atoms)
     taken = _leftmost(candidate, length, length) if rule.overlaps else candidate
     literals = [""]
     index = lambda s: literals.index(s) if s in literals else (literals.append(s) or len(literals) - 1)  # noqa: E731
@@ -293,15 +314,17 @@ def _apply_sub(t: Chars, rule: Sub) -> Chars:
 def _apply_map(t: Chars, mapping) -> Chars:
     table, replacements = mapping
     which = _lookup(table, t.code)
-    return _rewrite(t, tf.equal(which, 0), which, tf.zeros_like(which), replacements)
+    return _when_any(which > 0, lambda: _rewrite(t, tf.equal(which, 0), which, tf.zeros_like(which), replacements), t)
 
 
 def _squeeze(t: Chars, predicate, into=" ") -> Chars:
     """Each run of characters matching `predicate` -> `into` (re.sub(" +", " ") and re.sub(r"\\s+", " "))."""
     near = _Near(t)
     match = predicate(t.code, _lookup(classes(), t.code))
-    first = match & tf.logical_not(near.shift(match, -1, False))
-    return _rewrite(t, ~match, tf.where(first, 1, 0), tf.zeros_like(t.code), ["", into])
+    follows = near.shift(match, -1, False)
+    first = match & tf.logical_not(follows)
+    changed = match & (follows | tf.not_equal(t.code, ord(into)))
+    return _when_any(changed, lambda: _rewrite(t, ~match, tf.where(first, 1, 0), tf.zeros_like(t.code), ["", into]), t)
 
 
 def _runs(near: _Near, member):
@@ -322,7 +345,7 @@ def _strip(t: Chars) -> Chars:
     row_before = tf.gather(tf.cumsum(row_solid, exclusive=True), t.row)
     inside = (before - row_before > 0) & (before + solid - row_before < tf.gather(row_solid, t.row))
     keep = ~ws | inside
-    return _rewrite(t, keep, tf.zeros_like(t.code), tf.zeros_like(t.code), [""])
+    return _when_any(~keep, lambda: _rewrite(t, keep, tf.zeros_like(t.code), tf.zeros_like(t.code), [""]), t)
 
 
 def _eat_space_after(t: Chars, chars) -> Chars:
@@ -335,7 +358,7 @@ def _eat_space_after(t: Chars, chars) -> Chars:
     owner = tf.gather(t.code, tf.maximum(last_solid, 0))
     same_row = tf.equal(tf.gather(t.row, tf.maximum(last_solid, 0)), t.row) & (last_solid >= 0)
     drop = ws & same_row & lit(chars)(owner, None)
-    return _rewrite(t, ~drop, tf.zeros_like(t.code), tf.zeros_like(t.code), [""])
+    return _when_any(drop, lambda: _rewrite(t, ~drop, tf.zeros_like(t.code), tf.zeros_like(t.code), [""]), t)
 
 
 def _quote_after_run(t: Chars) -> Chars:
@@ -343,6 +366,10 @@ def _quote_after_run(t: Chars) -> Chars:
     near = _Near(t)
     punct = lit(",.")(t.code, None)
     moved = tf.equal(t.code, ord('"')) & near.shift(punct, 1, False)
+    return _when_any(moved, lambda: _move_quotes(t, near, punct, moved), t)
+
+
+def _move_quotes(t: Chars, near, punct, moved) -> Chars:
     starts, ends, _ = _runs(near, punct)
     run = tf.maximum(tf.cumsum(tf.cast(starts, tf.int32)) - 1, 0)
     after_quote = tf.math.unsorted_segment_max(tf.cast(starts & near.shift(moved, -1, False), tf.int32), run,
@@ -356,6 +383,10 @@ def _multidots(t: Chars) -> Chars:
     the text)."""
     near = _Near(t)
     dot = tf.equal(t.code, ord("."))
+    return _when_any(dot & near.shift(dot, 1, False), lambda: _mark_multidots(t, near, dot), t)
+
+
+def _mark_multidots(t: Chars, near, dot) -> Chars:
     starts, ends, length = _runs(near, dot)
     multi = length >= 2
     _, last = near.edges()
@@ -375,6 +406,10 @@ def _restore_multidots(t: Chars) -> Chars:
         return ok
 
     dot3, multi5 = word_at("DOT"), word_at("MULTI")
+    return _when_any(multi5, lambda: _dots_back(t, near, dot3, multi5), t)
+
+
+def _dots_back(t: Chars, near, dot3, multi5) -> Chars:
     n = tf.size(t.code)
     index = tf.range(n)
     # where a chain of "DOT"s from each position ends (n: at a row's end), by pointer doubling
@@ -396,13 +431,18 @@ def _restore_multidots(t: Chars) -> Chars:
 
 def _drop(t: Chars, predicate) -> Chars:
     gone = predicate(t.code, _lookup(classes(), t.code))
-    return _rewrite(t, ~gone, tf.zeros_like(t.code), tf.zeros_like(t.code), [""])
+    return _when_any(gone, lambda: _rewrite(t, ~gone, tf.zeros_like(t.code), tf.zeros_like(t.code), [""]), t)
 
 
 def _nonbreaking(t: Chars, prefixes, numeric) -> Chars:
     """sacremoses' handles_nonbreaking_prefixes, then its " ".join: a word ending in "." gets the dot split
     off unless it holds another dot and a letter, is a known prefix ("Mr."), comes before a lowercase word,
     or is a numeric-only prefix ("No.") before a number."""
+    # (a word ending in "." needs a dot)
+    return _when_any(tf.equal(t.code, ord(".")), lambda: _split_final_dots(t, prefixes, numeric), t)
+
+
+def _split_final_dots(t: Chars, prefixes, numeric) -> Chars:
     near = _Near(t)
     code, bits = t.code, _lookup(classes(), t.code)
     n = tf.size(code)
@@ -487,12 +527,14 @@ def _moses_rules():
         # MosesPunctNormalizer("en").normalize: EXTRA_WHITESPACE
         mapping([("\r", ""), ("(", " ("), (")", ") ")]),
         lambda t: _squeeze(t, lit(" ")),
-        Sub((")", " ", ".!:?;,"), (KEEP, "", KEEP)),
-        Sub(("(", " "), (KEEP, "")),
-        Sub((" ", ")"), ("", KEEP)),
-        Sub((digit, " ", "%"), (KEEP, "", KEEP)),
-        Sub((" ", ":"), ("", KEEP)),
-        Sub((" ", ";"), ("", KEEP)),
+        Group("()%:;", [
+            Sub((")", " ", ".!:?;,"), (KEEP, "", KEEP)),
+            Sub(("(", " "), (KEEP, "")),
+            Sub((" ", ")"), ("", KEEP)),
+            Sub((digit, " ", "%"), (KEEP, "", KEEP)),
+            Sub((" ", ":"), ("", KEEP)),
+            Sub((" ", ";"), ("", KEEP)),
+        ]),
         # NORMALIZE_UNICODE_IF_NOT_PENN
         mapping([("`", "'")]),
         Sub(("'", "'"), (' " ', "")),
@@ -505,23 +547,24 @@ def _moses_rules():
         mapping([("‘", "'"), ("‚", "'"), ("’", "'")]),
         Sub(("'", "'"), ('"', "")),
         mapping([("…", "...")]),
-        # FRENCH_QUOTES
-        Sub(("\xa0", "«", "\xa0"), ('"', "", "")),
-        Sub(("«", "\xa0"), ('"', "")),
-        mapping([("«", '"')]),
-        Sub(("\xa0", "»", "\xa0"), ('"', "", "")),
-        Sub(("\xa0", "»"), ('"', "")),
-        mapping([("»", '"')]),
-        # HANDLE_PSEUDO_SPACES
-        Sub(("\xa0", "%"), ("", KEEP)),
-        Sub(("n", "º", "\xa0"), (KEEP, KEEP, " ")),
-        Sub(("\xa0", ":"), ("", KEEP)),
-        Sub(("\xa0", "º", "C"), (" ", KEEP, KEEP)),
-        Sub(("\xa0", "c", "m"), (" ", KEEP, KEEP)),
-        Sub(("\xa0", "?"), ("", KEEP)),
-        Sub(("\xa0", "!"), ("", KEEP)),
-        Sub(("\xa0", ";"), ("", KEEP)),
-        Sub((",", "\xa0"), (KEEP, " ")),
+        # FRENCH_QUOTES, HANDLE_PSEUDO_SPACES
+        Group("\xa0«»", [
+            Sub(("\xa0", "«", "\xa0"), ('"', "", "")),
+            Sub(("«", "\xa0"), ('"', "")),
+            mapping([("«", '"')]),
+            Sub(("\xa0", "»", "\xa0"), ('"', "", "")),
+            Sub(("\xa0", "»"), ('"', "")),
+            mapping([("»", '"')]),
+            Sub(("\xa0", "%"), ("", KEEP)),
+            Sub(("n", "º", "\xa0"), (KEEP, KEEP, " ")),
+            Sub(("\xa0", ":"), ("", KEEP)),
+            Sub(("\xa0", "º", "C"), (" ", KEEP, KEEP)),
+            Sub(("\xa0", "c", "m"), (" ", KEEP, KEEP)),
+            Sub(("\xa0", "?"), ("", KEEP)),
+            Sub(("\xa0", "!"), ("", KEEP)),
+            Sub(("\xa0", ";"), ("", KEEP)),
+            Sub((",", "\xa0"), (KEEP, " ")),
+        ]),
         lambda t: _squeeze(t, lit(" ")),
         # EN_QUOTATION_FOLLOWED_BY_COMMA, OTHER (numbers), strip
         _quote_after_run,
@@ -535,25 +578,36 @@ def _moses_rules():
         # PAD_NOT_ISALNUM, replace_multidots, COMMA_SEPARATE_1-3
         Sub((unless(has(ALNUM), has(WS), lit(".'`,-")),), (KEEP,), pre=" ", post=" "),
         _multidots,
-        Sub((hasnt(N), ","), (KEEP, " , ")),
-        Sub((",", hasnt(N)), (" , ", KEEP)),
-        Sub((number, ","), (KEEP, " , "), end=True),
+        Group(",", [
+            Sub((hasnt(N), ","), (KEEP, " , ")),
+            Sub((",", hasnt(N)), (" , ", KEEP)),
+            Sub((number, ","), (KEEP, " , "), end=True),
+        ]),
         # ENGLISH_SPECIFIC_APOSTROPHE
-        Sub((hasnt(ALPHA), "'", hasnt(ALPHA)), (KEEP, " ' ", KEEP)),
-        Sub((unless(alpha, number), "'", alpha), (KEEP, " ' ", KEEP)),
-        Sub((alpha, "'", hasnt(ALPHA)), (KEEP, " ' ", KEEP)),
-        Sub((alpha, "'", alpha), (KEEP, " '", KEEP)),
-        Sub((number, "'", "s"), (KEEP, " '", KEEP)),
+        Group("'", [
+            Sub((hasnt(ALPHA), "'", hasnt(ALPHA)), (KEEP, " ' ", KEEP)),
+            Sub((unless(alpha, number), "'", alpha), (KEEP, " ' ", KEEP)),
+            Sub((alpha, "'", hasnt(ALPHA)), (KEEP, " ' ", KEEP)),
+            Sub((alpha, "'", alpha), (KEEP, " '", KEEP)),
+            Sub((number, "'", "s"), (KEEP, " '", KEEP)),
+        ]),
         # handles_nonbreaking_prefixes (its join, then DEDUPLICATE_SPACE and strip: nothing left to do)
         lambda t: _nonbreaking(t, prefixes, tok.NUMERIC_ONLY_PREFIXES),
         # TRAILING_DOT_APOSTROPHE (r"\.' ?$": the text is stripped), restore_multidots
         Sub((".", "'"), (" . ' ", ""), end=True),
         _restore_multidots,
     ]
-    return [r._replace(overlaps=_may_overlap(r.atoms)) if isinstance(r, Sub) else r for r in rules]
+    def settled(r):
+        if isinstance(r, Group):
+            return r._replace(rules=[settled(x) for x in r.rules])
+        return r._replace(overlaps=_may_overlap(r.atoms)) if isinstance(r, Sub) else r
+
+    return [settled(r) for r in rules]
 
 
 def _run(t: Chars, rule) -> Chars:
+    if isinstance(rule, Group):
+        return _when_any(lit(rule.chars)(t.code, None), lambda: functools.reduce(_run, rule.rules, t), t)
     if isinstance(rule, Sub):
         return _apply_sub(t, rule)
     if isinstance(rule, tuple):
