@@ -14,13 +14,15 @@ from kzoo.models import outputs
 from kzoo.tasks import TASKS
 
 
-def compare(ours, reference, padding_mask):
-    """Per output, of `ours` against `reference` (Keras fp32), over real tokens: max abs diff; cosine per
-    example (its values flattened: `cosine_min`, the quantized modes' bound) and, for an output with a vector
-    per position, per position (`position_cosine_min`, reported); top-1 agreement (argmax of the last axis).
-    The bound is per example because a token head's few labels make one token's cosine the angle of the
-    noise to a 3-vector that is sometimes short: full int8's few % noise gives a minimum of 0.98 over
-    hundreds of tokens where every example's logits stay at 0.998 (benchmarks/NOTES.md)."""
+def compare(ours, reference, padding_mask, token_outputs=()):
+    """Per output, of `ours` against `reference` (Keras fp32): max abs diff; cosine per example (its values
+    flattened: `cosine_min`, the quantized modes' bound) and, for an output with a vector per token, per
+    token (`position_cosine_min`, reported); top-1 agreement (argmax of the last axis). `token_outputs`
+    (the task's: [B, S, ...]) count at real tokens only. The bound is per example because a token head's
+    few labels make one token's cosine the angle of the noise to a 3-vector that is sometimes short: full
+    int8's few % noise gives a minimum of 0.98 over hundreds of tokens where every example's logits stay at
+    0.998 (benchmarks/NOTES.md). So it does not bound a single token: the per-token minimum and top-1
+    agreement beside it show one."""
     rows = {}
     keep = np.asarray(padding_mask).astype(bool)
     for name, want in reference.items():
@@ -28,13 +30,15 @@ def compare(ours, reference, padding_mask):
         got = np.asarray(ours[name], np.float64)
         if got.shape != want.shape:
             raise ExportError(f"output {name}: shape {got.shape} != Keras {want.shape}")
-        if want.ndim >= 2 and want.shape[:2] == keep.shape:  # [B, S, ...]: padding counts nowhere
+        rows_of = lambda x: x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # noqa: E731  (one per example)
+        per_token = name in token_outputs and want.shape[:2] == keep.shape
+        if per_token:  # padding counts nowhere
             real = keep.reshape(keep.shape + (1,) * (want.ndim - 2))
-            example = cosines((got * real).reshape(len(got), -1), (want * real).reshape(len(want), -1))
+            example = cosines(rows_of(got * real), rows_of(want * real))
         else:
-            example = cosines(got.reshape(len(got), -1), want.reshape(len(want), -1))
+            example = cosines(rows_of(got), rows_of(want))
         position = example
-        if want.ndim == 3 and want.shape[:2] == keep.shape:  # a vector per real position
+        if per_token and want.ndim == 3:  # a vector per real token
             got, want = got[keep], want[keep]
             position = cosines(got, want)
         width = want.shape[-1] if want.ndim > 1 else 1  # top-1 over the last axis
@@ -76,12 +80,12 @@ def merge_comparisons(parts):
     return merged
 
 
-def ids_rows(run, model, batches):
+def ids_rows(run, model, config, batches):
     """`run(batch)` (an export's ids signature) against the Keras model, merged over the batches."""
     parts = []
     for batch in batches:
         want = {k: np.asarray(v) for k, v in outputs(model, batch).items()}
-        parts.append(compare(run(batch), want, batch["padding_mask"]))
+        parts.append(compare(run(batch), want, batch["padding_mask"], TASKS[config["task"]].token_outputs))
     return merge_comparisons(parts)
 
 
@@ -113,7 +117,7 @@ def text_report(run_text, model, config, tokenizer, texts, longest, options):
     ids_equal = bool(np.array_equal(got["token_ids"], batch["token_ids"])
                      and np.array_equal(got["padding_mask"], batch["padding_mask"]))
     report = {"texts": len(first), "inputs": list(inputs), "bucket": width, "ids_equal_python_tokenizer": ids_equal,
-              "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"]),
+              "outputs": compare({k: got[k] for k in floats}, floats, batch["padding_mask"], task.token_outputs),
               "integer_agreement": {k: float(np.mean(got[k] == v)) for k, v in want.items() if v.dtype.kind != "f"}}
     if graph_offsets(config, tokenizer) and ids_equal:
         tokens = batch["padding_mask"].astype(bool)

@@ -173,7 +173,7 @@ def _evaluate(loaded, model, config, tokenizer, longest, text_length, options):
     serve = loaded.signatures[layout.IDS_SIGNATURE]
     rows = check.ids_rows(lambda batch: {k: v.numpy() for k, v in serve(**{k: tf.constant(v) for k, v in
                                                                              batch.items()}).items()},
-                          model, batches)
+                          model, config, batches)
     result = {"against": "keras fp32", "inputs": "text" if tokenizer else "random ids", "bound": BOUND,
               layout.IDS_SIGNATURE: rows}
     ok = check.passes(rows, "max_abs_diff", BOUND)

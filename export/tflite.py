@@ -335,7 +335,7 @@ def _evaluate(content, reference, config, text_tokenizer, tokenizer, longest, op
               "signatures": runner.interpreter.get_signature_list()}
     if text_tokenizer is None:
         # Two batches of different lengths (padded to their longest row): exercises input resizing.
-        rows = check.ids_rows(runner, reference, _eval_batches(reference, tokenizer, texts, longest))
+        rows = check.ids_rows(runner, reference, config, _eval_batches(reference, tokenizer, texts, longest))
         result.update(inputs="text" if tokenizer is not None else "random ids", outputs=rows)
         result["ok"] = check.passes(rows, metric, bound)
     else:

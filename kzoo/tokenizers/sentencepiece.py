@@ -482,15 +482,20 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         lengths stay unknown."""
         n = tf.size(norm)
         index = tf.range(n)
-        grapheme, _ = graphemes.clusters(chars)
+        grapheme, n_bytes = graphemes.clusters(chars)
         per_grapheme = lambda f, x: f(x, grapheme, n)  # noqa: E731
         n_words = tf.size(w_first)
         word = tf.cumsum(tf.math.unsorted_segment_sum(tf.ones_like(w_first), w_first, n + 1))[:-1] - 1
         # (gathers by word read a last 0 / False: a batch may have no word at all)
         at = lambda x, i: tf.gather(tf.concat([x, tf.zeros([1], x.dtype)], 0), i)  # noqa: E731
         word = tf.where((word >= 0) & (index < at(w_after, tf.maximum(word, 0))), word, -1)  # -1: none
-        inside = tf.concat([tf.equal(grapheme[1:], grapheme[:-1]), [False]], 0)  # the next one is in its grapheme
-        flagged = per_grapheme(tf.math.unsorted_segment_max, sequence * tf.cast(inside, tf.int32)) > 0
+        next_one = lambda x: tf.concat([x[1:], [-1]], 0)  # noqa: E731
+        inside = tf.equal(next_one(grapheme), grapheme)  # the next character is in its grapheme
+        j = index - tf.gather(per_grapheme(tf.math.unsorted_segment_min, index), grapheme)  # place in it
+        # Transformers looks up rules from a grapheme's first character only (inside another one, each
+        # character is rewritten alone: the table's count, which the word's pieces check)
+        flagged = per_grapheme(tf.math.unsorted_segment_max, sequence * tf.cast(inside & tf.equal(j, 0), tf.int32)) > 0
+        flagged &= n_bytes < graphemes.LONG
         low, high = per_grapheme(tf.math.unsorted_segment_min, word), per_grapheme(tf.math.unsorted_segment_max, word)
         fixable = flagged & (low >= 0) & tf.equal(low, high)  # all its characters in one word
         g_word = tf.where(fixable, low, n_words)  # (n_words: none; an empty segment's min is the largest int32)
@@ -498,8 +503,10 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         total = per_grapheme(tf.math.unsorted_segment_sum, norm)
         per_word = lambda x, w=g_word: tf.math.unsorted_segment_sum(x, w, n_words + 1)[:n_words]  # noqa: E731
         count = per_word(tf.cast(fixable, tf.int32))
-        # a rule across graphemes, or a grapheme in two words (or none): its words stay unknown
-        stuck = (sequence > 0) & ~inside | tf.gather(flagged & ~fixable, grapheme)
+        # a rule across graphemes in a word (ALBERT's ``), or a grapheme in two words (or none): its words
+        # stay unknown
+        across = (sequence > 0) & ~inside & (word >= 0) & tf.equal(next_one(word), word)
+        stuck = across | tf.gather(flagged & ~fixable, grapheme)
         stuck = per_word(tf.cast(stuck, tf.int32), tf.where(word >= 0, word, n_words))
         compose = tf.equal(excess, per_word(tf.where(fixable, total - 1, 0)))  # each one character
         keep = tf.equal(excess, 0) & tf.equal(per_word(tf.cast(fixable & tf.not_equal(total, k), tf.int32)), 0)
@@ -508,7 +515,6 @@ class SentencePieceTokenizer(Tokenizer, tf.Module):
         single = at(count, g_word) == 1
         m = tf.where(single, total - at(excess, g_word), tf.where(at(compose, g_word), 1, total))
         w_known &= tf.equal(per_word(tf.cast(fixable & (m < 0), tf.int32)), 0)
-        j = index - tf.gather(per_grapheme(tf.math.unsorted_segment_min, index), grapheme)
         kc, mc = tf.gather(k, grapheme), tf.gather(m, grapheme)
         rewritten = tf.where(mc <= kc, tf.cast(j < mc, tf.int32), tf.where(j < kc - 1, 1, 1 + mc - kc))
         apply = tf.gather(fixable & at(w_known & (count > 0), g_word), grapheme)

@@ -86,6 +86,11 @@ def test_graph_offsets_on_decomposed_text_are_transformers(tokenizers):
     texts = [unicodedata.normalize("NFD", t) for t in PLAIN if t != unicodedata.normalize("NFD", t)]
     texts += ["e\u0301te\u0301 a\u0300 la\u0300 ne\u0301e\u0300, cafe\u0301s", "nai\u0308ve\u0301 o\u0308"]
     assert _exact_but_in_unknown_words(hf, kz, texts) > 20
+    decomposed = "e\u0301te\u0301 a\u0300 la\u0300 cafe\u0301s"  # (no unknown piece: every token checked)
+    assert _exact_but_in_unknown_words(hf, kz, [decomposed]) == len(hf(decomposed, add_special_tokens=False)["input_ids"])
+    # one mark composed and one not: the pieces cannot tell which, so the word's span (not a guess)
+    _, spans = _graph_offsets(kz, ["cafe\u0301x\u0301"])
+    assert kz.family == "albert" or set(spans[0]) == {(0, 7)}, spans
 
 
 def _exact_but_in_unknown_words(hf, kz, texts):
